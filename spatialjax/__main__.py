@@ -1,0 +1,5 @@
+import sys
+
+from spatialjax.cli import main
+
+sys.exit(main())
