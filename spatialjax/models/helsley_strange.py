@@ -1,0 +1,1026 @@
+"""Helsley & Strange (2012), "Coagglomeration and the Scale and Composition of Clusters".
+
+I industries, one worker type per industry. A cluster (city) is an employment vector
+``n = (n_1, ..., n_I)`` (shape ``(I,)``). Wages are productivities (III.5),
+``w_i = g_i(n)``, and a type-i worker's indirect utility is (III.6)
+
+    V_i(n) = g_i(n) - c(N),   N = sum_s n_s,
+
+with the residential cost ``c(N) = t N`` of (III.7) unless the user supplies another one.
+The Appendix form (A.1) of productivity is built in:
+
+    g_i(n) = sum_s [theta^i_s alpha n_s - (beta/2) n_s^2] + gamma prod_s n_s,
+
+with ``theta[i, s] = theta^i_s`` (row = industry i, column = worker type s). Any other JAX
+function ``g(params, n) -> (I,)`` can be passed as ``Params(g=...)``.
+
+Objects computed here (paper's equation numbers):
+
+* type-i optimal cluster n*^i, first-order conditions (IV.1), with a second-order check
+  (``type_optimum`` / ``solve_type_optimum``);
+* Pareto-efficient clusters, maximizers of W = sum_i lambda_i V_i (IV.4)-(IV.5), i.e. the
+  contract surface as a function of the weights (``contract_curve`` / ``solve_contract_curve``);
+* the constrained Pareto-efficient (CPE) allocation, the contract surface intersected with
+  the ratio ray (V.1)/(V.2) (``constrained_pareto_efficient``);
+* the set of symmetric Nash equilibria with free migration: the part of the ratio ray that is
+  stable (dV_i/dn_i < 0 for all i, the sets S_i) and at least as good as autarky (the sets
+  A_i), returned as an interval of city scale N^j together with the conditions binding at
+  its ends (``nash_interval``);
+* specialized-city equilibria, the Proposition 3 interval [n^S_i, n^A_i] and the point n^C_i
+  of Figure 5 (``specialized_equilibria``);
+* symmetric partitions of the industries into city types, their equilibrium status and
+  welfare ranking (Section VII, Proposition 4) (``partition_equilibria``).
+
+Known misprint (MODELS.md): (A.8) prints dg_i/dn_i - dg_k/dn_i = alpha (theta^i_i - theta^i_k);
+differentiating (A.1) gives alpha (theta^i_i - theta^k_i). Assumption 2 is therefore checked as
+``theta[i, i] > theta[k, i]`` (see ``check_assumptions``), not as the printed expression, which
+is just (A.7) again.
+
+All solves are float64 Newton iterations in logs of the (positive) unknowns with a
+backtracking line search, under ``jit``; every result carries its residual, iteration count
+and a status. Derivatives through the type optima, the contract curve and the CPE are the
+implicit-function derivatives (one Newton step at the converged root carries the gradient).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import spatialjax  # noqa: F401  (float64)
+from spatialjax.errors import ConvergenceError, ParameterError
+from spatialjax.tables import format_kv, format_table
+from spatialjax.validation import check_finite, check_positive, check_shape
+
+Array = jax.Array
+
+__all__ = [
+    "Params", "default_params", "productivity", "cost", "utility", "utility_jacobian",
+    "Optimum", "solve_type_optimum", "type_optimum", "type_optima", "solve_contract_curve",
+    "contract_curve", "contract_curve_path", "type_optimal_loci_I2", "CPE",
+    "constrained_pareto_efficient", "NashSet", "nash_interval", "Specialized",
+    "specialized_equilibria", "set_partitions", "PartitionResult", "PartitionTable",
+    "partition_equilibria", "check_assumptions", "closed_form_I2", "sweep",
+]
+
+
+# ----------------------------------------------------------------------------------------
+# Parameters
+# ----------------------------------------------------------------------------------------
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+class Params(eqx.Module):
+    """Parameters of the Helsley-Strange economy (Appendix form (A.1) unless ``g`` is given).
+
+    Fields (all float64 arrays):
+      alpha, beta, gamma, t : scalars. alpha > 0, beta > 0, gamma >= 0, t > 0 (III.7), (A.1).
+      theta : (I, I), ``theta[i, s] = theta^i_s``; row = industry i, column = worker type s.
+      V0    : (I,), autarky utility V_i(0) (default 0 = utility in an empty city, since
+              g_i(0) = c(0) = 0 in (A.1)/(III.7)).
+      N     : (I,), aggregate numbers of workers of each type N_i (> 0); they fix the ratio
+              ray (V.1) and the number of cities J = N_i / n_i (default 100 each).
+      aux   : any pytree of extra parameters for a user-supplied ``g``/``c`` (differentiable).
+      g     : optional ``g(params, n) -> (I,)`` productivity (static); default (A.1).
+      c     : optional ``c(params, N) -> scalar`` residential cost (static); default t*N (III.7).
+
+    With a user ``g``, ``theta`` may be omitted if ``N`` or ``V0`` gives I.
+    """
+
+    alpha: Array
+    beta: Array
+    gamma: Array
+    t: Array
+    theta: Array
+    V0: Array
+    N: Array
+    aux: Any = None
+    g: Optional[Callable] = eqx.field(static=True, default=None)
+    c: Optional[Callable] = eqx.field(static=True, default=None)
+
+    def __init__(self, alpha=1.0, beta=1.0, gamma=0.5, t=0.5, theta=None, V0=None, N=None, *,
+                 g=None, c=None, aux=None):
+        if g is not None and not callable(g):
+            raise ParameterError("g", f"must be a callable g(params, n) -> (I,) array; got {type(g).__name__}")
+        if c is not None and not callable(c):
+            raise ParameterError("c", f"must be a callable c(params, N) -> scalar; got {type(c).__name__}")
+        if theta is None:
+            if g is None:
+                theta = [[2.0, 1.5], [1.2, 1.8]]
+            else:
+                I = None
+                for name, v in (("N", N), ("V0", V0)):
+                    if v is not None and np.ndim(v) == 1:
+                        I = np.shape(v)[0]
+                        break
+                if I is None:
+                    raise ParameterError("theta", "with a user-supplied g give theta (I, I), or N or V0 of shape (I,) so that I is known")
+                theta = np.zeros((I, I))
+        for name, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("t", t)):
+            check_shape(name, v, ())
+        check_positive("alpha", alpha)
+        check_positive("beta", beta)
+        check_positive("gamma", gamma, strict=False)
+        check_positive("t", t)
+        if np.ndim(theta) != 2 or np.shape(theta)[0] != np.shape(theta)[1] or np.shape(theta)[0] < 2:
+            raise ParameterError("theta", f"must be a square (I, I) array with I >= 2 (row = industry i, column = worker type s); got shape {np.shape(theta)}")
+        check_finite("theta", theta)
+        I = np.shape(theta)[0]
+        if V0 is None:
+            V0 = np.zeros(I)
+        elif np.ndim(V0) == 0:
+            check_finite("V0", V0)
+            V0 = jnp.full((I,), V0, dtype=jnp.float64)
+        check_shape("V0", V0, (I,))
+        check_finite("V0", V0)
+        if N is None:
+            N = np.full(I, 100.0)
+        check_shape("N", N, (I,))
+        check_positive("N", N)
+        f = lambda x: jnp.asarray(x, dtype=jnp.float64)  # noqa: E731
+        self.alpha, self.beta, self.gamma, self.t = f(alpha), f(beta), f(gamma), f(t)
+        self.theta, self.V0, self.N = f(theta), f(V0), f(N)
+        self.aux, self.g, self.c = aux, g, c
+
+    @property
+    def I(self) -> int:  # noqa: E743
+        """Number of industries / worker types."""
+        return self.theta.shape[0]
+
+    @property
+    def ratio(self) -> Array:
+        """Direction of the ratio ray (V.1), normalised to sum 1: r = N / sum(N); shape (I,)."""
+        return self.N / jnp.sum(self.N)
+
+
+def default_params(**overrides) -> Params:
+    """The default I = 2 economy used by the CLI and the figures:
+    alpha = 1, beta = 1, gamma = 0.5, t = 0.5, theta = [[2, 1.5], [1.2, 1.8]], V0 = 0, N = (100, 100).
+    It satisfies Assumptions 1 and 2, beta > gamma and alpha > t (interior type optima)."""
+    return Params(**overrides)
+
+
+# ----------------------------------------------------------------------------------------
+# Primitives
+# ----------------------------------------------------------------------------------------
+
+def productivity(params: Params, n: Array) -> Array:
+    """g(n), shape (I,): (A.1) or the user's ``g``. ``n`` has shape (I,)."""
+    n = jnp.asarray(n, jnp.float64)
+    if params.g is not None:
+        return jnp.asarray(params.g(params, n), jnp.float64)
+    # (A.1): g_i = sum_s [theta^i_s alpha n_s - beta/2 n_s^2] + gamma prod_s n_s
+    common = -0.5 * params.beta * jnp.sum(n ** 2) + params.gamma * jnp.prod(n)
+    return params.alpha * (params.theta @ n) + common
+
+
+def cost(params: Params, Ntot: Array) -> Array:
+    """Residential cost c(N): t N (III.7) or the user's ``c``."""
+    if params.c is not None:
+        return jnp.asarray(params.c(params, Ntot), jnp.float64)
+    return params.t * Ntot
+
+
+def utility(params: Params, n: Array) -> Array:
+    """V(n) = g(n) - c(sum n), shape (I,) (III.6)."""
+    n = jnp.asarray(n, jnp.float64)
+    return productivity(params, n) - cost(params, jnp.sum(n))
+
+
+def utility_jacobian(params: Params, n: Array) -> Array:
+    """D[i, k] = dV_i/dn_k at n, shape (I, I). D[i, i] < 0 for all i is stability (S_i)."""
+    return jax.jacfwd(lambda m: utility(params, m))(jnp.asarray(n, jnp.float64))
+
+
+# ----------------------------------------------------------------------------------------
+# Newton machinery (no Python loops under jit)
+# ----------------------------------------------------------------------------------------
+
+_STEPS = 0.5 ** jnp.arange(16, dtype=jnp.float64)
+_MAXSTEP = 2.0  # largest step in log units
+
+
+def _sg(tree):
+    return jax.tree_util.tree_map(lambda a: jax.lax.stop_gradient(a) if eqx.is_array(a) else a, tree)
+
+
+def _newton(F, x0, args, maxiter=100, rtol=1e-12):
+    """Damped Newton on F(x, args) = 0 with backtracking; returns (x, F(x), iterations, tol)."""
+    def res(x):
+        return F(x, args)
+
+    f0 = res(x0)
+    tol = rtol * jnp.maximum(1.0, jnp.max(jnp.abs(jnp.where(jnp.isfinite(f0), f0, 0.0)))) + 1e-14
+
+    def cond(s):
+        x, f, it = s
+        return (it < maxiter) & (jnp.max(jnp.abs(f)) > tol) & jnp.all(jnp.isfinite(f))
+
+    def body(s):
+        x, f, it = s
+        J = jax.jacfwd(res)(x)
+        dx = jnp.linalg.solve(J, -f)
+        dx = jnp.where(jnp.all(jnp.isfinite(dx)), dx, -f)
+        dx = dx * jnp.minimum(1.0, _MAXSTEP / (jnp.max(jnp.abs(dx)) + 1e-300))
+        cand = x[None, :] + _STEPS[:, None] * dx[None, :]
+        fc = jax.vmap(res)(cand)
+        nc = jnp.linalg.norm(fc, axis=1)
+        nc = jnp.where(jnp.isfinite(nc), nc, jnp.inf)
+        ok = nc < (1.0 - 1e-4 * _STEPS) * jnp.linalg.norm(f)
+        k = jnp.where(jnp.any(ok), jnp.argmax(ok), jnp.argmin(nc))
+        return cand[k], fc[k], it + 1
+
+    x, f, it = jax.lax.while_loop(cond, body, (x0, f0, jnp.asarray(0)))
+    return x, f, it, tol
+
+
+def _implicit_step(F, x, args):
+    """One Newton step at the (stop-gradient) root: its derivative w.r.t. ``args`` is the
+    implicit-function derivative -J^{-1} dF/dargs."""
+    x = jax.lax.stop_gradient(x)
+    J = jax.lax.stop_gradient(jax.jacfwd(F)(x, _sg(args)))
+    return x - jnp.linalg.solve(J, F(x, args))
+
+
+def _bisect(f, lo, hi, iters=200):
+    """Root of scalar f on [lo, hi] with a sign change (fori_loop)."""
+    flo = f(lo)
+
+    def body(_, s):
+        a, b, fa = s
+        m = 0.5 * (a + b)
+        fm = f(m)
+        same = jnp.sign(fm) == jnp.sign(fa)
+        return jnp.where(same, m, a), jnp.where(same, b, m), jnp.where(same, fm, fa)
+
+    a, b, _ = jax.lax.fori_loop(0, iters, body, (lo, hi, flo))
+    return 0.5 * (a + b)
+
+
+# ----------------------------------------------------------------------------------------
+# Type optima (IV.1) and the contract surface (IV.4)-(IV.5)
+# ----------------------------------------------------------------------------------------
+
+def _weighted_x0(params: Params, w: Array) -> Array:
+    if params.g is None:
+        th = w @ params.theta
+        n0 = (params.alpha * th - params.t) / params.beta  # gamma = 0 solution of (IV.5)
+        n0 = jnp.where(n0 > 1e-3, n0, 1e-3 + 0.1 * jnp.abs(params.alpha / params.beta))
+        return jnp.log(n0)
+    return jnp.zeros(params.I)
+
+
+@eqx.filter_jit
+def _solve_weighted(params: Params, w: Array, x0: Array):
+    """Maximize W = w . V(n) over n > 0 in logs (IV.4); w = e_i gives (IV.1)."""
+    def F(x, args):
+        p, ww = args
+        n = jnp.exp(x)
+        return jax.grad(lambda m: ww @ utility(p, m))(n)   # (IV.5) / (IV.1)
+
+    args = (params, w)
+    x, f, it, tol = _newton(F, x0, _sg(args))
+    x = _implicit_step(F, x, args)
+    n = jnp.exp(x)
+    foc = jax.grad(lambda m: w @ utility(params, m))(n)
+    H = jax.hessian(lambda m: w @ utility(params, m))(n)
+    eig = jnp.linalg.eigvalsh(0.5 * (H + H.T))
+    resid = jnp.max(jnp.abs(jax.lax.stop_gradient(foc)))
+    converged = (resid <= 10 * tol) & jnp.all(jnp.isfinite(n))
+    return n, utility(params, n), resid, it, converged, jnp.max(eig)
+
+
+class Optimum(eqx.Module):
+    """A maximizer of W = sum_i w_i V_i(n): a type optimum (w = e_i, (IV.1)) or a Pareto
+    efficient cluster (w = lambda, (IV.5)).
+
+    n: (I,) cluster; V: (I,) utilities there; weights: (I,); foc_residual: max |dW/dn_k|;
+    iterations; converged; hessian_max_eig: largest eigenvalue of the Hessian of W in n
+    (second-order condition: < 0); is_max = converged and hessian_max_eig < 0.
+    """
+
+    n: Array
+    V: Array
+    weights: Array
+    foc_residual: Array
+    iterations: Array
+    converged: Array
+    hessian_max_eig: Array
+
+    @property
+    def is_max(self):
+        return self.converged & (self.hessian_max_eig < 0)
+
+    @property
+    def status(self) -> str:
+        if not bool(self.converged):
+            return f"not converged (FOC residual {float(self.foc_residual):.3e} after {int(self.iterations)} iterations)"
+        if not bool(self.hessian_max_eig < 0):
+            return f"FOC solved but not a maximum: Hessian max eigenvalue {float(self.hessian_max_eig):.3e} >= 0 (for (A.1), I = 2 needs beta > gamma)"
+        return "ok (local maximum)"
+
+    def summary(self, title: str = "Optimum") -> str:
+        I = self.n.shape[0]
+        rows = [(f"n_{k + 1}", float(self.n[k]), float(self.V[k])) for k in range(I)]
+        notes = [f"weights = {np.round(np.asarray(self.weights), 6).tolist()}",
+                 f"N = {float(jnp.sum(self.n)):.6g}; FOC residual {float(self.foc_residual):.2e}; "
+                 f"iterations {int(self.iterations)}; Hessian max eig {float(self.hessian_max_eig):.4g}",
+                 f"status: {self.status}"]
+        s = format_table(["type k", "n_k", "V_k(n)"], rows, title=title, notes=notes)
+        return s
+
+
+def _check_index(params: Params, i) -> int:
+    if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+        raise ParameterError("i", f"must be an integer industry index in [0, {params.I - 1}]; got {i!r}")
+    if not 0 <= int(i) < params.I:
+        raise ParameterError("i", f"must be in [0, {params.I - 1}] (0-based industry index); got {i}")
+    return int(i)
+
+
+def _x0_from(params, w, n0):
+    if n0 is None:
+        return _weighted_x0(params, w)
+    check_shape("n0", n0, (params.I,))
+    check_positive("n0", n0)
+    return jnp.log(jnp.asarray(n0, jnp.float64))
+
+
+def _optimum(params, w, n0):
+    n, V, r, it, conv, eig = _solve_weighted(params, w, _x0_from(params, w, n0))
+    return Optimum(n=n, V=V, weights=w, foc_residual=r, iterations=it, converged=conv, hessian_max_eig=eig)
+
+
+def _raise_or_nan(opt: Optimum, what: str) -> Array:
+    if _is_concrete(opt.converged) and _is_concrete(opt.hessian_max_eig):
+        if not bool(opt.is_max):
+            raise ConvergenceError(f"{what}: {opt.status}")
+        return opt.n
+    return jnp.where(opt.is_max, opt.n, jnp.nan)
+
+
+def solve_type_optimum(params: Params, i: int, *, n0=None) -> Optimum:
+    """Type-i optimal cluster: maximizes V_i(n) (FOC (IV.1), closed form (A.18)/(A.19) for I = 2).
+    Never raises on failure; see ``Optimum.status``."""
+    i = _check_index(params, i)
+    return _optimum(params, jax.nn.one_hot(i, params.I, dtype=jnp.float64), n0)
+
+
+def type_optimum(params: Params, i: int, *, n0=None) -> Array:
+    """n*^i, shape (I,): the type-i optimal cluster (IV.1).
+
+    Raises ConvergenceError if Newton did not converge or the second-order condition fails
+    (no interior maximum). Under jit/vmap/grad it returns NaNs instead of raising."""
+    return _raise_or_nan(solve_type_optimum(params, i, n0=n0), f"type-{i} optimum")
+
+
+def type_optima(params: Params) -> Array:
+    """All type optima stacked, shape (I, I): row i is n*^i."""
+    return jnp.stack([type_optimum(params, i) for i in range(params.I)])
+
+
+def _check_lam(params: Params, lam) -> Array:
+    I = params.I
+    if np.ndim(lam) == 0 and I == 2:
+        lam = jnp.stack([jnp.asarray(lam, jnp.float64), 1.0 - jnp.asarray(lam, jnp.float64)])
+    check_shape("lam", lam, (I,))
+    check_finite("lam", lam)
+    if _is_concrete(lam):
+        a = np.asarray(lam, float)
+        if np.any(a < 0) or np.any(a > 1) or abs(a.sum() - 1.0) > 1e-9:
+            raise ParameterError("lam", f"Pareto weights must lie in [0, 1] and sum to 1 (IV.4); got {a.tolist()}")
+    return jnp.asarray(lam, jnp.float64)
+
+
+def solve_contract_curve(params: Params, lam, *, n0=None) -> Optimum:
+    """Pareto-efficient cluster for weights ``lam`` (shape (I,), or a scalar lambda for I = 2,
+    meaning (lambda, 1 - lambda)): maximizer of (IV.4), FOC (IV.5); (A.20)-(A.21) for I = 2."""
+    return _optimum(params, _check_lam(params, lam), n0)
+
+
+def contract_curve(params: Params, lam, *, n0=None) -> Array:
+    """n^PE(lam), shape (I,): the point of the contract surface (IV.5) for weights ``lam``.
+    Raises ConvergenceError on failure (NaNs under tracing)."""
+    return _raise_or_nan(solve_contract_curve(params, lam, n0=n0), "contract curve")
+
+
+def contract_curve_path(params: Params, lams: Array) -> Array:
+    """The contract surface along a batch of weights, one vmapped solve: ``lams`` (K, I)
+    (or (K,) scalars for I = 2) -> (K, I). Failed points are NaN."""
+    lams = jnp.asarray(lams, jnp.float64)
+    if lams.ndim == 1 and params.I == 2:
+        lams = jnp.stack([lams, 1.0 - lams], axis=1)
+    check_shape("lams", lams, (lams.shape[0], params.I))
+    return jax.vmap(lambda l: contract_curve(params, l))(lams)
+
+
+def type_optimal_loci_I2(params: Params, i: int, k: int, n_other: Array) -> Array:
+    """For (A.1), I = 2, c = tN: the locus n*^i_k(n_other) where dV_i/dn_k = 0, (A.22)-(A.25):
+    n*^i_k = (theta^i_k alpha - t)/beta + (gamma/beta) n_other."""
+    return (params.theta[i, k] * params.alpha - params.t) / params.beta + params.gamma / params.beta * jnp.asarray(n_other)
+
+
+def closed_form_I2(params: Params) -> dict:
+    """Appendix closed forms for I = 2: type optima (A.18)/(A.19) and the contract curve
+    (A.20)-(A.21) as a function of lambda."""
+    a, b, g, t, th = params.alpha, params.beta, params.gamma, params.t, params.theta
+    d = b ** 2 - g ** 2
+
+    def opt(th1, th2):  # th1 = theta^i_1, th2 = theta^i_2
+        return jnp.stack([(a * (b * th1 + g * th2) - t * (b + g)) / d, (a * (g * th1 + b * th2) - t * (b + g)) / d])
+
+    def pe(lam):
+        m1 = lam * th[0, 0] + (1 - lam) * th[1, 0]
+        m2 = lam * th[0, 1] + (1 - lam) * th[1, 1]
+        return opt(m1, m2)
+
+    return {"type1": opt(th[0, 0], th[0, 1]), "type2": opt(th[1, 0], th[1, 1]), "contract": pe}
+
+
+# ----------------------------------------------------------------------------------------
+# Constrained Pareto-efficient allocation: contract surface ∩ ratio ray (V.1)
+# ----------------------------------------------------------------------------------------
+
+@eqx.filter_jit
+def _solve_cpe(params: Params, y0: Array):
+    def F(y, p):
+        S = jnp.exp(y[0])
+        lam = y[1:]
+        D = utility_jacobian(p, S * p.ratio)
+        return jnp.concatenate([D.T @ lam, jnp.array([jnp.sum(lam) - 1.0])])   # (IV.5) on (V.1)
+
+    y, f, it, tol = _newton(F, y0, _sg(params))
+    y = _implicit_step(F, y, params)
+    resid = jnp.max(jnp.abs(jax.lax.stop_gradient(F(y, params))))
+    S = jnp.exp(y[0])
+    n = S * params.ratio
+    return n, S, y[1:], resid, it, (resid <= 10 * tol) & jnp.all(jnp.isfinite(y)), utility_jacobian(params, n), utility(params, n)
+
+
+@dataclass
+class CPE:
+    """Symmetric constrained Pareto-efficient allocation (contract surface (IV.5) ∩ ratio ray (V.1)).
+
+    n: (I,) cluster; S: city scale sum(n); lam: (I,) Pareto weights of the contract point;
+    J: number of cities sum(N)/S; V: (I,) utilities; own_marginal: (I,) dV_i/dn_i (all > 0 under
+    Assumption 2, so the CPE is unstable: Proposition 2); residual, iterations, converged;
+    exists: converged with all lam in (0, 1) (footnote 14: the ray meets the contract surface
+    between the type optima)."""
+
+    n: Array
+    S: float
+    lam: Array
+    J: float
+    V: Array
+    own_marginal: Array
+    residual: float
+    iterations: int
+    converged: bool
+    exists: bool
+
+    @property
+    def status(self) -> str:
+        if not self.converged:
+            return f"not converged (residual {self.residual:.3e} after {self.iterations} iterations)"
+        if not self.exists:
+            return f"ratio ray misses the contract surface: weights {np.round(np.asarray(self.lam), 4).tolist()} not in (0, 1) (footnote 14)"
+        return "ok"
+
+    @property
+    def is_nash(self) -> bool:
+        """Stable for every type? (Proposition 2 says no.)"""
+        return bool(np.all(np.asarray(self.own_marginal) < 0))
+
+    def summary(self) -> str:
+        I = len(self.n)
+        rows = [(f"type {k + 1}", float(self.n[k]), float(self.lam[k]), float(self.V[k]), float(self.own_marginal[k])) for k in range(I)]
+        return format_table(["", "n_k", "lambda_k", "V_k", "dV_k/dn_k"], rows,
+                            title="Constrained Pareto-efficient allocation (IV.5) ∩ (V.1)",
+                            notes=[f"city scale N^j = {self.S:.6g}, number of cities J = {self.J:.6g}",
+                                   f"stable for all types (Nash)? {'yes' if self.is_nash else 'no (Proposition 2)'}",
+                                   f"residual {self.residual:.2e}; iterations {self.iterations}; status: {self.status}"])
+
+
+def constrained_pareto_efficient(params: Params) -> CPE:
+    """Intersection of the contract surface (IV.5) with the ratio ray (V.1): solves
+    sum_i lam_i dV_i/dn_k (S r) = 0 (k = 1..I), sum lam = 1 for (log S, lam) by Newton."""
+    lam0 = params.ratio
+    pe = solve_contract_curve(params, lam0)
+    S0 = jnp.where(pe.converged, jnp.sum(pe.n), 1.0)
+    y0 = jnp.concatenate([jnp.log(S0)[None], lam0])
+    n, S, lam, r, it, conv, D, V = _solve_cpe(params, y0)
+    lam_np = np.asarray(lam)
+    conv = bool(conv)
+    exists = conv and bool(np.all((lam_np > 0) & (lam_np < 1)))
+    return CPE(n=n, S=float(S), lam=lam, J=float(jnp.sum(params.N) / S), V=V,
+               own_marginal=jnp.diag(D), residual=float(r), iterations=int(it), converged=conv, exists=exists)
+
+
+# ----------------------------------------------------------------------------------------
+# Symmetric Nash equilibria on a ray: stable (S_i) and at least as good as autarky (A_i)
+# ----------------------------------------------------------------------------------------
+
+@eqx.filter_jit
+def _ray_margins(params: Params, r: Array, m: Array, S: Array):
+    """Margins along the ray n = S r for the members m (bool (I,)); columns 0..I-1 are
+    stability margins -dV_i/dn_i (need > 0), I..2I-1 autarky margins V_i - V_i(0) (need >= 0).
+    Non-members get +inf. Also returns the block welfare sum_{i in m} N_i V_i."""
+    def one(s):
+        n = s * r
+        D = utility_jacobian(params, n)
+        V = utility(params, n)
+        stab = jnp.where(m, -jnp.diag(D), jnp.inf)
+        aut = jnp.where(m, V - params.V0, jnp.inf)
+        return jnp.concatenate([stab, aut]), jnp.sum(jnp.where(m, params.N * V, 0.0))
+    return jax.vmap(one)(S)
+
+
+@eqx.filter_jit
+def _bisect_margins(params: Params, r, m, cols, a, b):
+    """Roots of each margin column in ``cols`` between a and b (vmapped bisection)."""
+    def root(j):
+        return _bisect(lambda s: _ray_margins(params, r, m, s[None])[0][0, j], a, b, iters=120)
+    return jax.vmap(root)(cols)
+
+
+@eqx.filter_jit
+def _golden_max(params: Params, r, m, a, b):
+    """Golden-section maximum of the block welfare on [a, b]."""
+    phi = (math.sqrt(5.0) - 1.0) / 2.0
+    W = lambda s: _ray_margins(params, r, m, s[None])[1][0]  # noqa: E731
+
+    def body(_, st):
+        lo, hi = st
+        x1 = hi - phi * (hi - lo)
+        x2 = lo + phi * (hi - lo)
+        up = W(x1) < W(x2)
+        return jnp.where(up, x1, lo), jnp.where(up, hi, x2)
+
+    lo, hi = jax.lax.fori_loop(0, 100, body, (a, b))
+    return 0.5 * (lo + hi)
+
+
+@dataclass
+class NashSet:
+    """The symmetric Nash equilibria on a ratio ray, as an interval of city scale N^j = sum(n).
+
+    S_lo, S_hi: ends of the (first) interval where dV_i/dn_i < 0 (stability, S_i) and
+    V_i >= V_i(0) (autarky, A_i) for every member type i; n_lo, n_hi: (I,) clusters there;
+    J_range: numbers of cities (sum N / S_hi, sum N / S_lo); lower_bound, upper_bound: the
+    conditions binding at the ends; exists; components: number of disjoint feasible pieces on
+    the grid (1 for (A.1) with I = 2); S_max: grid end; S_eff: scale that maximizes the
+    members' welfare sum N_i V_i on the ray (unconstrained by stability); members: the types."""
+
+    members: tuple
+    exists: bool
+    S_lo: float = float("nan")
+    S_hi: float = float("nan")
+    n_lo: Any = None
+    n_hi: Any = None
+    J_range: tuple = (float("nan"), float("nan"))
+    lower_bound: str = ""
+    upper_bound: str = ""
+    components: int = 0
+    S_max: float = float("nan")
+    S_eff: float = float("nan")
+    V_lo: Any = None
+    V_hi: Any = None
+    reason: str = ""
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.exists else f"no symmetric Nash equilibrium on the ray: {self.reason}"
+
+    def summary(self) -> str:
+        if not self.exists:
+            return format_kv([("members", str([k + 1 for k in self.members])), ("status", self.status)],
+                             title="Symmetric Nash equilibria (empty)")
+        I = len(self.n_lo)
+        rows = [("lower end", self.S_lo, self.J_range[1], *[float(x) for x in self.n_lo], self.lower_bound),
+                ("upper end", self.S_hi, self.J_range[0], *[float(x) for x in self.n_hi], self.upper_bound)]
+        return format_table(["", "N^j", "J", *[f"n_{k + 1}" for k in range(I)], "binding condition"], rows,
+                            title=f"Symmetric Nash equilibria on the ratio ray, types {[k + 1 for k in self.members]}",
+                            notes=[f"efficient scale on the ray (max sum N_i V_i): {self.S_eff:.6g}; "
+                                   f"Nash clusters too large: {'yes' if self.S_lo > self.S_eff else 'no'}",
+                                   f"feasible pieces on the grid: {self.components}"])
+
+
+def _labels(I):
+    return [f"stability of type {k + 1} (dV_{k + 1}/dn_{k + 1} = 0)" for k in range(I)] + \
+           [f"autarky of type {k + 1} (V_{k + 1} = V_{k + 1}(0))" for k in range(I)]
+
+
+def _default_smax(params: Params, members) -> float:
+    best = 0.0
+    for i in members:
+        o = solve_type_optimum(params, i)
+        if bool(o.is_max):
+            best = max(best, float(jnp.sum(o.n)))
+    return 4.0 * best if best > 0 else 100.0
+
+
+def nash_interval(params: Params, members: Optional[Sequence[int]] = None, *, S_max: Optional[float] = None,
+                  grid: int = 4001) -> NashSet:
+    """Symmetric Nash equilibria with free migration on the ratio ray (Section V.B).
+
+    With ``members=None`` the ray is (V.1), n = S N / sum(N). With a subset of types, the ray
+    of a city that holds only those types (a block of a partition, Section VII; a single type
+    gives the specialized city of Section VI). Feasibility is evaluated on a grid of ``grid``
+    scales in (0, S_max] (one vmapped jitted call) and each end of the first feasible piece is
+    refined by bisection on the condition that changes there. ``S_max`` defaults to 4 times the
+    largest type-optimum scale and is doubled (up to 6 times) while the top of the grid is feasible.
+    """
+    I = params.I
+    members = tuple(range(I)) if members is None else tuple(sorted(set(int(k) for k in members)))
+    if not members or any(k < 0 or k >= I for k in members):
+        raise ParameterError("members", f"must be a non-empty subset of 0..{I - 1}; got {members}")
+    if grid < 10:
+        raise ParameterError("grid", f"must be >= 10; got {grid}")
+    m = jnp.zeros(I, bool).at[jnp.array(members)].set(True)
+    Nm = jnp.where(m, params.N, 0.0)
+    r = Nm / jnp.sum(Nm)
+    smax = float(S_max) if S_max is not None else _default_smax(params, members)
+    if not (smax > 0 and math.isfinite(smax)):
+        raise ParameterError("S_max", f"must be a finite number > 0; got {S_max}")
+    for _ in range(7):
+        S = jnp.linspace(smax / grid, smax, grid)
+        M, W = _ray_margins(params, r, m, S)
+        M = np.asarray(M)
+        feas = np.all(M[:, :I] > 0, axis=1) & np.all(M[:, I:] >= 0, axis=1)
+        if not feas[-1] or S_max is not None:
+            break
+        smax *= 2.0
+    S_np = np.asarray(S)
+    Wn = np.asarray(W)
+    k_eff = int(np.nanargmax(np.where(np.isfinite(Wn), Wn, -np.inf)))
+    a = S_np[max(k_eff - 1, 0)]
+    b = S_np[min(k_eff + 1, grid - 1)]
+    S_eff = float(_golden_max(params, r, m, jnp.asarray(a), jnp.asarray(b)))
+    if not np.any(feas):
+        stab_ok = np.all(M[:, :I] > 0, axis=1)
+        aut_ok = np.all(M[:, I:] >= 0, axis=1)
+        if not stab_ok.any():
+            why = "no scale in the grid is stable for all member types"
+        elif not aut_ok.any():
+            why = "no scale is at least as good as autarky for all member types"
+        else:
+            why = "the stable scales are all worse than autarky for some member type"
+        return NashSet(members=members, exists=False, S_max=smax, S_eff=S_eff, reason=why)
+    edges = np.diff(feas.astype(int))
+    components = int(np.sum(edges == 1) + (1 if feas[0] else 0))
+    k0 = int(np.argmax(feas))
+    k1 = k0 + int(np.argmin(feas[k0:])) - 1 if not feas[k0:].all() else grid - 1
+    labels = _labels(I)
+
+    def ok_cols(row):
+        return np.concatenate([row[:I] > 0, row[I:] >= 0])
+
+    def refine(ka, kb, lower):
+        """ka infeasible, kb feasible neighbour."""
+        cols = np.nonzero(~ok_cols(M[ka]) & ok_cols(M[kb]))[0]
+        roots = np.asarray(_bisect_margins(params, r, m, jnp.asarray(cols), jnp.asarray(S_np[ka]), jnp.asarray(S_np[kb])))
+        j = int(np.argmax(roots)) if lower else int(np.argmin(roots))
+        return float(roots[j]), labels[int(cols[j])]
+
+    if k0 == 0:
+        S_lo, lo_lab = float(S_np[0]), "grid start (feasible down to the smallest scale tried)"
+    else:
+        S_lo, lo_lab = refine(k0 - 1, k0, True)
+    if k1 == grid - 1:
+        S_hi, hi_lab = float(S_np[-1]), "grid end S_max (feasible up to the largest scale tried; raise S_max)"
+    else:
+        S_hi, hi_lab = refine(k1 + 1, k1, False)
+    n_lo, n_hi = S_lo * r, S_hi * r
+    tot = float(jnp.sum(Nm))
+    return NashSet(members=members, exists=True, S_lo=S_lo, S_hi=S_hi, n_lo=n_lo, n_hi=n_hi,
+                   J_range=(tot / S_hi, tot / S_lo), lower_bound=lo_lab, upper_bound=hi_lab,
+                   components=components, S_max=smax, S_eff=S_eff,
+                   V_lo=utility(params, n_lo), V_hi=utility(params, n_hi))
+
+
+# ----------------------------------------------------------------------------------------
+# Specialized cities (Section VI, Proposition 3, Figure 5)
+# ----------------------------------------------------------------------------------------
+
+@eqx.filter_jit
+def _specialized(params: Params):
+    I = params.I
+    eye = jnp.eye(I)
+
+    def Vii(i, n):
+        return utility(params, n * eye[i])[i]
+
+    def nS_of(i):
+        if params.g is None and params.c is None:
+            x0 = jnp.log(jnp.maximum((params.theta[i, i] * params.alpha - params.t) / params.beta, 1e-3))
+        else:
+            x0 = jnp.zeros(())
+        F = lambda x, _: jax.grad(lambda n: Vii(i, n))(jnp.exp(x[0]))[None]  # noqa: E731
+        x, f, it, tol = _newton(F, x0[None], None)
+        n = jnp.exp(x[0])
+        d2 = jax.grad(jax.grad(lambda s: Vii(i, s)))(n)
+        return n, jnp.max(jnp.abs(f)) <= 10 * tol, d2
+
+    idx = jnp.arange(I)
+    nS, conv, d2 = jax.vmap(nS_of)(idx)
+    VS = jax.vmap(lambda i: Vii(i, nS[i]))(idx)
+    # Vcross[i, k] = V_i^k(n_k^S): a type-i worker in a type-k specialized city of optimal size
+    Vcross = jax.vmap(lambda k: utility(params, nS[k] * eye[k]))(idx).T
+    offd = jnp.where(eye.astype(bool), -jnp.inf, Vcross)
+    targetC = jnp.max(offd, axis=1)
+
+    def root_above(i, target):
+        f = lambda n: Vii(i, n) - target  # noqa: E731
+        lo = nS[i]
+
+        def c(s):
+            hi, k = s
+            return (f(hi) > 0) & (k < 80)
+
+        hi, k = jax.lax.while_loop(c, lambda s: (s[0] * 2.0, s[1] + 1), (2.0 * lo, 0))
+        ok = (f(lo) >= 0) & (f(hi) <= 0)
+        return jnp.where(ok, _bisect(f, lo, hi), jnp.where(f(lo) < 0, jnp.nan, jnp.inf))
+
+    nA = jax.vmap(root_above)(idx, params.V0)
+    nC = jax.vmap(root_above)(idx, targetC)
+    return nS, conv, d2, VS, Vcross, nA, nC
+
+
+@dataclass
+class Specialized:
+    """Specialized-city equilibria (Section VI), per type i (arrays of shape (I,)):
+
+    n_S: type-i optimum specialized city argmax V_i^i; V_S = V_i^i(n_S);
+    n_A: the size above n_S with V_i^i(n_A) = V_i(0) (inf if never reached);
+    n_C: the size above n_S with V_i^i(n_C) = max_{k != i} V_i^k(n_k^S) (Figure 5; NaN if even
+         n_S is worse than the best other-type specialized city);
+    V_cross: (I, I), V_cross[i, k] = V_i^k(n_k^S);
+    assumption3: (I, I) bool, V_i(0) = V_i^i(n_A) >= V_i^k(n_k^S) for k != i (VI.2);
+    lo, hi: the equilibrium interval [n_S, min(n_A, n_C)] (= Proposition 3's [n_S, n_A]
+    when Assumption 3 holds); exists: V_S >= V_i(0) and lo <= hi for every i."""
+
+    n_S: Array
+    V_S: Array
+    n_A: Array
+    n_C: Array
+    V_cross: Array
+    assumption3: Array
+    lo: Array
+    hi: Array
+    converged: bool
+    second_order: bool
+
+    @property
+    def exists(self) -> bool:
+        return bool(np.all(np.isfinite(np.asarray(self.lo))) and np.all(np.asarray(self.lo) <= np.asarray(self.hi)))
+
+    @property
+    def status(self) -> str:
+        if not self.converged:
+            return "not converged (n^S)"
+        if not self.second_order:
+            return "n^S is not a maximum of V_i^i (second derivative >= 0)"
+        return "ok" if self.exists else "empty for some type (specialized city worse than autarky or than another type's city)"
+
+    def summary(self) -> str:
+        I = len(self.n_S)
+        rows = [(f"type {i + 1}", float(self.n_S[i]), float(self.V_S[i]), float(self.n_A[i]), float(self.n_C[i]),
+                 float(self.lo[i]), float(self.hi[i]), bool(np.all(np.asarray(self.assumption3)[i])))
+                for i in range(I)]
+        return format_table(["", "n^S", "V_i^i(n^S)", "n^A", "n^C", "eq. lo", "eq. hi", "Assumption 3"], rows,
+                            title="Specialized-city equilibria (Proposition 3, Figure 5)",
+                            notes=[f"status: {self.status}"])
+
+
+def specialized_equilibria(params: Params) -> Specialized:
+    """Specialized-city equilibria (Section VI): n^S, n^A, n^C and the Proposition 3 interval.
+
+    The city-size condition (VI.1) is checked against each other type's optimum specialized
+    city n_k^S, as in Figure 5. For (A.1) with Assumption 2 this is the binding case, since
+    V_i^k is decreasing on [n_k^S, n_k^A] (theta^k_k > theta^i_k); for a user g it is the
+    paper's definition, not a proof."""
+    nS, conv, d2, VS, Vc, nA, nC = _specialized(params)
+    I = params.I
+    offd = ~np.eye(I, dtype=bool)
+    a3 = (np.asarray(params.V0)[:, None] >= np.asarray(Vc)) | ~offd
+    hi = jnp.minimum(nA, nC)
+    lo = jnp.where(VS >= params.V0, nS, jnp.nan)
+    return Specialized(n_S=nS, V_S=VS, n_A=nA, n_C=nC, V_cross=Vc, assumption3=jnp.asarray(a3), lo=lo, hi=hi,
+                       converged=bool(np.all(np.asarray(conv))), second_order=bool(np.all(np.asarray(d2) < 0)))
+
+
+# ----------------------------------------------------------------------------------------
+# Partitions (Section VII, Proposition 4)
+# ----------------------------------------------------------------------------------------
+
+def set_partitions(items: Sequence[int]) -> list:
+    """All partitions of ``items`` into non-empty blocks (Bell(I) of them), as tuples of tuples."""
+    items = list(items)
+    if not items:
+        return [()]
+    first, rest = items[0], items[1:]
+    out = []
+    for p in set_partitions(rest):
+        out.append(((first,),) + p)
+        for j in range(len(p)):
+            out.append(p[:j] + ((first,) + p[j],) + p[j + 1:])
+    return [tuple(sorted(tuple(sorted(b)) for b in p)) for p in out]
+
+
+@dataclass
+class PartitionResult:
+    """One symmetric partition of the industries into city types (Section VII).
+
+    blocks: the city types (0-based types); blocks_ok: every block has a stable,
+    at-least-autarky scale; scales: per block, the chosen equilibrium scale (the member-welfare
+    maximizing point of its Nash interval); W_nash: aggregate welfare sum_i N_i V_i there;
+    W_eff: aggregate welfare with every block at its welfare-maximizing scale on its ray
+    (no stability or autarky constraint); deviation_ok: no worker gains by moving to a
+    city of another block at the chosen scales; is_equilibrium = blocks_ok and deviation_ok;
+    prop4: Assumption 4 holds, so Proposition 4 guarantees the equilibrium whenever blocks_ok."""
+
+    blocks: tuple
+    blocks_ok: bool
+    deviation_ok: bool
+    scales: tuple
+    W_nash: float
+    W_eff: float
+    prop4: Optional[bool]
+    nash: tuple = field(default=(), repr=False)
+    worst_deviation: float = float("nan")
+
+    @property
+    def is_equilibrium(self) -> bool:
+        return self.blocks_ok and self.deviation_ok
+
+    @property
+    def label(self) -> str:
+        return " | ".join("{" + ",".join(str(k + 1) for k in b) + "}" for b in self.blocks)
+
+
+@dataclass
+class PartitionTable:
+    """All partitions, sorted by efficient welfare W_eff (best first)."""
+
+    rows: list
+    assumption4: Optional[bool]
+
+    def ranking(self, by: str = "W_eff") -> list:
+        if by not in ("W_eff", "W_nash"):
+            raise ParameterError("by", f"must be 'W_eff' or 'W_nash'; got {by!r}")
+        key = lambda r: (-getattr(r, by) if np.isfinite(getattr(r, by)) else np.inf)  # noqa: E731
+        return sorted(self.rows, key=key)
+
+    def summary(self) -> str:
+        rows = [(k + 1, r.label, r.is_equilibrium, r.W_nash, r.W_eff,
+                 ", ".join(f"{s:.4g}" for s in r.scales) if r.blocks_ok else "-")
+                for k, r in enumerate(self.ranking())]
+        a4 = {None: "unknown (user g/c)", True: "holds", False: "fails"}[self.assumption4]
+        return format_table(["rank", "partition", "Nash eq.", "W at Nash", "W efficient", "city scales"], rows,
+                            title="Symmetric partitions into city types (Section VII)",
+                            notes=[f"Assumption 4 (own type essential): {a4}",
+                                   "W = sum_i N_i V_i; 'W at Nash' uses the best scale in each block's Nash interval."])
+
+
+def partition_equilibria(params: Params, *, grid: int = 2001) -> PartitionTable:
+    """Enumerate all symmetric partitions (Section VII) with equilibrium status and welfare.
+
+    For each block the Nash interval on its ray is computed (``nash_interval`` with
+    ``members``); the block's scale is the member-welfare maximizing point of that interval.
+    The partition is an equilibrium if every block has such a scale and no worker of any type
+    gains by moving into a city of another block at the chosen scales (the first worker of
+    its type there). ``prop4`` says whether Assumption 4 holds, in which case the deviation
+    check is implied (Proposition 4)."""
+    I = params.I
+    if I > 7:
+        raise ParameterError("theta", f"partition enumeration is limited to I <= 7 (Bell(I) partitions); got I = {I}")
+    a4 = check_assumptions(params)["A4 own type essential (VII)"]
+    cache = {}
+    out = []
+    for P in set_partitions(range(I)):
+        sets = []
+        for b in P:
+            if b not in cache:
+                cache[b] = nash_interval(params, b, grid=grid)
+            sets.append(cache[b])
+        blocks_ok = all(s.exists for s in sets)
+        W_eff = 0.0
+        for b, s in zip(P, sets):
+            nb = _block_n(params, b, s.S_eff)
+            W_eff += float(jnp.sum(jnp.where(_mask(params, b), params.N * utility(params, nb), 0.0)))
+        if not blocks_ok:
+            out.append(PartitionResult(P, False, False, (), float("nan"), W_eff, a4, tuple(sets)))
+            continue
+        scales = []
+        for b, s in zip(P, sets):
+            cands = np.array([s.S_lo, s.S_hi, min(max(s.S_eff, s.S_lo), s.S_hi)])
+            Ws = [float(_block_W(params, b, x)) for x in cands]
+            scales.append(float(cands[int(np.argmax(Ws))]))
+        cities = [_block_n(params, b, x) for b, x in zip(P, scales)]
+        W_nash = 0.0
+        worst = -np.inf
+        for p_idx, b in enumerate(P):
+            Vown = utility(params, cities[p_idx])
+            W_nash += float(jnp.sum(jnp.where(_mask(params, b), params.N * Vown, 0.0)))
+            for q_idx in range(len(P)):
+                if q_idx == p_idx:
+                    continue
+                Vdev = utility(params, cities[q_idx])
+                for i in b:
+                    worst = max(worst, float(Vdev[i] - Vown[i]))
+        dev_ok = bool(worst <= 1e-12 * max(1.0, abs(W_nash)))
+        out.append(PartitionResult(P, True, dev_ok, tuple(scales), W_nash, W_eff, a4, tuple(sets), worst))
+    return PartitionTable(rows=out, assumption4=a4)
+
+
+def _mask(params, b):
+    return jnp.zeros(params.I, bool).at[jnp.array(b)].set(True)
+
+
+def _block_n(params, b, S):
+    Nm = jnp.where(_mask(params, b), params.N, 0.0)
+    return S * Nm / jnp.sum(Nm)
+
+
+def _block_W(params, b, S):
+    return jnp.sum(jnp.where(_mask(params, b), params.N * utility(params, _block_n(params, b, S)), 0.0))
+
+
+# ----------------------------------------------------------------------------------------
+# Assumptions
+# ----------------------------------------------------------------------------------------
+
+def check_assumptions(params: Params, *, n_samples: int = 64, seed: int = 0) -> dict:
+    """Which of the paper's assumptions hold (dict of name -> bool or None if unknown).
+
+    A1 (III.2) and A2 (III.3) are checked by autodiff at sample points (equal numbers for A1,
+    random positive vectors for A2); for (A.1) they reduce to theta[i, i] > theta[i, k] (A.7) and
+    theta[i, i] > theta[k, i] (corrected (A.8); the printed (A.8) repeats (A.7)).
+    A3 (VI.2) from ``specialized_equilibria``. A4: for (A.1) with c = tN, the best a type-i worker
+    can do with no own type is sum_{s != i} max(alpha theta^i_s - t, 0)^2 / (2 beta) (the gamma
+    term vanishes); A4 holds iff that is < V_i(0). Unknown (None) for a user g or c."""
+    I = params.I
+    rng = np.random.default_rng(seed)
+    pts = jnp.asarray(rng.uniform(0.1, 3.0, (n_samples, I)))
+    levels = jnp.asarray([0.25, 0.5, 1.0, 2.0, 4.0])
+    jac_g = jax.vmap(lambda n: jax.jacfwd(lambda m: productivity(params, m))(n))
+    Deq = np.asarray(jac_g(levels[:, None] * jnp.ones(I)))     # (L, I, I), [i, k] = dg_i/dn_k
+    Dr = np.asarray(jac_g(pts))
+    offd = ~np.eye(I, dtype=bool)
+    diag_eq = np.einsum("lii->li", Deq)
+    a1 = bool(np.all((diag_eq[:, :, None] > Deq)[:, offd]))                     # dg_i/dn_i > dg_i/dn_k
+    diag_r = np.einsum("lii->li", Dr)
+    a2 = bool(np.all((diag_r[:, None, :] > Dr)[:, offd]))                       # dg_i/dn_i > dg_k/dn_i
+    res = {"A1 (III.2)": a1, "A2 (III.3)": a2}
+    if params.g is None:
+        th = np.asarray(params.theta)
+        d = np.diag(th)
+        res["A1 closed form theta^i_i > theta^i_k (A.7)"] = bool(np.all((d[:, None] > th)[offd]))
+        res["A2 closed form theta^i_i > theta^k_i (corrected A.8)"] = bool(np.all((d[None, :] > th)[offd]))
+        res["theta > 1 (Appendix)"] = bool(np.all(th > 1))
+        res["beta > gamma (concavity for I = 2)"] = bool(params.beta > params.gamma)
+        res["alpha > t (interior optima, Appendix)"] = bool(params.alpha > params.t)
+    sp = specialized_equilibria(params)
+    res["A3 weak complementarities (VI.2)"] = bool(np.all(np.asarray(sp.assumption3)))
+    if params.g is None and params.c is None:
+        th = np.asarray(params.theta)
+        gain = np.maximum(float(params.alpha) * th - float(params.t), 0.0) ** 2 / (2 * float(params.beta))
+        best = np.where(offd, gain, 0.0).sum(axis=1)
+        res["A4 own type essential (VII)"] = bool(np.all(best < np.asarray(params.V0)))
+    else:
+        res["A4 own type essential (VII)"] = None
+    return res
+
+
+# ----------------------------------------------------------------------------------------
+# Sweeps
+# ----------------------------------------------------------------------------------------
+
+_SWEEPABLE = ("alpha", "beta", "gamma", "t", "theta", "V0", "N")
+
+
+def sweep(fn: Callable[[Params], Any], params: Params, field_name: str, values) -> Any:
+    """Evaluate ``fn(params with field_name = v)`` for every v in ``values`` as one jitted,
+    vmapped computation. ``fn`` must be traceable (e.g. ``lambda p: hs.type_optimum(p, 0)``);
+    failed solves show as NaN. Returns the stacked outputs (leading axis = len(values))."""
+    if field_name not in _SWEEPABLE:
+        raise ParameterError("field", f"must be one of {_SWEEPABLE}; got {field_name!r}")
+    values = jnp.asarray(values, jnp.float64)
+    check_finite("values", values)
+    shape = getattr(params, field_name).shape
+    check_shape("values", values, (values.shape[0], *shape))
+
+    @jax.jit
+    def run(vals):
+        return jax.vmap(lambda v: fn(eqx.tree_at(lambda p: getattr(p, field_name), params, v)))(vals)
+
+    return run(values)
