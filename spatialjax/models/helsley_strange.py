@@ -686,10 +686,12 @@ def nash_interval(params: Params, members: Optional[Sequence[int]] = None, *, S_
 
     def refine(ka, kb, lower):
         """ka infeasible, kb feasible neighbour."""
-        cols = np.nonzero(~ok_cols(M[ka]) & ok_cols(M[kb]))[0]
-        roots = np.asarray(_bisect_margins(params, r, m, jnp.asarray(cols), jnp.asarray(S_np[ka]), jnp.asarray(S_np[kb])))
+        flip = ~ok_cols(M[ka]) & ok_cols(M[kb])
+        # all 2I columns are bisected (fixed shape: one compilation), only flipping ones are used
+        roots = np.asarray(_bisect_margins(params, r, m, jnp.arange(2 * I), jnp.asarray(S_np[ka]), jnp.asarray(S_np[kb])))
+        roots = np.where(flip, roots, -np.inf if lower else np.inf)
         j = int(np.argmax(roots)) if lower else int(np.argmin(roots))
-        return float(roots[j]), labels[int(cols[j])]
+        return float(roots[j]), labels[j]
 
     if k0 == 0:
         S_lo, lo_lab = float(S_np[0]), "grid start (feasible down to the smallest scale tried)"
@@ -881,7 +883,7 @@ class PartitionTable:
         return sorted(self.rows, key=key)
 
     def summary(self) -> str:
-        rows = [(k + 1, r.label, r.is_equilibrium, r.W_nash, r.W_eff,
+        rows = [(str(k + 1), r.label, r.is_equilibrium, r.W_nash, r.W_eff,
                  ", ".join(f"{s:.4g}" for s in r.scales) if r.blocks_ok else "-")
                 for k, r in enumerate(self.ranking())]
         a4 = {None: "unknown (user g/c)", True: "holds", False: "fails"}[self.assumption4]
@@ -891,7 +893,7 @@ class PartitionTable:
                                    "W = sum_i N_i V_i; 'W at Nash' uses the best scale in each block's Nash interval."])
 
 
-def partition_equilibria(params: Params, *, grid: int = 2001) -> PartitionTable:
+def partition_equilibria(params: Params, *, grid: int = 4001) -> PartitionTable:
     """Enumerate all symmetric partitions (Section VII) with equilibrium status and welfare.
 
     For each block the Nash interval on its ray is computed (``nash_interval`` with
