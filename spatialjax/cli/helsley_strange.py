@@ -1,0 +1,166 @@
+"""``spatialjax solve helsley-strange``: Helsley & Strange (2012) coagglomeration.
+
+Prints the type optima, the constrained Pareto-efficient (CPE) allocation, the symmetric Nash
+interval, the specialized-city interval and the partition ranking; writes
+``helsley_strange_summary.json``, ``helsley_strange_partitions.csv``,
+``helsley_strange_contract_curve.csv`` and the Figure 1-5 analogs
+``helsley_strange_figure{1..5}.png`` (I = 2 only)."""
+
+from __future__ import annotations
+
+_SCALARS = dict(alpha=1.0, beta=1.0, gamma=0.5, t=0.5)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "helsley-strange", help="Helsley-Strange 'Coagglomeration': cluster scale and composition, Nash vs efficient",
+        description="Solve the Helsley & Strange (2012) coagglomeration model with the Appendix productivity "
+                    "(A.1) and c(N) = tN: type optimal clusters, the contract curve, the constrained Pareto "
+                    "efficient allocation, the interval of symmetric Nash equilibria, specialized-city "
+                    "equilibria (Proposition 3) and the partitions of industries into city types (Proposition 4). "
+                    "Default: an I = 2 economy with theta = 2,1.5;1.2,1.8.")
+    for k, v in _SCALARS.items():
+        p.add_argument(f"--{k}", type=float, default=v, help=f"{k} in (A.1)/(III.7) (default {v:g})")
+    p.add_argument("--theta", default="2,1.5;1.2,1.8", metavar="ROWS",
+                   help="I x I matrix theta^i_s, rows (industries) separated by ';', entries by ',' "
+                        "(default '2,1.5;1.2,1.8')")
+    p.add_argument("--V0", default=None, metavar="LIST",
+                   help="autarky utilities V_i(0), comma separated, or one number for all (default 0)")
+    p.add_argument("--N", default=None, metavar="LIST",
+                   help="aggregate numbers of workers N_i, comma separated (default 100 each)")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    from spatialjax.cli import add_output_argument
+    add_output_argument(p)
+    p.set_defaults(func=run)
+
+
+def _floats(name, text):
+    from spatialjax.errors import ParameterError
+    try:
+        vals = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ParameterError(name, f"must be comma-separated numbers; got {text!r}") from None
+    return vals
+
+
+def _theta(text):
+    from spatialjax.errors import ParameterError
+    rows = [_floats("--theta", r) for r in text.split(";")]
+    if len({len(r) for r in rows}) != 1 or len(rows) != len(rows[0]) or len(rows) < 2:
+        raise ParameterError("--theta", f"must be a square I x I matrix with I >= 2, rows separated by ';'; got {text!r}")
+    return rows
+
+
+def _build(args):
+    from spatialjax.errors import ParameterError
+    from spatialjax.models import helsley_strange as hs
+
+    theta = _theta(args.theta)
+    I = len(theta)
+    V0 = None
+    if args.V0 is not None:
+        V0 = _floats("--V0", args.V0)
+        V0 = V0 * I if len(V0) == 1 else V0
+        if len(V0) != I:
+            raise ParameterError("--V0", f"must have 1 or I = {I} entries; got {len(V0)}")
+    N = None
+    if args.N is not None:
+        N = _floats("--N", args.N)
+        if len(N) != I:
+            raise ParameterError("--N", f"must have I = {I} entries; got {len(N)}")
+    try:
+        return hs.Params(alpha=args.alpha, beta=args.beta, gamma=args.gamma, t=args.t, theta=theta, V0=V0, N=N)
+    except ParameterError as e:  # name the command-line option
+        raise ParameterError(f"--{e.field}", str(e).split(": ", 1)[1]) from None
+
+
+def run(args) -> int:
+    import csv
+    import json
+
+    import numpy as np
+
+    from spatialjax.cli import prepare_output
+    from spatialjax.models import helsley_strange as hs
+    from spatialjax.tables import format_table
+
+    params = _build(args)
+    out = prepare_output(args.output)
+    I = params.I
+    problems = []
+
+    opts = [hs.solve_type_optimum(params, i) for i in range(I)]
+    rows = []
+    for i, o in enumerate(opts):
+        rows.append((f"type {i + 1}", *[float(x) for x in o.n], float(np.sum(o.n)), float(o.V[i]), o.status))
+        if not bool(o.is_max):
+            problems.append(f"type-{i + 1} optimum: {o.status}")
+    print(format_table(["optimum", *[f"n_{k + 1}" for k in range(I)], "N^j", "V_i", "status"], rows,
+                       title="Type optimal clusters (IV.1)"))
+    assumptions = hs.check_assumptions(params)
+    print()
+    cpe = hs.constrained_pareto_efficient(params)
+    print(cpe.summary())
+    if not cpe.converged:
+        problems.append(f"CPE: {cpe.status}")
+    print()
+    nash = hs.nash_interval(params)
+    print(nash.summary())
+    print()
+    spec = hs.specialized_equilibria(params)
+    print(spec.summary())
+    if not (spec.converged and spec.second_order):
+        problems.append(f"specialized cities: {spec.status}")
+    print()
+    parts = hs.partition_equilibria(params)
+    print(parts.summary())
+    print()
+    print("Assumptions: " + "; ".join(f"{k}: {'n/a' if v is None else ('yes' if v else 'no')}" for k, v in assumptions.items()))
+
+    f = lambda x: [float(v) for v in np.atleast_1d(np.asarray(x))]  # noqa: E731
+    summary = {
+        "params": {"alpha": float(params.alpha), "beta": float(params.beta), "gamma": float(params.gamma),
+                   "t": float(params.t), "theta": np.asarray(params.theta).tolist(), "V0": f(params.V0), "N": f(params.N)},
+        "type_optima": [{"type": i + 1, "n": f(o.n), "V": f(o.V), "status": o.status,
+                         "foc_residual": float(o.foc_residual), "iterations": int(o.iterations)} for i, o in enumerate(opts)],
+        "cpe": {"n": f(cpe.n), "scale": cpe.S, "J": cpe.J, "lambda": f(cpe.lam), "V": f(cpe.V),
+                "own_marginal": f(cpe.own_marginal), "exists": cpe.exists, "status": cpe.status, "residual": cpe.residual},
+        "nash": {"exists": nash.exists, "scale": [nash.S_lo, nash.S_hi] if nash.exists else None,
+                 "J": list(nash.J_range) if nash.exists else None, "lower_bound": nash.lower_bound,
+                 "upper_bound": nash.upper_bound, "efficient_scale": nash.S_eff, "status": nash.status},
+        "specialized": {"n_S": f(spec.n_S), "n_A": f(spec.n_A), "n_C": f(spec.n_C), "lo": f(spec.lo),
+                        "hi": f(spec.hi), "status": spec.status},
+        "partitions": [{"partition": r.label, "equilibrium": r.is_equilibrium, "W_nash": r.W_nash,
+                        "W_eff": r.W_eff, "scales": list(r.scales)} for r in parts.ranking()],
+        "assumptions": assumptions,
+        "problems": problems,
+    }
+    (out / "helsley_strange_summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True))
+    with open(out / "helsley_strange_partitions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["rank", "partition", "equilibrium", "W_nash", "W_eff", "scales"])
+        for k, r in enumerate(parts.ranking(), start=1):
+            w.writerow([k, r.label, r.is_equilibrium, r.W_nash, r.W_eff, " ".join(f"{s:.10g}" for s in r.scales)])
+    if I == 2:
+        lams = np.linspace(0.0, 1.0, 51)
+        path = np.asarray(hs.contract_curve_path(params, lams))
+        with open(out / "helsley_strange_contract_curve.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["lambda", "n_1", "n_2"])
+            for lam, n in zip(lams, path):
+                w.writerow([lam, n[0], n[1]])
+    written = ["helsley_strange_summary.json", "helsley_strange_partitions.csv"]
+    if I == 2:
+        written.append("helsley_strange_contract_curve.csv")
+    if not args.no_figures:
+        if I == 2 and not problems:
+            from spatialjax.plots import helsley_strange as plots
+            written += [p.name for p in plots.all_figures(params, out)]
+        else:
+            print("note: figures skipped (the Figure 1-5 analogs need I = 2 and solved type optima)")
+    if not args.quiet:
+        print(f"wrote {out}/: " + ", ".join(written))
+    if problems:
+        print("solve problems: " + "; ".join(problems))
+        return 1
+    return 0
