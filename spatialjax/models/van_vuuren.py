@@ -1,0 +1,832 @@
+"""van Vuuren (2016), "On-the-job search and city structure" (Gothenburg WP 662).
+
+A linear monocentric city ``d in [0, 1]`` with unit mass of workers, distance-dependent
+search efficiency ``s(d) = s0 - a d`` (eq. 1), Burdett--Mortensen wage posting with
+on-the-job search (relative efficiency ``psi``), and endogenous land allocation.  The
+unemployed occupy ``[du, du + u]``; employed workers earning less than the gap wage
+``w~`` live in ``[0, du]``, those earning ``w~`` or more live in ``[du + u, 1]`` (Lemma 1:
+wages increase with distance).  Configurations: *integrated* (``du = 0``), *interior*
+(``0 < du < 1 - u``, the "donut" city) and *segregated* (``du = 1 - u``).
+
+Implementation notes (what was followed where the paper is silent or garbled)
+-----------------------------------------------------------------------------
+* Equations (12)--(16) and Lemma 2 are lost from the source text.  We use the
+  reconstruction in MODELS.md section 4, re-derived here from the Bellman equations (3)--(4):
+  ``d(w) = (1-u) G(w)`` for ``w <= w~`` and ``(1-u) G(w) + u`` above, ``G(w~) = du/(1-u)``.
+  The interior condition (15) is the indifference of the ``w~`` worker between ``du`` and
+  ``du + u``:  ``tau - chi = a lam (1-psi) J_u + a lam psi int_phi^{w~} I(x) dx`` with
+  ``I(x) = (1-F(x)) / (rho + delta + lam psi s(d(x)) (1-F(x)))`` and
+  ``J_u = int_phi^{w+} I``.  Inside the wage gap ``(w1, w~)`` ``F`` is flat and a worker
+  paid there would live at ``du`` (otherwise firms would post wages in the gap), so the gap
+  contributes ``(w~ - w1) I(g~-)`` to ``J_u``.  Integrated requires
+  ``tau - chi <= a lam (1-psi) J_u``, segregated (17) ``tau - chi >= a lam J_u``.
+* Matching (2): ``mu = alpha [u s(du+u/2) + (1-u) psi s(de)]^nu v^xi`` where the arguments
+  are the *average* distances of the unemployed (``du + u/2``) and employed (``de``, eq. 42);
+  ``lam = alpha S^(nu-1) v^xi``.  With ``psi = 1`` ``S = s0 - a/2``.
+* Everything is computed on the rank grid ``g = G(w)``: the flow condition (19) gives
+  ``1 - F(g) = delta (1-g)(1-u) / (lam D(g))``, ``D(g) = u s(du+u/2) + (1-u) psi
+  int_0^g s(d) dG`` (Appendix D), and equal profits (21) give the wage schedule
+  ``w(g) = p - K Q(g)``, ``Q(g) = (rho+delta+lam psi s(d(g))(1-F(g))) (1-F(g))/(1-g)``, with
+  ``K = (p - phi)/(rho + delta + lam psi s(d(phi)))`` the common profit per hire and free entry
+  (22) ``(1-u) delta K / v = gamma``.  Integrals over wages use
+  ``dw = -K Q'(g) dg`` (Gauss--Legendre on each side of ``g~``; ``Q'`` by autodiff).
+* Reservation wage: (37) for ``du > 0`` and (38) for ``du = 0``, each with the rent subsidy
+  term ``chi (1 - d)`` added to the unemployed's flow income (Section 5 policy).
+* Planner (Section 5, Appendix H): steady state of the discounted control problem with
+  current-value Hamiltonian; the ``v`` condition is (43) with ``xi`` instead of the
+  misprinted ``(xi - 1)``; ``du`` enters linearly, so the optimum is bang-bang and we solve
+  both corners and compare their flow welfare ``omega`` globally.  The segregated corner
+  substitutes ``du = 1 - u`` after differentiating, as in the proof of Lemma 6.
+* Welfare (24) with (42): ``omega = (1-u) p + u b - gamma v - tau [(1-u^2)/2 - du u]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import spatialjax  # noqa: F401  (float64)
+from spatialjax.errors import ConvergenceError, ParameterError
+from spatialjax.tables import format_table
+from spatialjax.validation import check_finite, check_interval, check_positive
+
+__all__ = [
+    "Params", "MarketEquilibrium", "Equilibria", "PlannerResult", "solve_market", "solve_planner",
+    "rents", "bid_rents", "sweep_a", "table1", "existence_condition", "welfare", "CONFIGS",
+]
+
+CONFIGS = ("integrated", "interior", "segregated")
+_FIELDS = ("a", "s0", "psi", "alpha", "nu", "xi", "delta", "rho", "tau", "b", "p", "gamma", "chi")
+
+_NQ = 48  # Gauss-Legendre nodes per segment of the rank grid
+_xg, _wg = np.polynomial.legendre.leggauss(_NQ)
+_XG = (_xg + 1.0) / 2.0
+_WG = _wg / 2.0
+
+
+def _f(x):
+    return jnp.asarray(x, dtype=jnp.float64)
+
+
+class Params(eqx.Module):
+    """Model parameters, with the paper's symbols (Sections 2 and 6).
+
+    All fields are float64 scalars (or arrays of a common shape when vmapped).
+
+    a      -- slope of search efficiency, s(d) = s0 - a d  (1); 0 <= a <= s0
+    s0     -- search efficiency at the CBD (the tables imply s0 = 1)
+    psi    -- relative search efficiency of the employed, 0 <= psi <= 1
+    alpha  -- matching efficiency (2)
+    nu, xi -- matching elasticities w.r.t. searchers and vacancies (2), in (0, 1]
+    delta  -- job destruction rate;  rho -- discount rate
+    tau    -- commuting cost per unit distance;  b -- home production;  p -- match output
+    gamma  -- vacancy cost per period
+    chi    -- rent subsidy to the unemployed per unit of distance to the edge (Section 5),
+              an unemployed worker at d receives (1 - d) chi.  Default 0.
+    Defaults: the paper's panel A baseline with a = 1 (Section 6).
+    """
+
+    a: jax.Array = eqx.field(converter=_f, default=1.0)
+    s0: jax.Array = eqx.field(converter=_f, default=1.0)
+    psi: jax.Array = eqx.field(converter=_f, default=1.0)
+    alpha: jax.Array = eqx.field(converter=_f, default=1.0)
+    nu: jax.Array = eqx.field(converter=_f, default=0.5)
+    xi: jax.Array = eqx.field(converter=_f, default=0.5)
+    delta: jax.Array = eqx.field(converter=_f, default=0.1)
+    rho: jax.Array = eqx.field(converter=_f, default=0.05)
+    tau: jax.Array = eqx.field(converter=_f, default=0.3)
+    b: jax.Array = eqx.field(converter=_f, default=0.3)
+    p: jax.Array = eqx.field(converter=_f, default=1.0)
+    gamma: jax.Array = eqx.field(converter=_f, default=0.3)
+    chi: jax.Array = eqx.field(converter=_f, default=0.0)
+
+    def __check_init__(self):
+        check_positive("s0", self.s0)
+        check_interval("a", self.a, 0.0, None, lo_open=False)
+        a, s0 = _concrete(self.a), _concrete(self.s0)
+        if a is not None and s0 is not None and np.any(a > s0):
+            raise ParameterError("a", f"must satisfy 0 <= a <= s0 (search efficiency s(d) = s0 - a d must stay >= 0 on [0,1]); got a={a}, s0={s0}")
+        check_interval("psi", self.psi, 0.0, 1.0, lo_open=False, hi_open=False)
+        check_positive("alpha", self.alpha)
+        check_interval("nu", self.nu, 0.0, 1.0, hi_open=False)
+        check_interval("xi", self.xi, 0.0, 1.0, hi_open=False)
+        check_positive("delta", self.delta)
+        check_positive("rho", self.rho, strict=False)
+        check_positive("tau", self.tau, strict=False)
+        check_finite("b", self.b)
+        check_positive("gamma", self.gamma)
+        check_positive("chi", self.chi, strict=False)
+        p, b, tau = _concrete(self.p), _concrete(self.b), _concrete(self.tau)
+        check_finite("p", self.p)
+        if p is not None and b is not None and tau is not None and np.any(p - b <= tau):
+            raise ParameterError("p", f"must satisfy p - b > tau (Section 2.1, so that the unemployed accept jobs); got p={p}, b={b}, tau={tau}")
+
+    @classmethod
+    def panel_a(cls, a: float = 1.0, **kw) -> "Params":
+        """Table 1 panel A: delta=0.1, rho=0.05, tau=b=0.3, alpha=p=1, xi=nu=0.5, gamma=0.3, psi=1."""
+        return cls(a=a, **kw)
+
+    @classmethod
+    def panel_b(cls, a: float = 1.0, **kw) -> "Params":
+        """Table 1 panel B: as panel A but nu = xi = 1 and alpha = 8."""
+        kw = {"alpha": 8.0, "nu": 1.0, "xi": 1.0, **kw}
+        return cls(a=a, **kw)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Params":
+        unknown = sorted(set(d) - set(_FIELDS))
+        if unknown:
+            raise ParameterError(unknown[0], f"unknown parameter; allowed: {', '.join(_FIELDS)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {k: float(getattr(self, k)) for k in _FIELDS}
+
+    def replace(self, **kw) -> "Params":
+        return Params.from_dict({**self.to_dict(), **kw})
+
+
+def _concrete(x):
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
+
+
+def existence_condition(params: Params) -> bool:
+    """Theorem 3, (23): an equilibrium with v > 0 exists if p - b > 2 gamma (rho+delta) / (alpha (2 s0 - a)).
+
+    (Derived in Appendix F for nu = xi = psi = 1: the left side of (39) at u = 1 is
+    (s0 - a/2)(p - b) delta/(rho+delta), to be compared with gamma delta/alpha.)"""
+    P = params
+    return bool(P.p - P.b > 2 * P.gamma * (P.rho + P.delta) / (P.alpha * (2 * P.s0 - P.a)))
+
+
+def welfare(params: Params, u, v, du):
+    """Steady-state flow welfare omega_t, eq. (24) with the employed's mean distance (42)."""
+    P = params
+    return (1 - u) * P.p + u * P.b - P.gamma * v - P.tau * ((1 - u ** 2) / 2 - du * u)
+
+
+def _lam_v(P: Params, u, du):
+    """lam from the unemployment flow condition (18), and v from the matching function (2)."""
+    s = lambda d: P.s0 - P.a * d
+    sbar = s(du + u / 2)
+    lam = (1 - u) * P.delta / (u * sbar)
+    de = (1 + u) / 2 - du * u / (1 - u)  # (42)
+    S = u * sbar + (1 - u) * P.psi * s(de)
+    v = (lam / (P.alpha * S ** (P.nu - 1))) ** (1 / P.xi)
+    return lam, v, sbar
+
+
+def _core(P: Params, u, t, config: str):
+    """All market objects given u and t = G(w~) = du/(1-u), for a static ``config``.
+
+    Returns a dict of scalars (residuals r1: reservation wage (37)/(38); r2: location
+    condition (15), zero for interior equilibria; ``slack``: the configuration's inequality,
+    >= 0 when it holds) and the rank-grid arrays (``g``, ``F``, ``w``, ``d``) with 2*_NQ+2 points.
+    """
+    if config == "integrated":
+        t = jnp.zeros_like(u)
+    elif config == "segregated":
+        t = jnp.ones_like(u)
+    du = (1 - u) * t
+    s = lambda d: P.s0 - P.a * d
+    lam, v, sbar = _lam_v(P, u, du)
+    K = P.gamma * v / ((1 - u) * P.delta)  # free entry (22)
+    psi = P.psi
+
+    def Ibar(g, upper):  # Appendix D: int_phi^w s(d(x)) dG(x)
+        lo = g * P.s0 - (1 - u) * P.a * g ** 2 / 2
+        hi = g * (P.s0 - P.a * u) - (1 - u) * P.a * g ** 2 / 2 + P.a * u * t
+        return jnp.where(upper, hi, lo)
+
+    def dloc(g, upper):
+        return (1 - u) * g + jnp.where(upper, u, 0.0)
+
+    def one_m_F(g, upper):  # (19) solved for F on the rank grid
+        D = u * sbar + (1 - u) * psi * Ibar(g, upper)
+        return P.delta * (1 - g) * (1 - u) / (lam * D)
+
+    def Q(g, upper):  # w(g) = p - K Q(g), from equal profits (21)
+        D = u * sbar + (1 - u) * psi * Ibar(g, upper)
+        return (P.rho + P.delta + lam * psi * s(dloc(g, upper)) * one_m_F(g, upper)) * P.delta * (1 - u) / (lam * D)
+
+    def I(g, upper):
+        f = one_m_F(g, upper)
+        return f / (P.rho + P.delta + lam * psi * s(dloc(g, upper)) * f)
+
+    dQ = jax.vmap(jax.grad(Q), in_axes=(0, None))
+    xg, wq = jnp.asarray(_XG), jnp.asarray(_WG)
+    glo, wlo = t * xg, t * wq
+    ghi, whi = t + (1 - t) * xg, (1 - t) * wq
+    Jlo = K * jnp.sum(wlo * I(glo, False) * (-dQ(glo, False)))
+    Jhi = K * jnp.sum(whi * I(ghi, True) * (-dQ(ghi, True)))
+    if config == "integrated":
+        Jgap = jnp.zeros_like(u)
+    else:
+        Jgap = K * (Q(t, False) - Q(t, True)) * I(t, False)
+    Ju = Jlo + Jgap + Jhi
+    M = K * jnp.sum(wlo * I(glo, False) * (du - (1 - u) * glo) * (-dQ(glo, False)))
+    a, tau, chi = P.a, P.tau, P.chi
+    if config == "integrated":
+        phi = P.p - K * Q(jnp.zeros_like(u), True)
+        r1 = phi - (P.b + tau * u + chi * (1 - u) + lam * (1 - psi) * s(u) * Ju)  # (38)
+        r2 = tau - chi - a * lam * (1 - psi) * Ju
+        slack = -r2
+    else:
+        phi = P.p - K * Q(jnp.zeros_like(u), False)
+        r1 = phi - (P.b + tau * du + chi * (1 - du) + lam * (1 - psi) * s(du) * Ju - a * lam * psi * M)  # (37)
+        r2 = tau - chi - a * lam * (1 - psi) * Ju - a * lam * psi * (Jlo + Jgap)  # (15)
+        slack = r2  # segregated (17): tau - chi >= a lam J_u (equals r2 at t = 1)
+    w1 = P.p - K * Q(t, False)
+    wt = P.p - K * Q(t, True)
+    wplus = P.p - K * Q(jnp.ones_like(u), True)
+    omega = welfare(P, u, v, du)
+    t1 = jnp.atleast_1d(t)
+    g = jnp.concatenate([jnp.zeros(1), glo, t1, t1, ghi, jnp.ones(1)])
+    upper = jnp.concatenate([jnp.zeros(_NQ + 2, bool), jnp.ones(_NQ + 2, bool)])
+    if config == "integrated":
+        upper = jnp.ones(2 * _NQ + 4, bool)
+    Fg = 1 - one_m_F(g, upper)
+    wg = P.p - K * Q(g, upper)
+    dg = dloc(g, upper)
+    return dict(r1=r1, r2=r2, slack=slack, u=u, t=t, du=du, v=v, lam=lam, phi=phi, K=K, Ju=Ju,
+                Jlo=Jlo, Jgap=Jgap, Jhi=Jhi, w1=w1, w_tilde=wt, w_plus=wplus, omega=omega,
+                s_u=sbar, g=g, F=Fg, w=wg, d=dg, upper=upper)
+
+
+# ----------------------------------------------------------------------------------------
+# Fixed-shape solve kernel (jit + vmap friendly)
+# ----------------------------------------------------------------------------------------
+_NU = 48     # u grid for bracketing (logit spaced)
+_NT = 20     # t grid for interior seeds
+_NB = 2      # brackets kept per t
+_U_LO, _U_HI = 2e-3, 0.97
+_sig = jax.nn.sigmoid
+
+
+def _logit(p):
+    return np.log(p / (1 - p))
+
+
+_XU = jnp.linspace(_logit(_U_LO), _logit(_U_HI), _NU)
+_TG = jnp.linspace(0.03, 0.97, _NT)
+
+
+def _bisect(f, lo, hi, n=60):
+    flo = f(lo)
+
+    def body(_, c):
+        lo, hi, flo = c
+        mid = 0.5 * (lo + hi)
+        fm = f(mid)
+        left = jnp.sign(fm) == jnp.sign(flo)
+        return jnp.where(left, mid, lo), jnp.where(left, hi, mid), jnp.where(left, fm, flo)
+
+    lo, hi, _ = jax.lax.fori_loop(0, n, body, (lo, hi, flo))
+    return 0.5 * (lo + hi)
+
+
+def _corner_roots(P, config):
+    """All roots of r1(u) for a corner config: bracket on the u grid, bisect each bracket."""
+    r = lambda x: _core(P, _sig(x), jnp.zeros(()), config)["r1"]
+    rg = jax.vmap(r)(_XU)
+    ok = (jnp.sign(rg[:-1]) != jnp.sign(rg[1:])) & jnp.isfinite(rg[:-1]) & jnp.isfinite(rg[1:])
+    x = jax.vmap(lambda lo, hi: _bisect(r, lo, hi))(_XU[:-1], _XU[1:])
+    return x, ok
+
+
+def _newton2(P, z0, iters=40):
+    """Damped Newton on (logit u, logit t) for the interior system (r1, r2) = 0."""
+
+    def F(z):
+        o = _core(P, _sig(z[0]), _sig(z[1]), "interior")
+        return jnp.stack([o["r1"], o["r2"]])
+
+    def body(_, z):
+        r = F(z)
+        J = jax.jacfwd(F)(z)
+        step = jnp.linalg.solve(J, -r)
+        step = jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
+        n = jnp.max(jnp.abs(step))
+        step = step * jnp.minimum(1.0, 1.0 / jnp.maximum(n, 1e-300))
+        return z + step
+
+    z = jax.lax.fori_loop(0, iters, body, z0)
+    r = F(z)
+    return z, jnp.max(jnp.abs(r))
+
+
+def _kernel(P: Params):
+    """Fixed-shape candidates for all three configurations (pure, jit/vmap-able)."""
+    xs, oks = _corner_roots(P, "segregated")
+    xi_, oki = _corner_roots(P, "integrated")
+
+    def seeds_for_t(t):
+        r = lambda x: _core(P, _sig(x), t, "interior")["r1"]
+        rg = jax.vmap(r)(_XU)
+        ok = (jnp.sign(rg[:-1]) != jnp.sign(rg[1:])) & jnp.isfinite(rg[:-1]) & jnp.isfinite(rg[1:])
+        idx = jnp.argsort(~ok)[:_NB]  # first _NB brackets
+        x = jax.vmap(lambda lo, hi: _bisect(r, lo, hi, 40))(_XU[:-1][idx], _XU[1:][idx])
+        return x, ok[idx]
+
+    xseed, okseed = jax.vmap(seeds_for_t)(_TG)
+    z0 = jnp.stack([xseed.ravel(), jnp.repeat(jnp.log(_TG / (1 - _TG)), _NB)], axis=1)
+    z, res = jax.vmap(lambda z: _newton2(P, z))(z0)
+
+    def r1s(x, c):
+        return _core(P, _sig(x), jnp.zeros(()), c)
+    seg = jax.vmap(lambda x: r1s(x, "segregated"))(xs)
+    intg = jax.vmap(lambda x: r1s(x, "integrated"))(xi_)
+    inter = jax.vmap(lambda z: _core(P, _sig(z[0]), _sig(z[1]), "interior"))(z)
+    keep = ("r1", "r2", "slack", "u", "du", "v", "phi", "omega", "w1", "w_tilde", "w_plus", "t")
+    return {
+        "segregated": ({k: seg[k] for k in keep}, oks),
+        "integrated": ({k: intg[k] for k in keep}, oki),
+        "interior": ({k: inter[k] for k in keep}, okseed.ravel(), res),
+    }
+
+
+_kernel_jit = jax.jit(_kernel)
+_core_jit = jax.jit(_core, static_argnums=(3,))
+
+
+# ----------------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class MarketEquilibrium:
+    """One market equilibrium (Section 4).
+
+    Scalars: ``u`` unemployment, ``v`` vacancies, ``du`` inner edge of the unemployed
+    zone, ``phi`` reservation wage (lowest wage), ``w1`` < ``w_tilde`` the wage gap,
+    ``w_plus`` highest wage, ``lam`` contact rate, ``K`` profit per hire, ``omega`` flow
+    welfare (24), ``s_u`` = s(du + u/2) (the table's "s(du)" column).  ``config`` is
+    "integrated", "interior" or "segregated"; ``slack`` >= 0 is the margin of the
+    configuration's inequality ((15)--(17)); ``residual`` the max abs residual of the
+    equilibrium equations; ``status`` "converged" or a description of what failed.
+    Arrays on the rank grid (shape (2*48+4,)): ``g`` = G(w), ``F`` = F(w(g)), ``w``, ``d``.
+    """
+
+    u: float
+    v: float
+    du: float
+    phi: float
+    config: str
+    omega: float
+    lam: float
+    K: float
+    w1: float
+    w_tilde: float
+    w_plus: float
+    s_u: float
+    slack: float
+    residual: float
+    status: str
+    g: np.ndarray
+    F: np.ndarray
+    w: np.ndarray
+    d: np.ndarray
+    params: Params
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+    def summary(self, print_: bool = True) -> str:
+        rows = [("configuration", self.config), ("u", self.u), ("v", self.v), ("du", self.du),
+                ("s(du+u/2)", self.s_u), ("lambda", self.lam), ("phi (reservation wage)", self.phi),
+                ("w1 (top of low segment)", self.w1), ("w~ (gap wage)", self.w_tilde), ("w+", self.w_plus),
+                ("omega_t", self.omega), ("configuration slack", self.slack),
+                ("residual (max abs)", self.residual), ("status", self.status)]
+        s = format_table(["quantity", "value"], rows, title="van Vuuren (2016) market equilibrium")
+        if print_:
+            print(s)
+        return s
+
+
+class Equilibria(list):
+    """A list of :class:`MarketEquilibrium` (all configurations whose conditions hold),
+    with ``status`` and ``rejected`` (candidates that solved the equations but violated
+    their configuration's inequality or a sanity condition, with the reason)."""
+
+    def __init__(self, items, status: str, rejected: list):
+        super().__init__(items)
+        self.status = status
+        self.rejected = rejected
+
+    def summary(self, print_: bool = True) -> str:
+        rows = [(e.config, e.u, e.v, e.du, e.s_u, e.phi, e.omega, e.residual) for e in self]
+        s = format_table(["config", "u", "v", "du", "s(du)", "phi", "omega_t", "residual"], rows,
+                         title="van Vuuren (2016) market equilibria",
+                         notes=[f"status: {self.status}"] + [f"rejected: {r}" for r in self.rejected])
+        if print_:
+            print(s)
+        return s
+
+
+def _make_eq(P: Params, u: float, t: float, config: str, residual: float) -> MarketEquilibrium:
+    o = _core_jit(P, jnp.asarray(u), jnp.asarray(t), config)
+    o = {k: np.asarray(v) for k, v in o.items()}
+    status = "converged"
+    problems = []
+    if not np.all(np.isfinite([o["u"], o["v"], o["phi"], o["omega"]])):
+        problems.append("non-finite values")
+    if o["v"] <= 0:
+        problems.append("v <= 0")
+    if not (o["phi"] < P.p):
+        problems.append("phi >= p")
+    wl = o["w"][o["g"] < t - 1e-12] if config != "integrated" else np.array([])
+    wu = o["w"][(o["g"] > t + 1e-12)]
+    if (wl.size > 1 and np.any(np.diff(wl) <= 0)) or (wu.size > 1 and np.any(np.diff(wu) <= 0)):
+        problems.append("wage schedule not increasing in rank")
+    if config == "interior" and not (o["w_tilde"] > o["w1"]):
+        problems.append("no wage gap (w~ <= w1)")
+    if problems:
+        status = "; ".join(problems)
+    return MarketEquilibrium(
+        u=float(o["u"]), v=float(o["v"]), du=float(o["du"]), phi=float(o["phi"]), config=config,
+        omega=float(o["omega"]), lam=float(o["lam"]), K=float(o["K"]), w1=float(o["w1"]),
+        w_tilde=float(o["w_tilde"]), w_plus=float(o["w_plus"]), s_u=float(o["s_u"]),
+        slack=float(o["slack"]), residual=float(residual), status=status,
+        g=o["g"], F=o["F"], w=o["w"], d=o["d"], params=P)
+
+
+def _select(P: Params, out, tol: float):
+    """Turn the kernel's fixed-shape candidates into accepted equilibria (NumPy side)."""
+    out = jax.tree.map(np.asarray, out)
+    found, rejected = [], []
+    for config in ("integrated", "interior", "segregated"):
+        if config == "interior":
+            c, ok, res = out[config]
+        else:
+            c, ok = out[config]
+            res = np.abs(c["r1"])
+        for i in np.flatnonzero(ok):
+            u, t = float(c["u"][i]), float(c["t"][i])
+            if not np.isfinite(res[i]) or res[i] > tol:
+                continue
+            if config == "interior" and not (1e-7 < t < 1 - 1e-7):
+                continue
+            if any(abs(u - e[1]) < 1e-6 and abs(t - e[2]) < 1e-6 and e[0] == config for e in found):
+                continue
+            if any(abs(u - r[1]) < 1e-6 and r[0] == config for r in rejected):
+                continue
+            if c["slack"][i] < -1e-12:
+                rejected.append((config, u, t, f"{config} candidate u={u:.4f} violates its location "
+                                 f"inequality (slack {c['slack'][i]:.3g})"))
+                continue
+            found.append((config, u, t, float(res[i])))
+    eqs = [_make_eq(P, u, t, cfg, r) for cfg, u, t, r in found]
+    good = [e for e in eqs if e.converged]
+    for e in eqs:
+        if not e.converged:
+            rejected.append((e.config, e.u, 0.0, f"{e.config} candidate u={e.u:.4f} rejected: {e.status}"))
+    return good, [r[3] for r in rejected]
+
+
+def solve_market(params: Params, *, tol: float = 1e-9, throw: bool = False) -> Equilibria:
+    """All market equilibria (Section 4) for ``params``.
+
+    Each configuration is solved separately: integrated (du = 0; (38) in u), segregated
+    (du = 1-u; (37) in u) by bracketing on a logit-spaced u grid and bisection, and interior
+    ((37) and (15) in (u, du)) by damped Newton from seeds on a (du/(1-u)) x u grid.  A
+    candidate is kept when its residual is below ``tol`` and its configuration's inequality
+    holds; more than one equilibrium can be returned.  If none is found the list is empty and
+    ``status`` says so (a warning is issued; ``throw=True`` raises ConvergenceError instead).
+    """
+    if not isinstance(params, Params):
+        raise ParameterError("params", f"must be a van_vuuren.Params; got {type(params).__name__}")
+    out = _kernel_jit(params)
+    good, rejected = _select(params, out, tol)
+    if good:
+        status = f"{len(good)} equilibri{'um' if len(good) == 1 else 'a'} found"
+    else:
+        status = "no equilibrium found (no candidate satisfied the equations and its configuration inequality)"
+        if throw:
+            raise ConvergenceError(f"van_vuuren.solve_market: {status}; rejected: {rejected}")
+        warnings.warn(f"van_vuuren.solve_market: {status}", RuntimeWarning, stacklevel=2)
+    good.sort(key=lambda e: e.du)
+    return Equilibria(good, status, rejected)
+
+
+# ----------------------------------------------------------------------------------------
+# Planner (Section 5, Appendix H)
+# ----------------------------------------------------------------------------------------
+def _planner_resid(P: Params, u, corner: str):
+    """Steady state of the planner's optimal control for a du corner, residual in u.
+
+    Current-value Hamiltonian H = omega(u, v, du) + zeta [delta (1-u) - lam(u,v,du) u s(du+u/2)].
+    dH/dv = 0 gives zeta (43 with xi, not xi - 1); the costate's steady state rho zeta = dH/du
+    (44)/(46).  v(u) follows from (18) and the matching function, so one equation in u remains.
+    """
+    du = jnp.zeros_like(u) if corner == "integrated" else 1 - u
+
+    def lam_fn(uu, vv, dd):
+        s = lambda d: P.s0 - P.a * d
+        de = (1 + uu) / 2 - dd * uu / (1 - uu)
+        S = uu * s(dd + uu / 2) + (1 - uu) * P.psi * s(de)
+        return P.alpha * S ** (P.nu - 1) * vv ** P.xi
+
+    def flow(uu, vv, dd):
+        return P.delta * (1 - uu) - lam_fn(uu, vv, dd) * uu * (P.s0 - P.a * (dd + uu / 2))
+
+    _, v, _ = _lam_v(P, u, du)
+    om = lambda uu, vv: welfare(P, uu, vv, du)
+    fv = jax.grad(flow, 1)(u, v, du)
+    zeta = P.gamma / fv  # from -gamma + zeta * f_v = 0
+    Hu = jax.grad(om, 0)(u, v) + zeta * jax.grad(flow, 0)(u, v, du)
+    return P.rho * zeta - Hu
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannerResult:
+    """Planner optimum (Section 5): the better of the two du corners (bang-bang).
+
+    ``u, v, du, omega`` at the chosen corner, ``config`` ("integrated"/"segregated"),
+    ``corners`` = {corner: dict(u, v, du, omega, residual)} for both corners,
+    ``local_choice_26`` the corner that condition (26) evaluated at the chosen corner's lambda
+    would pick (it can disagree with the global comparison), ``residual`` and ``status``."""
+
+    u: float
+    v: float
+    du: float
+    omega: float
+    config: str
+    corners: dict
+    local_choice_26: str
+    residual: float
+    status: str
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+    def summary(self, print_: bool = True) -> str:
+        rows = [(k, c["u"], c["v"], c["du"], c["omega"], c["residual"]) for k, c in self.corners.items()]
+        s = format_table(["corner", "u", "v", "du", "omega_t", "residual"], rows,
+                         title="van Vuuren (2016) planner (Section 5)",
+                         notes=[f"chosen: {self.config} (omega* = {self.omega:.4f}); "
+                                f"local condition (26) at that corner picks: {self.local_choice_26}",
+                                f"status: {self.status}"])
+        if print_:
+            print(s)
+        return s
+
+
+def _planner_kernel(P: Params):
+    out = {}
+    for corner in ("integrated", "segregated"):
+        r = lambda x: _planner_resid(P, _sig(x), corner)
+        rg = jax.vmap(r)(_XU)
+        ok = (jnp.sign(rg[:-1]) != jnp.sign(rg[1:])) & jnp.isfinite(rg[:-1]) & jnp.isfinite(rg[1:])
+        x = jax.vmap(lambda lo, hi: _bisect(r, lo, hi))(_XU[:-1], _XU[1:])
+        u = _sig(x)
+        du = jnp.zeros_like(u) if corner == "integrated" else 1 - u
+        lam, v, _ = jax.vmap(lambda uu, dd: _lam_v(P, uu, dd))(u, du)
+        om = welfare(P, u, v, du)
+        res = jnp.abs(jax.vmap(r)(x))
+        out[corner] = dict(u=u, v=v, du=du, omega=om, lam=lam, ok=ok, residual=res)
+    return out
+
+
+_planner_jit = jax.jit(_planner_kernel)
+
+
+def _corner_omega(P: Params, u, corner: str):
+    du = jnp.zeros_like(u) if corner == "integrated" else 1 - u
+    _, v, _ = _lam_v(P, u, du)
+    return welfare(P, u, v, du)
+
+
+_corner_omega_jit = jax.jit(_corner_omega, static_argnums=(2,))
+_corner_domega_jit = jax.jit(jax.grad(_corner_omega, 1), static_argnums=(2,))
+
+
+def _steady_state_corners(P: Params):
+    """Max of the steady-state flow welfare omega(u) along each corner line (du = 0, du = 1-u),
+    v(u) from (18) and (2): grid search on the u grid, then bisection on d omega/du."""
+    out = {}
+    xs = np.asarray(_XU)
+    for corner in ("integrated", "segregated"):
+        us = 1 / (1 + np.exp(-xs))
+        om = np.asarray(jax.vmap(lambda uu: _corner_omega(P, uu, corner))(jnp.asarray(us)))
+        i = int(np.nanargmax(om))
+        lo, hi = us[max(i - 1, 0)], us[min(i + 1, us.size - 1)]
+        g = lambda uu: float(_corner_domega_jit(P, jnp.asarray(uu), corner))
+        glo, ghi = g(lo), g(hi)
+        if glo > 0 > ghi:
+            for _ in range(80):
+                mid = 0.5 * (lo + hi)
+                if g(mid) > 0:
+                    lo = mid
+                else:
+                    hi = mid
+            u = 0.5 * (lo + hi)
+            res = abs(g(u))
+        else:  # maximum at the edge of the grid: report, do not pretend
+            u, res = us[i], float("inf")
+        du = 0.0 if corner == "integrated" else 1 - u
+        lam, v, _ = (float(x) for x in _lam_v(P, jnp.asarray(u), jnp.asarray(du)))
+        out[corner] = dict(u=float(u), v=v, du=float(du), omega=float(_corner_omega_jit(P, jnp.asarray(u), corner)),
+                           lam=lam, residual=float(res))
+    return out
+
+
+def solve_planner(params: Params, *, objective: str = "steady_state", tol: float = 1e-9,
+                  throw: bool = False) -> PlannerResult:
+    """Planner (Section 5): both du corners (bang-bang), compared globally by omega_t.
+
+    objective="steady_state" (default) maximises the steady-state flow welfare omega_t (24)
+    along each corner (v and u tied by (18) and (2)); this is the "per period optimal
+    welfare" of Table 1 and reproduces its omega*_t column best (all rows within 0.001).
+    objective="discounted" solves the steady state of the discounted control problem
+    (Appendix H: (43) with xi, (46)); with rho > 0 its omega_t can fall slightly below the
+    market's (panel B, a = 0.25: 0.76436 vs 0.76439), since it does not maximise omega_t.
+    ``residual`` is |d omega/du| (steady_state) or the costate-equation residual (discounted).
+    """
+    if not isinstance(params, Params):
+        raise ParameterError("params", f"must be a van_vuuren.Params; got {type(params).__name__}")
+    if objective not in ("steady_state", "discounted"):
+        raise ParameterError("objective", f"must be 'steady_state' or 'discounted'; got {objective!r}")
+    corners = {}
+    if objective == "discounted":
+        out = jax.tree.map(np.asarray, _planner_jit(params))
+        for corner, c in out.items():
+            idx = [i for i in np.flatnonzero(c["ok"]) if c["residual"][i] < tol and c["v"][i] > 0]
+            if not idx:
+                continue
+            i = max(idx, key=lambda j: c["omega"][j])  # several stationary points: keep the best
+            corners[corner] = {k: float(c[k][i]) for k in ("u", "v", "du", "omega", "lam", "residual")}
+    else:
+        for corner, c in _steady_state_corners(params).items():
+            if c["residual"] < 1e-6 and np.isfinite(c["omega"]):
+                corners[corner] = c
+    if not corners:
+        msg = "planner: no optimum found at either corner"
+        if throw:
+            raise ConvergenceError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        nan = float("nan")
+        return PlannerResult(nan, nan, nan, nan, "none", {}, "none", nan, msg)
+    best = max(corners, key=lambda k: corners[k]["omega"])
+    c = corners[best]
+    P = params
+    crit = float(P.a * c["lam"] * (P.p - P.b) / (P.rho + P.delta + c["lam"] * P.s0))  # (26)
+    local = "segregated" if float(P.tau) > crit else "integrated"
+    status = "converged" if len(corners) == 2 else f"converged (only the {best} corner has an optimum)"
+    return PlannerResult(c["u"], c["v"], c["du"], c["omega"], best, corners, local, c["residual"], status)
+
+
+# ----------------------------------------------------------------------------------------
+# Rents (Appendix C) and bid rents
+# ----------------------------------------------------------------------------------------
+def _slopes(eq: MarketEquilibrium, n: int = 2001):
+    """Fine rank grid with wage and the tail integral T(g) = int_{w(g)}^{w+} I(x) dx."""
+    P = eq.params
+    u, du, lam, K = eq.u, eq.du, eq.lam, eq.K
+    t = du / (1 - u)
+    s = lambda d: float(P.s0) - float(P.a) * d
+    psi, rho, delta = float(P.psi), float(P.rho), float(P.delta)
+    sbar = s(du + u / 2)
+
+    def seg(g, upper):
+        Ib = np.where(upper, g * (float(P.s0) - float(P.a) * u) - (1 - u) * float(P.a) * g ** 2 / 2 + float(P.a) * u * t,
+                      g * float(P.s0) - (1 - u) * float(P.a) * g ** 2 / 2)
+        D = u * sbar + (1 - u) * psi * Ib
+        f = delta * (1 - g) * (1 - u) / (lam * D)
+        d = (1 - u) * g + np.where(upper, u, 0.0)
+        qrate = rho + delta + lam * psi * s(d) * f
+        w = float(P.p) - K * qrate * delta * (1 - u) / (lam * D)
+        return w, f / qrate, d
+
+    glo = np.linspace(0, t, n) if t > 0 else np.zeros(0)
+    ghi = np.linspace(t, 1, n) if t < 1 else np.zeros(0)
+    wl, Il, dl = seg(glo, False)
+    wh, Ih, dh = seg(ghi, True)
+    w = np.concatenate([wl, wh])
+    # integral of I over wages, piecewise: lower segment, the gap (F flat, I = I(g~-) since the
+    # gap worker lives at du), upper segment
+    lo_int = 0.5 * (Il[1:] + Il[:-1]) * np.diff(wl)
+    hi_int = 0.5 * (Ih[1:] + Ih[:-1]) * np.diff(wh)
+    parts = [lo_int]
+    if wl.size and wh.size:
+        parts.append(np.array([Il[-1] * (wh[0] - wl[-1])]))
+    parts.append(hi_int)
+    seg_int = np.concatenate(parts)
+    tail = np.concatenate([np.cumsum(seg_int[::-1])[::-1], [0.0]])
+    d = np.concatenate([dl, dh])
+    return d, w, tail, float(tail[0])
+
+
+def rents(eq: MarketEquilibrium, d, RA: float = 0.0):
+    """Land rent R(d) (Appendix C, (32)--(36)), shape of ``d``; R(1) = RA.
+
+    R'(d) = dPsi_e/dd(d, w(d)) = -tau - a lam psi T(w(d)) where employed live (11), and the
+    unemployed's slope -(a lam J_u + chi) on [du, du+u] (10), (34).  Integrated numerically from
+    d = 1 inwards on a fine rank grid (trapezoid), which reproduces the closed forms."""
+    P = eq.params
+    d = np.asarray(d, float)
+    if np.any((d < 0) | (d > 1)) or not np.all(np.isfinite(d)):
+        raise ParameterError("d", "distances must lie in [0, 1]")
+    dd, _, tail, Ju = _slopes(eq)
+    a, lam, psi, tau, chi = float(P.a), eq.lam, float(P.psi), float(P.tau), float(P.chi)
+    du, u = eq.du, eq.u
+    x = np.linspace(0, 1, 4001)
+    # slope magnitude -R'(x)
+    emp_slope = tau + a * lam * psi * np.interp(x, dd, tail) if dd.size else np.zeros_like(x)
+    # the interp over dd: dd jumps from du to du+u; points inside the unemployed zone are overwritten
+    unemp = (x > du) & (x < du + u)
+    slope = np.where(unemp, a * lam * Ju + chi, emp_slope)
+    integ = np.concatenate([[0.0], np.cumsum(0.5 * (slope[1:] + slope[:-1]) * np.diff(x))])
+    R = RA + (integ[-1] - integ)
+    return np.interp(d, x, R)
+
+
+def bid_rents(eq: MarketEquilibrium, d, ranks: Sequence[float] = (0.1, 0.5, 0.9), RA: float = 0.0):
+    """Bid-rent lines (Section 3.1): Psi_u(d) through R on the unemployed zone (slope (10) - chi)
+    and Psi_e(d, w(g)) for each rank g through R(d(w)) (slope (11)).  Returns dict name -> array."""
+    P = eq.params
+    d = np.asarray(d, float)
+    dd, ww, tail, Ju = _slopes(eq)
+    a, lam, psi, tau, chi = float(P.a), eq.lam, float(P.psi), float(P.tau), float(P.chi)
+    out = {}
+    dmid = eq.du + eq.u / 2
+    out["unemployed"] = rents(eq, [dmid], RA)[0] - (a * lam * Ju + chi) * (d - dmid)
+    for gr in ranks:
+        dg = (1 - eq.u) * gr + (eq.u if gr >= eq.du / (1 - eq.u) else 0.0)
+        Tg = np.interp(dg, dd, tail)
+        out[f"employed g={gr:g}"] = rents(eq, [dg], RA)[0] - (tau + a * lam * psi * Tg) * (d - dg)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Sweeps and the Table 1 reproduction
+# ----------------------------------------------------------------------------------------
+def sweep_a(params: Params, a_values, *, tol: float = 1e-9) -> dict:
+    """u, v, du against a, computed as one vmapped sweep of the jitted solve kernel.
+
+    Returns NumPy arrays of shape (len(a_values),) for each configuration:
+    ``{config: {"u", "v", "du", "omega", "valid"}}`` (the first valid candidate of that
+    configuration at each a; NaN where none), plus ``"a"``."""
+    a = np.asarray(a_values, float)
+    check_interval("a_values", a, 0.0, float(params.s0), lo_open=False, hi_open=False)
+    Pb = jax.tree.map(lambda x: jnp.broadcast_to(x, a.shape), params)
+    Pb = eqx.tree_at(lambda q: q.a, Pb, jnp.asarray(a))
+    out = jax.tree.map(np.asarray, jax.jit(jax.vmap(_kernel))(Pb))
+    res = {"a": a}
+    for config in CONFIGS:
+        tup = out[config]
+        c, ok = tup[0], tup[1]
+        r = tup[2] if config == "interior" else np.abs(c["r1"])
+        valid = ok & (r < tol) & (c["slack"] >= -1e-12) & (c["v"] > 0) & (c["phi"] < float(params.p))
+        if config == "interior":
+            valid &= (c["t"] > 1e-7) & (c["t"] < 1 - 1e-7)
+        arr = {}
+        first = np.argmax(valid, axis=1)
+        anyv = valid.any(axis=1)
+        for k in ("u", "v", "du", "omega"):
+            vals = np.take_along_axis(c[k], first[:, None], axis=1)[:, 0]
+            arr[k] = np.where(anyv, vals, np.nan)
+        arr["valid"] = anyv
+        res[config] = arr
+    return res
+
+
+# Rows whose printed numbers fail the paper's own equations (see data_moments/van_vuuren_table1.md)
+PAPER_INCONSISTENT = {
+    ("A", 0.5): "v = 0.299 violates (18)+(2): with u=0.236, du=0.759, lam=(1-u)delta/(u s(du+u/2)) = 0.577 "
+                "and v = lam^2 (s0 - a/2) = 0.249; du + u = 0.995 != 1 although the text says a < 0.6 is segregated",
+    ("B", 0.5): "v = 0.137 violates (18)+(2): with u=0.1057, du=0.543, lam = 1.205 and v = lam/alpha = 0.151",
+}
+
+
+def table1(panel: str = "A", a_values=(1.0, 0.75, 0.6, 0.55, 0.5, 0.25, 0.1)):
+    """Reproduce Table 1 (on-the-job-search columns) for panel "A" or "B".
+
+    Returns a pandas DataFrame with one row per (a, equilibrium): a, config, u, v, du,
+    s_du (= s(du + u/2)), omega, omega_star (planner), planner_config, residual."""
+    import pandas as pd
+
+    if panel not in ("A", "B"):
+        raise ParameterError("panel", f"must be 'A' or 'B'; got {panel!r}")
+    rows = []
+    for a in a_values:
+        P = Params.panel_a(a) if panel == "A" else Params.panel_b(a)
+        eqs = solve_market(P)
+        pl = solve_planner(P)
+        if not eqs:
+            rows.append(dict(a=a, config="none", u=np.nan, v=np.nan, du=np.nan, s_du=np.nan, omega=np.nan,
+                             omega_star=pl.omega, planner_config=pl.config, planner_local_26=pl.local_choice_26,
+                             residual=np.nan))
+        for e in eqs:
+            rows.append(dict(a=a, config=e.config, u=e.u, v=e.v, du=e.du, s_du=e.s_u, omega=e.omega,
+                             omega_star=pl.omega, planner_config=pl.config, planner_local_26=pl.local_choice_26,
+                             residual=e.residual))
+    return pd.DataFrame(rows)
