@@ -230,6 +230,9 @@ def _log_rho_bounds(p):
     return solve(0.0, ninf), solve(ninf, 0.0)
 
 
+_log_rho_bounds_jit = jax.jit(_log_rho_bounds)
+
+
 def _log_rho_of_y(p, y, lrm, lrM):
     """log ρ on the market-clearing locus (24) at ``y = log Ω`` (monotone bracketed solve)."""
     u = y - jnp.log(p.d)
@@ -430,8 +433,11 @@ def _move_directions():
 
 
 _SRC, _DST, _D_PAIR, _D_SYM = _move_directions()
-# Appendix P's move set: change residence only (0j -> 1j) or workplace only (i0 -> i1).
-_ONE_COORD = (_SRC // 3 == _DST // 3) | (_SRC % 3 == _DST % 3)
+# Appendix P's move set: change residence only (0j <-> 1j) or workplace only (i0 <-> i1), between
+# the centre and a periphery (moves between the two peripheries are neutral when mirrored).
+_I, _J, _K_, _L_ = _SRC // 3, _SRC % 3, _DST // 3, _DST % 3
+_PAPER_MOVES = ((_J == _L_) & ((_I == 1) | (_K_ == 1))) | ((_I == _K_) & ((_J == 1) | (_L_ == 1)))
+_ONE_COORD = (_I == _K_) | (_J == _L_)
 
 
 def _stability_gains(p, ls, v):
@@ -499,6 +505,9 @@ def _interior_core(p: Params):
         return y0 - jnp.where(ok, step, 0.0 * step)
 
     y = jax.vmap(refine)(lo, hi)
+    # order by ρ ascending, i.e. y descending along the market-clearing locus; unused slots last
+    order = jnp.argsort(jnp.where(valid, -y, jnp.inf))
+    y = y[order]
     x = jax.vmap(lambda yy: _log_rho_of_y(p, yy, lrm, lrM))(y)
     lw = p.eps / (1.0 + p.eps) * y
     z = jax.vmap(lambda yy: _Z(p, yy, lrm, lrM))(y)
@@ -506,9 +515,8 @@ def _interior_core(p: Params):
     def stab(xx, ww):
         lv = _levels(p, xx, ww)
         gp, gs = _stability_gains(p, lv["ls"], lv["v"])
-        one = jnp.asarray(_ONE_COORD)
-        g1 = jnp.where(one, gs, -jnp.inf)
-        return jnp.max(g1), _verdict(g1), _verdict(jnp.where(one, gp, -jnp.inf)), _verdict(gs)
+        g1 = jnp.where(jnp.asarray(_PAPER_MOVES), gs, -jnp.inf)
+        return jnp.max(g1), _verdict(g1), _verdict(jnp.where(jnp.asarray(_ONE_COORD), gp, -jnp.inf)), _verdict(gs)
 
     m_sym, st_sym, st_pair, st_all = jax.vmap(stab)(x, lw)
     return dict(y=y, log_rho=x, log_omega=lw, valid=valid, n_roots=n_roots, Z=z,
@@ -532,9 +540,10 @@ class Equilibrium:
     rho, omega: amenity-adjusted relative rent and wage (6) (ω = inf / 0 at the corners).
     ell: L_0/L_1 (23). s: commuting shares (3, 3) (7). L, M, N, H, W, R: employment, residents,
     commercial and residential land, wages, rents (3,). kind: "interior" or "corner".
-    stable: Definition 3 for the moves of Appendix P (change residence only, or workplace only),
-    each applied mirror-symmetrically so the pattern stays symmetric — the paper's notion
-    (Figure 2). stable_pair: the same moves applied to a single pair (symmetry-breaking).
+    stable: Definition 3 for the moves of Appendix P (change residence only, or workplace only,
+    between the centre and a periphery, in either direction), each applied mirror-symmetrically
+    so the pattern stays symmetric — the paper's notion (Figure 2). stable_pair: every
+    residence-only or workplace-only move applied to a single pair (symmetry-breaking).
     stable_all: mirror-symmetric moves including "diagonal" ones that change residence and
     workplace at once (Definition 3 read literally for every kl != ij).
     stability_margin: max over the Appendix-P moves of the indifferent household's log-utility
@@ -584,8 +593,8 @@ def _fmt_stable(v):
 
 
 class Equilibria(list):
-    """List of ``Equilibrium`` ordered by ρ (ascending; ties at ρ_m / ρ_M broken by ω
-    descending, which is the same order along the market-clearing locus)."""
+    """List of ``Equilibrium`` ordered by ρ ascending (computed as ω descending, the same order
+    along the market-clearing locus, without rounding ties at ρ_m / ρ_M)."""
 
     def __init__(self, items, params: Params, info: dict):
         super().__init__(items)
@@ -681,7 +690,7 @@ def _interior_equilibrium(p, x, lw, z, st_sym, st_pair, st_all, margin, with_sta
 
 def _corner_levels(p, which: str):
     """Corner equilibria of Proposition 6 (δ = 0): levels from Appendix N with β restored."""
-    lrm, lrM = (float(v) for v in _log_rho_bounds(p))
+    lrm, lrM = (float(v) for v in _log_rho_bounds_jit(p))
     a, beta, phi = float(p.alpha), float(p.beta), float(p.phi)
     if which == "agglomerated":           # L = (0, 1, 0), ω = ∞, ρ = ρ_m
         rho = math.exp(lrm)
@@ -734,19 +743,24 @@ def _corner_unstable(p, s, which: str, Delta: float = 1e-6) -> tuple[bool, float
 
 def rho_bounds(params: Params) -> tuple[float, float]:
     """(ρ_m, ρ_M): the market-clearing locus f (24) runs from ∞ at ρ_m to 0 at ρ_M (Lemma 1)."""
-    lrm, lrM = _log_rho_bounds(params)
+    lrm, lrM = _log_rho_bounds_jit(params)
     return float(jnp.exp(lrm)), float(jnp.exp(lrM))
 
 
 def rho_L(params: Params) -> float:
     """ρ_L (Lemma 2): the unique root of ρ^{1/η} Q(ρ) = (d c^{1/α} b^{-1/η})^{-ε}; the step of the
     zero-profit locus g as γ → γ_m. Not necessarily in (0, 1)."""
-    p = params
+    return float(jnp.exp(_log_rho_L_jit(params)))
+
+
+def _log_rho_L(p):
     rhs = -p.eps * (jnp.log(p.d) + jnp.log(p.c) / p.alpha - jnp.log(p.b) / p.eta)
     fun = lambda x: x / p.eta + _log_Q(p, x) - rhs      # strictly increasing in x
     B = 50.0 + p.eta * (jnp.abs(rhs) + 5.0)
-    x = _bisect(fun, -B, B, 200)
-    return float(jnp.exp(x))
+    return _bisect(fun, -B, B, 200)
+
+
+_log_rho_L_jit = jax.jit(_log_rho_L)
 
 
 def f_curve(params: Params, rho):
@@ -841,7 +855,9 @@ def equilibria(params: Params, *, stability: bool = True, corners: bool = True,
                 stable_all=(not unst) if stability else None,
                 stability_margin=math.inf if (stability and unst) else math.nan, residual=0.0,
                 full_residual=0.0, converged=True))
-    out.sort(key=lambda e: (e.log_rho, -e.log_omega))
+    # ρ is strictly decreasing in ω along the market-clearing locus, so ordering by -log ω is the
+    # ordering by ρ without ties at ρ_m / ρ_M (where extreme interior roots sit within rounding)
+    out.sort(key=lambda e: -e.log_omega)
     info = dict(rho_m=math.exp(float(core["log_rho_m"])), rho_M=math.exp(float(core["log_rho_M"])),
                 rho_L=rho_L(p), n_sign_changes=n, y_bound=float(core["Y"]), problems=problems)
     if problems and throw:
@@ -925,12 +941,18 @@ def threshold_c_bar(params: Params) -> float:
     """c̄ = ĉ of Propositions 4 and 5(i): the first-nature advantage at which the γ = δ = 0
     equilibrium is flat (ℓ* = 1). Closed form: ℓ = 1 ⇒ ω = 1/Q(ρ) on f (24), then (25) gives
     c̄ = Ψ (Ω ρ^{-ψ})^{α/(1+ε)}."""
-    p = params.replace(gamma=0.0, delta=0.0)
+    return float(jnp.exp(_log_c_bar_jit(params.replace(gamma=0.0, delta=0.0))))
+
+
+def _log_c_bar(p):
     lrm, lrM = _log_rho_bounds(p)
     lell = lambda y: p.eps / (1 + p.eps) * y + _log_Q(p, _log_rho_of_y(p, y, lrm, lrM))   # increasing in y
     y = _bisect(lell, _f64(-2000.0), _f64(2000.0), 200)
     x = _log_rho_of_y(p, y, lrm, lrM)
-    return float(jnp.exp(p.log_Psi + p.alpha / (1 + p.eps) * (y - p.psi * x)))
+    return p.log_Psi + p.alpha / (1 + p.eps) * (y - p.psi * x)
+
+
+_log_c_bar_jit = jax.jit(_log_c_bar)
 
 
 def threshold_c_tilde(params: Params) -> float:
