@@ -67,7 +67,7 @@ __all__ = [
     "contract_curve", "contract_curve_path", "type_optimal_loci_I2", "CPE",
     "constrained_pareto_efficient", "NashSet", "nash_interval", "Specialized",
     "specialized_equilibria", "set_partitions", "PartitionResult", "PartitionTable",
-    "partition_equilibria", "check_assumptions", "closed_form_I2", "sweep",
+    "partition_equilibria", "check_assumptions", "assumption4", "closed_form_I2", "sweep",
 ]
 
 
@@ -280,8 +280,9 @@ def _weighted_x0(params: Params, w: Array) -> Array:
 
 
 @eqx.filter_jit
-def _solve_weighted(params: Params, w: Array, x0: Array):
+def _solve_weighted(params: Params, w: Array, n0: Optional[Array]):
     """Maximize W = w . V(n) over n > 0 in logs (IV.4); w = e_i gives (IV.1)."""
+    x0 = _weighted_x0(params, w) if n0 is None else jnp.log(n0)
     def F(x, args):
         p, ww = args
         n = jnp.exp(x)
@@ -347,16 +348,16 @@ def _check_index(params: Params, i) -> int:
     return int(i)
 
 
-def _x0_from(params, w, n0):
+def _check_n0(params, n0):
     if n0 is None:
-        return _weighted_x0(params, w)
+        return None
     check_shape("n0", n0, (params.I,))
     check_positive("n0", n0)
-    return jnp.log(jnp.asarray(n0, jnp.float64))
+    return jnp.asarray(n0, jnp.float64)
 
 
 def _optimum(params, w, n0):
-    n, V, r, it, conv, eig = _solve_weighted(params, w, _x0_from(params, w, n0))
+    n, V, r, it, conv, eig = _solve_weighted(params, w, _check_n0(params, n0))
     return Optimum(n=n, V=V, weights=w, foc_residual=r, iterations=it, converged=conv, hessian_max_eig=eig)
 
 
@@ -372,7 +373,7 @@ def solve_type_optimum(params: Params, i: int, *, n0=None) -> Optimum:
     """Type-i optimal cluster: maximizes V_i(n) (FOC (IV.1), closed form (A.18)/(A.19) for I = 2).
     Never raises on failure; see ``Optimum.status``."""
     i = _check_index(params, i)
-    return _optimum(params, jax.nn.one_hot(i, params.I, dtype=jnp.float64), n0)
+    return _optimum(params, np.eye(params.I)[i], n0)
 
 
 def type_optimum(params: Params, i: int, *, n0=None) -> Array:
@@ -391,13 +392,17 @@ def type_optima(params: Params) -> Array:
 def _check_lam(params: Params, lam) -> Array:
     I = params.I
     if np.ndim(lam) == 0 and I == 2:
-        lam = jnp.stack([jnp.asarray(lam, jnp.float64), 1.0 - jnp.asarray(lam, jnp.float64)])
+        if _is_concrete(lam):
+            lam = np.array([float(lam), 1.0 - float(lam)])
+        else:
+            lam = jnp.stack([jnp.asarray(lam, jnp.float64), 1.0 - jnp.asarray(lam, jnp.float64)])
     check_shape("lam", lam, (I,))
     check_finite("lam", lam)
     if _is_concrete(lam):
         a = np.asarray(lam, float)
         if np.any(a < 0) or np.any(a > 1) or abs(a.sum() - 1.0) > 1e-9:
             raise ParameterError("lam", f"Pareto weights must lie in [0, 1] and sum to 1 (IV.4); got {a.tolist()}")
+        return a
     return jnp.asarray(lam, jnp.float64)
 
 
@@ -513,16 +518,16 @@ class CPE:
 def constrained_pareto_efficient(params: Params) -> CPE:
     """Intersection of the contract surface (IV.5) with the ratio ray (V.1): solves
     sum_i lam_i dV_i/dn_k (S r) = 0 (k = 1..I), sum lam = 1 for (log S, lam) by Newton."""
-    lam0 = params.ratio
+    lam0 = np.asarray(params.N) / np.sum(np.asarray(params.N))
     pe = solve_contract_curve(params, lam0)
-    S0 = jnp.where(pe.converged, jnp.sum(pe.n), 1.0)
-    y0 = jnp.concatenate([jnp.log(S0)[None], lam0])
+    S0 = float(np.sum(np.asarray(pe.n))) if bool(pe.converged) else 1.0
+    y0 = np.concatenate([[math.log(S0)], lam0])
     n, S, lam, r, it, conv, D, V = _solve_cpe(params, y0)
     lam_np = np.asarray(lam)
     conv = bool(conv)
     exists = conv and bool(np.all((lam_np > 0) & (lam_np < 1)))
-    return CPE(n=n, S=float(S), lam=lam, J=float(jnp.sum(params.N) / S), V=V,
-               own_marginal=jnp.diag(D), residual=float(r), iterations=int(it), converged=conv, exists=exists)
+    return CPE(n=np.asarray(n), S=float(S), lam=lam_np, J=float(np.sum(np.asarray(params.N)) / float(S)) if float(S) > 0 else float("nan"), V=np.asarray(V),
+               own_marginal=np.diag(np.asarray(D)), residual=float(r), iterations=int(it), converged=conv, exists=exists)
 
 
 # ----------------------------------------------------------------------------------------
@@ -624,7 +629,7 @@ def _default_smax(params: Params, members) -> float:
     for i in members:
         o = solve_type_optimum(params, i)
         if bool(o.is_max):
-            best = max(best, float(jnp.sum(o.n)))
+            best = max(best, float(np.sum(np.asarray(o.n))))
     return 4.0 * best if best > 0 else 100.0
 
 
@@ -645,14 +650,15 @@ def nash_interval(params: Params, members: Optional[Sequence[int]] = None, *, S_
         raise ParameterError("members", f"must be a non-empty subset of 0..{I - 1}; got {members}")
     if grid < 10:
         raise ParameterError("grid", f"must be >= 10; got {grid}")
-    m = jnp.zeros(I, bool).at[jnp.array(members)].set(True)
-    Nm = jnp.where(m, params.N, 0.0)
-    r = Nm / jnp.sum(Nm)
+    m = np.zeros(I, bool)
+    m[list(members)] = True
+    Nm = np.where(m, np.asarray(params.N), 0.0)
+    r = Nm / np.sum(Nm)
     smax = float(S_max) if S_max is not None else _default_smax(params, members)
     if not (smax > 0 and math.isfinite(smax)):
         raise ParameterError("S_max", f"must be a finite number > 0; got {S_max}")
     for _ in range(7):
-        S = jnp.linspace(smax / grid, smax, grid)
+        S = np.linspace(smax / grid, smax, grid)
         M, W = _ray_margins(params, r, m, S)
         M = np.asarray(M)
         feas = np.all(M[:, :I] > 0, axis=1) & np.all(M[:, I:] >= 0, axis=1)
@@ -664,7 +670,7 @@ def nash_interval(params: Params, members: Optional[Sequence[int]] = None, *, S_
     k_eff = int(np.nanargmax(np.where(np.isfinite(Wn), Wn, -np.inf)))
     a = S_np[max(k_eff - 1, 0)]
     b = S_np[min(k_eff + 1, grid - 1)]
-    S_eff = float(_golden_max(params, r, m, jnp.asarray(a), jnp.asarray(b)))
+    S_eff = float(_golden_max(params, r, m, a, b))
     if not np.any(feas):
         stab_ok = np.all(M[:, :I] > 0, axis=1)
         aut_ok = np.all(M[:, I:] >= 0, axis=1)
@@ -688,7 +694,7 @@ def nash_interval(params: Params, members: Optional[Sequence[int]] = None, *, S_
         """ka infeasible, kb feasible neighbour."""
         flip = ~ok_cols(M[ka]) & ok_cols(M[kb])
         # all 2I columns are bisected (fixed shape: one compilation), only flipping ones are used
-        roots = np.asarray(_bisect_margins(params, r, m, jnp.arange(2 * I), jnp.asarray(S_np[ka]), jnp.asarray(S_np[kb])))
+        roots = np.asarray(_bisect_margins(params, r, m, np.arange(2 * I), S_np[ka], S_np[kb]))
         roots = np.where(flip, roots, -np.inf if lower else np.inf)
         j = int(np.argmax(roots)) if lower else int(np.argmin(roots))
         return float(roots[j]), labels[j]
@@ -702,11 +708,11 @@ def nash_interval(params: Params, members: Optional[Sequence[int]] = None, *, S_
     else:
         S_hi, hi_lab = refine(k1 + 1, k1, False)
     n_lo, n_hi = S_lo * r, S_hi * r
-    tot = float(jnp.sum(Nm))
+    tot = float(np.sum(Nm))
     return NashSet(members=members, exists=True, S_lo=S_lo, S_hi=S_hi, n_lo=n_lo, n_hi=n_hi,
                    J_range=(tot / S_hi, tot / S_lo), lower_bound=lo_lab, upper_bound=hi_lab,
                    components=components, S_max=smax, S_eff=S_eff,
-                   V_lo=utility(params, n_lo), V_hi=utility(params, n_hi))
+                   V_lo=np.asarray(_U(params, n_lo)), V_hi=np.asarray(_U(params, n_hi)))
 
 
 # ----------------------------------------------------------------------------------------
@@ -814,9 +820,10 @@ def specialized_equilibria(params: Params) -> Specialized:
     I = params.I
     offd = ~np.eye(I, dtype=bool)
     a3 = (np.asarray(params.V0)[:, None] >= np.asarray(Vc)) | ~offd
-    hi = jnp.minimum(nA, nC)
-    lo = jnp.where(VS >= params.V0, nS, jnp.nan)
-    return Specialized(n_S=nS, V_S=VS, n_A=nA, n_C=nC, V_cross=Vc, assumption3=jnp.asarray(a3), lo=lo, hi=hi,
+    nS, VS, nA, nC, Vc = (np.asarray(x) for x in (nS, VS, nA, nC, Vc))
+    hi = np.minimum(nA, nC)
+    lo = np.where(VS >= np.asarray(params.V0), nS, np.nan)
+    return Specialized(n_S=nS, V_S=VS, n_A=nA, n_C=nC, V_cross=Vc, assumption3=a3, lo=lo, hi=hi,
                        converged=bool(np.all(np.asarray(conv))), second_order=bool(np.all(np.asarray(d2) < 0)))
 
 
@@ -905,7 +912,7 @@ def partition_equilibria(params: Params, *, grid: int = 4001) -> PartitionTable:
     I = params.I
     if I > 7:
         raise ParameterError("theta", f"partition enumeration is limited to I <= 7 (Bell(I) partitions); got I = {I}")
-    a4 = check_assumptions(params)["A4 own type essential (VII)"]
+    a4 = assumption4(params)
     cache = {}
     out = []
     for P in set_partitions(range(I)):
@@ -917,8 +924,7 @@ def partition_equilibria(params: Params, *, grid: int = 4001) -> PartitionTable:
         blocks_ok = all(s.exists for s in sets)
         W_eff = 0.0
         for b, s in zip(P, sets):
-            nb = _block_n(params, b, s.S_eff)
-            W_eff += float(jnp.sum(jnp.where(_mask(params, b), params.N * utility(params, nb), 0.0)))
+            W_eff += _block_W(params, b, s.S_eff)
         if not blocks_ok:
             out.append(PartitionResult(P, False, False, (), float("nan"), W_eff, a4, tuple(sets)))
             continue
@@ -931,12 +937,12 @@ def partition_equilibria(params: Params, *, grid: int = 4001) -> PartitionTable:
         W_nash = 0.0
         worst = -np.inf
         for p_idx, b in enumerate(P):
-            Vown = utility(params, cities[p_idx])
-            W_nash += float(jnp.sum(jnp.where(_mask(params, b), params.N * Vown, 0.0)))
+            Vown = np.asarray(_U(params, cities[p_idx]))
+            W_nash += float(np.sum(np.where(_mask(params, b), np.asarray(params.N) * Vown, 0.0)))
             for q_idx in range(len(P)):
                 if q_idx == p_idx:
                     continue
-                Vdev = utility(params, cities[q_idx])
+                Vdev = np.asarray(_U(params, cities[q_idx]))
                 for i in b:
                     worst = max(worst, float(Vdev[i] - Vown[i]))
         dev_ok = bool(worst <= 1e-12 * max(1.0, abs(W_nash)))
@@ -945,21 +951,32 @@ def partition_equilibria(params: Params, *, grid: int = 4001) -> PartitionTable:
 
 
 def _mask(params, b):
-    return jnp.zeros(params.I, bool).at[jnp.array(b)].set(True)
+    m = np.zeros(params.I, bool)
+    m[list(b)] = True
+    return m
 
 
 def _block_n(params, b, S):
-    Nm = jnp.where(_mask(params, b), params.N, 0.0)
-    return S * Nm / jnp.sum(Nm)
+    Nm = np.where(_mask(params, b), np.asarray(params.N), 0.0)
+    return S * Nm / np.sum(Nm)
 
 
 def _block_W(params, b, S):
-    return jnp.sum(jnp.where(_mask(params, b), params.N * utility(params, _block_n(params, b, S)), 0.0))
+    V = np.asarray(_U(params, _block_n(params, b, S)))
+    return float(np.sum(np.where(_mask(params, b), np.asarray(params.N) * V, 0.0)))
 
 
 # ----------------------------------------------------------------------------------------
 # Assumptions
 # ----------------------------------------------------------------------------------------
+
+@eqx.filter_jit
+def _jac_g_batch(params, pts):
+    return jax.vmap(jax.jacfwd(lambda m: productivity(params, m)))(pts)
+
+
+_U = eqx.filter_jit(utility)
+
 
 def check_assumptions(params: Params, *, n_samples: int = 64, seed: int = 0) -> dict:
     """Which of the paper's assumptions hold (dict of name -> bool or None if unknown).
@@ -972,11 +989,10 @@ def check_assumptions(params: Params, *, n_samples: int = 64, seed: int = 0) -> 
     term vanishes); A4 holds iff that is < V_i(0). Unknown (None) for a user g or c."""
     I = params.I
     rng = np.random.default_rng(seed)
-    pts = jnp.asarray(rng.uniform(0.1, 3.0, (n_samples, I)))
-    levels = jnp.asarray([0.25, 0.5, 1.0, 2.0, 4.0])
-    jac_g = jax.vmap(lambda n: jax.jacfwd(lambda m: productivity(params, m))(n))
-    Deq = np.asarray(jac_g(levels[:, None] * jnp.ones(I)))     # (L, I, I), [i, k] = dg_i/dn_k
-    Dr = np.asarray(jac_g(pts))
+    pts = rng.uniform(0.1, 3.0, (n_samples, I))
+    levels = np.array([0.25, 0.5, 1.0, 2.0, 4.0])
+    Deq = np.asarray(_jac_g_batch(params, levels[:, None] * np.ones(I)))     # (L, I, I), [i, k] = dg_i/dn_k
+    Dr = np.asarray(_jac_g_batch(params, pts))
     offd = ~np.eye(I, dtype=bool)
     diag_eq = np.einsum("lii->li", Deq)
     a1 = bool(np.all((diag_eq[:, :, None] > Deq)[:, offd]))                     # dg_i/dn_i > dg_i/dn_k
@@ -993,14 +1009,22 @@ def check_assumptions(params: Params, *, n_samples: int = 64, seed: int = 0) -> 
         res["alpha > t (interior optima, Appendix)"] = bool(params.alpha > params.t)
     sp = specialized_equilibria(params)
     res["A3 weak complementarities (VI.2)"] = bool(np.all(np.asarray(sp.assumption3)))
-    if params.g is None and params.c is None:
-        th = np.asarray(params.theta)
-        gain = np.maximum(float(params.alpha) * th - float(params.t), 0.0) ** 2 / (2 * float(params.beta))
-        best = np.where(offd, gain, 0.0).sum(axis=1)
-        res["A4 own type essential (VII)"] = bool(np.all(best < np.asarray(params.V0)))
-    else:
-        res["A4 own type essential (VII)"] = None
+    res["A4 own type essential (VII)"] = assumption4(params)
     return res
+
+
+def assumption4(params: Params) -> Optional[bool]:
+    """Assumption 4 (own type essential, Section VII): V_i(n with n_i = 0) < V_i(0) for all n >= 0.
+    For (A.1) with c = tN the best a type-i worker can do without own type is
+    sum_{s != i} max(alpha theta^i_s - t, 0)^2 / (2 beta) (the gamma term vanishes, costs are
+    separable). None (unknown) for a user-supplied g or c."""
+    if params.g is not None or params.c is not None:
+        return None
+    th = np.asarray(params.theta)
+    offd = ~np.eye(params.I, dtype=bool)
+    gain = np.maximum(float(params.alpha) * th - float(params.t), 0.0) ** 2 / (2 * float(params.beta))
+    best = np.where(offd, gain, 0.0).sum(axis=1)
+    return bool(np.all(best < np.asarray(params.V0)))
 
 
 # ----------------------------------------------------------------------------------------

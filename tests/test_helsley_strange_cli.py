@@ -1,0 +1,67 @@
+"""`spatialjax solve helsley-strange` and the Figure 1-5 analogs."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from spatialjax.cli import main
+from spatialjax.errors import ParameterError
+from spatialjax.models import helsley_strange as hs
+
+
+def test_cli_default_economy_writes_tables_and_figures(tmp_path, capsys):
+    rc = main(["solve", "helsley-strange", "-o", str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for key in ("Type optimal clusters", "Constrained Pareto-efficient", "Symmetric Nash", "Specialized-city",
+                "Symmetric partitions"):
+        assert key in out
+    s = json.loads((tmp_path / "helsley_strange_summary.json").read_text())
+    # default economy, hand computations: type optima (A.18)/(A.19), CPE scale 50/11,
+    # Nash interval [6, 8], specialized n^S = (1.5, 1.3)
+    np.testing.assert_allclose(s["type_optima"][0]["n"], [8 / 3, 7 / 3], rtol=1e-9)
+    np.testing.assert_allclose(s["type_optima"][1]["n"], [1.8, 2.2], rtol=1e-9)
+    assert s["cpe"]["scale"] == pytest.approx(50 / 11, rel=1e-9)
+    np.testing.assert_allclose(s["nash"]["scale"], [6.0, 8.0], rtol=1e-8)
+    np.testing.assert_allclose(s["specialized"]["n_S"], [1.5, 1.3], rtol=1e-9)
+    assert s["problems"] == []
+    with open(tmp_path / "helsley_strange_partitions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["partition"] for r in rows] == ["{1,2}", "{1} | {2}"]
+    assert float(rows[0]["W_nash"]) == pytest.approx(450.0, rel=1e-8)
+    with open(tmp_path / "helsley_strange_contract_curve.csv") as fh:
+        cc = np.array([[float(x) for x in r] for r in list(csv.reader(fh))[1:]])
+    np.testing.assert_allclose(cc[0, 1:], [1.8, 2.2], rtol=1e-9)     # lambda = 0: type-2 optimum
+    np.testing.assert_allclose(cc[-1, 1:], [8 / 3, 7 / 3], rtol=1e-9)  # lambda = 1: type-1 optimum
+    for k in range(1, 6):
+        png = (tmp_path / f"helsley_strange_figure{k}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_cli_overrides_and_errors(tmp_path, capsys):
+    rc = main(["solve", "helsley-strange", "-o", str(tmp_path), "--quiet", "--no-figures", "--t", "0.3",
+               "--N", "100,120", "--V0", "0.1"])
+    assert rc == 0
+    s = json.loads((tmp_path / "helsley_strange_summary.json").read_text())
+    p = hs.Params(t=0.3, N=[100.0, 120.0], V0=0.1)
+    np.testing.assert_allclose(s["type_optima"][0]["n"], hs.closed_form_I2(p)["type1"], rtol=1e-9)
+    assert s["params"]["V0"] == [0.1, 0.1]
+    assert not list(tmp_path.glob("*.png"))
+    assert main(["solve", "helsley-strange", "-o", str(tmp_path), "--theta", "1,2;3"]) == 2
+    assert "--theta" in capsys.readouterr().err
+    assert main(["solve", "helsley-strange", "-o", str(tmp_path), "--gamma", "nan"]) == 2
+    assert "--gamma" in capsys.readouterr().err
+    assert main(["solve", "helsley-strange", "-o", str(tmp_path), "--N", "1,2,3"]) == 2
+    # beta < gamma: no interior type optimum (second-order conditions after (A.19)) -> exit 1, reported
+    rc = main(["solve", "helsley-strange", "-o", str(tmp_path), "--quiet", "--no-figures", "--beta", "0.5", "--gamma", "0.8"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "solve problems" in out
+
+
+def test_figures_need_I2(tmp_path):
+    from spatialjax.plots import helsley_strange as plots
+    p = hs.Params(theta=np.eye(3) + 1.0)
+    with pytest.raises(ParameterError, match="I = 2"):
+        plots.figure1(p, tmp_path / "x.png")
