@@ -309,8 +309,7 @@ def test_autodiff_stability_gains_match_corrected_appendix_P():
     checked, worst = 0, 0.0
     for p in (A.replace(gamma=0.2), ttu.Params(alpha=0.7, beta=0.4, eps=3.0, tau=1.5, gamma=0.3)):
         for e in interior(ttu.equilibria(p)):
-            lv = ttu._levels(p, jnp.float64(e.log_rho), jnp.float64(e.log_omega))
-            _, gs = map(np.asarray, ttu._stability_gains(p, lv["ls"], lv["v"]))
+            gs = ttu.stability_gains(p, e)["symmetric"]
             p14, p15_printed, p15 = _printed_and_corrected(p, e)
             assert gs[idx(1, 1, 1, 2)] == pytest.approx(p14, rel=1e-9)      # 00 → 01 (and 0,-1)
             assert gs[idx(2, 1, 2, 2)] == pytest.approx(p15, rel=1e-9)      # 10 → 11 (and mirror)

@@ -62,7 +62,7 @@ from spatialjax.validation import check_finite, check_interval, check_positive
 __all__ = [
     "Params", "Equilibrium", "Equilibria", "equilibria", "rho_bounds", "rho_L", "f_curve",
     "g_curve", "gamma_of_rho", "commuting_shares", "conditional_prices", "full_residuals",
-    "sensitivities", "expected_utility", "sweep_gamma", "threshold_c_bar", "threshold_c_tilde",
+    "sensitivities", "stability_gains", "expected_utility", "sweep_gamma", "threshold_c_bar", "threshold_c_tilde",
     "PARAM_NAMES",
 ]
 
@@ -470,6 +470,27 @@ def _stability_gains(p, ls, v):
     return gains(jnp.asarray(_D_PAIR)), gains(jnp.asarray(_D_SYM))
 
 
+def _gains_at_impl(p, x, lw):
+    lv = _levels(p, x, lw)
+    return _stability_gains(p, lv["ls"], lv["v"])
+
+
+_gains_at = jax.jit(_gains_at_impl)
+
+
+def stability_gains(params: Params, eq: "Equilibrium") -> dict:
+    """Definition-3 gains at an interior equilibrium: for every move ij -> kl (72 of them; pairs
+    indexed 3·i + j with locations (-1, 0, 1) -> (0, 1, 2)), the derivative of the indifferent
+    household's log-utility gain per unit mass moved; > 0 destabilises. Returns dict with
+    ``src``, ``dst`` (72,), ``pair`` (single-pair moves) and ``symmetric`` (mirror-symmetric
+    moves) gains, and the boolean mask ``paper_moves`` of Appendix P's move set."""
+    if eq.kind != "interior":
+        raise ParameterError("eq", "stability gains by autodiff are defined at interior equilibria")
+    gp, gs = _gains_at(params, _f64(eq.log_rho), _f64(eq.log_omega))
+    return dict(src=_SRC.copy(), dst=_DST.copy(), pair=np.asarray(gp), symmetric=np.asarray(gs),
+                paper_moves=_PAPER_MOVES.copy())
+
+
 def _verdict(g):
     """Stable iff no move makes the indifferent household strictly better off (Definition 3);
     gains within 1e-9 (relative) of zero are neutral (e.g. swapping mirror-image pairs)."""
@@ -776,6 +797,11 @@ def f_curve(params: Params, rho):
 
 
 def g_curve(params: Params, rho):
+    """Zero-profit locus (25) on an array of ρ (see ``_g_curve``)."""
+    return _g_curve_jit(params, jnp.atleast_1d(_f64(rho))).reshape(jnp.shape(rho))
+
+
+def _g_curve(params: Params, rho):
     """Zero-profit locus (25), δ = 0, with the corrected Q-exponent γ(1+ε)/(α-γε)::
 
         g(ρ) = [c^{(1+ε)/α} Ψ^{-(1+ε)/α} ρ^ψ Q(ρ)^{γ(1+ε)/α}]^{α/(α-γε)}.
@@ -794,8 +820,11 @@ def g_curve(params: Params, rho):
             _log_a(p, p.eps / (1 + p.eps) * y + _log_Q(p, xx)) - p.log_Psi)
         return _bisect(fun, -2000.0, 2000.0, 120)
 
-    ly = jnp.where(p.delta > 0, jax.vmap(gd)(jnp.atleast_1d(x)).reshape(x.shape), g0(x))
+    ly = jnp.where(p.delta > 0, jax.vmap(gd)(x), g0(x))
     return jnp.exp(ly)
+
+
+_g_curve_jit = jax.jit(_g_curve)
 
 
 def gamma_of_rho(params: Params, rho):
