@@ -89,6 +89,10 @@ def test_type_optima_and_contract_curve_match_closed_forms(p, lam):
     for i, opt in ((0, cf["type1"]), (1, cf["type2"])):
         assert float(hs.type_optimal_loci_I2(p, i, 0, opt[1])) == pytest.approx(float(opt[0]), rel=1e-12)
         assert float(hs.type_optimal_loci_I2(p, i, 1, opt[0])) == pytest.approx(float(opt[1]), rel=1e-12)
+    # intercepts in the text of Figure 3 (Assumptions 1 and 2): n*1_1(0) > n*1_2(0), n*1_1(0) > n*2_1(0),
+    # n*2_2(0) > n*2_1(0), n*2_2(0) > n*1_2(0)
+    z = lambda i, k: float(hs.type_optimal_loci_I2(p, i, k, 0.0))  # noqa: E731
+    assert z(0, 0) > z(0, 1) and z(0, 0) > z(1, 0) and z(1, 1) > z(1, 0) and z(1, 1) > z(0, 1)
 
 
 def test_loci_A22_A25_zero_the_marginal_utility():

@@ -324,7 +324,8 @@ class Optimum(eqx.Module):
     @property
     def status(self) -> str:
         if not bool(self.converged):
-            return f"not converged (FOC residual {float(self.foc_residual):.3e} after {int(self.iterations)} iterations)"
+            return (f"not converged (FOC residual {float(self.foc_residual):.3e} after {int(self.iterations)} iterations; "
+                    "no interior maximum found: for (A.1) with I = 2 this needs beta > gamma and alpha theta > t)")
         if not bool(self.hessian_max_eig < 0):
             return f"FOC solved but not a maximum: Hessian max eigenvalue {float(self.hessian_max_eig):.3e} >= 0 (for (A.1), I = 2 needs beta > gamma)"
         return "ok (local maximum)"
