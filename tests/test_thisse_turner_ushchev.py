@@ -258,6 +258,19 @@ def test_prop9_strong_irs_unique_and_flattening():
     assert np.all(np.diff(np.abs(logs)) < 0) and abs(logs[-1]) < 1e-3
 
 
+def test_gamma_s_folds_and_prop9_bound():
+    gs = ttu.gamma_s(A)
+    (g_fold, rho_fold), = ttu.folds(A)
+    assert gs == g_fold and rho_fold < 1                 # Figure 2(a): the lower branches merge
+    assert float(A.gamma_m) < gs <= float(A.gamma_strong)  # Definition 2 and Proposition 9's bound
+    assert len(interior(ttu.equilibria(A.replace(gamma=gs * (1 - 1e-3)), stability=False))) == 3
+    assert len(interior(ttu.equilibria(A.replace(gamma=gs * (1 + 1e-3)), stability=False))) == 1
+    # footnote 10: with ρ_L < ρ_m there is no fold and γ_s = γ_m
+    assert ttu.folds(B) == [] and ttu.gamma_s(B) == float(B.gamma_m)
+    with pytest.raises(ParameterError, match="delta"):
+        ttu.folds(A.replace(delta=0.1))
+
+
 def test_prop6_corner_equilibria_levels_and_instability():
     p = A.replace(gamma=0.05, b=1.2, d=0.8, c=1.1)
     eqs = ttu.equilibria(p)

@@ -841,6 +841,55 @@ def gamma_of_rho(params: Params, rho):
         p.eps / (1 + p.eps) * lf + _log_Q(p, x))
 
 
+def _gamma_of_y(p, y, lrm, lrM):
+    """γ(·) of Section 7 along the market-clearing locus, parametrised by y = log Ω (δ = 0)."""
+    x = _log_rho_of_y(p, y, lrm, lrM)
+    return (p.alpha / (1 + p.eps) * (y - p.psi * x) + p.log_Psi - jnp.log(p.c)) / (
+        p.eps / (1 + p.eps) * y + _log_Q(p, x))
+
+
+def _folds_impl(p):
+    lrm, lrM = _log_rho_bounds(p)
+    lrm, lrM = jax.lax.stop_gradient(lrm), jax.lax.stop_gradient(lrM)
+    yg = jnp.log(p.d) + jnp.linspace(-_Y_CORE, _Y_CORE, 8001)
+    dg = jax.vmap(jax.grad(lambda y: _gamma_of_y(p, y, lrm, lrM)))(yg)
+    gg = jax.vmap(lambda y: _gamma_of_y(p, y, lrm, lrM))(yg)
+    ok = jnp.isfinite(dg[1:]) & jnp.isfinite(dg[:-1]) & (jnp.abs(gg[1:] - gg[:-1]) < 1.0)   # skip the pole at ℓ = 1
+    ch = ok & ((dg[1:] > 0) != (dg[:-1] > 0))
+    idx = jnp.nonzero(ch, size=_K, fill_value=0)[0]
+    valid = jnp.arange(_K) < jnp.sum(ch)
+    dfun = jax.grad(lambda y: _gamma_of_y(p, y, lrm, lrM))
+    yf = jax.vmap(lambda a, b: _bisect(dfun, a, b, 100))(yg[idx], yg[idx + 1])
+    gf = jax.vmap(lambda y: _gamma_of_y(p, y, lrm, lrM))(yf)
+    xf = jax.vmap(lambda y: _log_rho_of_y(p, y, lrm, lrM))(yf)
+    return gf, xf, valid
+
+
+_folds_jit = jax.jit(_folds_impl, compiler_options=_FAST_COMPILE)
+
+
+def folds(params: Params) -> list[tuple[float, float]]:
+    """Folds of the equilibrium correspondence (δ = 0): the (γ, ρ) at which two interior branches
+    merge, i.e. the local extrema of γ(ρ) (Section 7) along the market-clearing locus. Searched on
+    |log Ω - log d| ≤ 80; sorted by γ."""
+    p = params
+    _require_scalar(p)
+    if float(p.delta) != 0.0:
+        raise ParameterError("delta", f"folds are computed from γ(ρ), which needs δ = 0; got {float(p.delta)}")
+    gf, xf, valid = jax.device_get(_folds_jit(p))
+    out = [(float(g), math.exp(float(x))) for g, x, v in zip(gf, xf, valid) if v and g > 0]
+    return sorted(out)
+
+
+def gamma_s(params: Params) -> float:
+    """γ_s (Definition 2): the largest fold of the correspondence — above it the interior
+    equilibrium is unique. In Figure 2(a) this is where the two lower branches (ρ < 1) merge, the
+    paper's definition as the maximiser of γ(ρ) on [ρ_m, 1]; with b, d ≠ 1 the last pair to merge
+    can be the upper one. γ_s = γ_m when there is no fold (footnote 10: the case ρ_m ≥ ρ_L)."""
+    fs = [g for g, _ in folds(params)]
+    return max(fs) if fs else float(params.gamma_m)
+
+
 def equilibria(params: Params, *, stability: bool = True, corners: bool = True,
                throw: bool = True) -> Equilibria:
     """Every equilibrium: all interior roots of the zero-profit residual on the market-clearing
