@@ -221,7 +221,14 @@ def _core(P: Params, u, t, config: str):
         f = one_m_F(g, upper)
         return f / (P.rho + P.delta + lam * psi * s(dloc(g, upper)) * f)
 
-    dQ = jax.vmap(jax.grad(Q), in_axes=(0, None))
+    def dQ(g, upper):  # Q'(g) in closed form (differentiating (19) and (21) along the rank grid)
+        D = u * sbar + (1 - u) * psi * Ibar(g, upper)
+        c = P.delta * (1 - u) / lam
+        sd = s(dloc(g, upper))
+        Dp = (1 - u) * psi * sd
+        return (-(P.rho + P.delta) * c * Dp / D ** 2
+                + lam * psi * c ** 2 * (-P.a * (1 - u) * (1 - g) / D ** 2 - sd / D ** 2
+                                        - 2 * sd * (1 - g) * Dp / D ** 3))
     xg, wq = jnp.asarray(_XG), jnp.asarray(_WG)
     glo, wlo = t * xg, t * wq
     ghi, whi = t + (1 - t) * xg, (1 - t) * wq
@@ -353,7 +360,23 @@ def _kernel(P: Params):
     }
 
 
-_kernel_jit = jax.jit(_kernel)
+_CHUNK = 4  # solve_market and sweep_a share one compiled, vmapped kernel of this batch size
+_kernel_batched = jax.jit(jax.vmap(_kernel))
+
+
+def _run_kernel(P: Params, a_values=None):
+    """Run the shared batched kernel; returns NumPy candidates with a leading batch axis."""
+    if a_values is None:
+        a_values = np.asarray([float(P.a)])
+    n = a_values.size
+    m = -(-n // _CHUNK) * _CHUNK
+    a_pad = np.concatenate([a_values, np.full(m - n, a_values[-1])])
+    outs = []
+    for i in range(0, m, _CHUNK):
+        Pb = jax.tree.map(lambda x: jnp.broadcast_to(x, (_CHUNK,)), P)
+        Pb = eqx.tree_at(lambda q: q.a, Pb, jnp.asarray(a_pad[i:i + _CHUNK]))
+        outs.append(jax.tree.map(np.asarray, _kernel_batched(Pb)))
+    return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *outs)
 _core_jit = jax.jit(_core, static_argnums=(3,))
 
 
@@ -503,7 +526,7 @@ def solve_market(params: Params, *, tol: float = 1e-9, throw: bool = False) -> E
     """
     if not isinstance(params, Params):
         raise ParameterError("params", f"must be a van_vuuren.Params; got {type(params).__name__}")
-    out = _kernel_jit(params)
+    out = jax.tree.map(lambda x: x[0], _run_kernel(params))
     good, rejected = _select(params, out, tol)
     if good:
         status = f"{len(good)} equilibri{'um' if len(good) == 1 else 'a'} found"
@@ -606,6 +629,7 @@ def _corner_omega(P: Params, u, corner: str):
 
 
 _corner_omega_jit = jax.jit(_corner_omega, static_argnums=(2,))
+_corner_omega_grid = jax.jit(jax.vmap(_corner_omega, in_axes=(None, 0, None)), static_argnums=(2,))
 _corner_domega_jit = jax.jit(jax.grad(_corner_omega, 1), static_argnums=(2,))
 
 
@@ -616,7 +640,7 @@ def _steady_state_corners(P: Params):
     xs = np.asarray(_XU)
     for corner in ("integrated", "segregated"):
         us = 1 / (1 + np.exp(-xs))
-        om = np.asarray(jax.vmap(lambda uu: _corner_omega(P, uu, corner))(jnp.asarray(us)))
+        om = np.asarray(_corner_omega_grid(P, jnp.asarray(us), corner))
         i = int(np.nanargmax(om))
         lo, hi = us[max(i - 1, 0)], us[min(i + 1, us.size - 1)]
         g = lambda uu: float(_corner_domega_jit(P, jnp.asarray(uu), corner))
@@ -777,9 +801,9 @@ def sweep_a(params: Params, a_values, *, tol: float = 1e-9) -> dict:
     configuration at each a; NaN where none), plus ``"a"``."""
     a = np.asarray(a_values, float)
     check_interval("a_values", a, 0.0, float(params.s0), lo_open=False, hi_open=False)
-    Pb = jax.tree.map(lambda x: jnp.broadcast_to(x, a.shape), params)
-    Pb = eqx.tree_at(lambda q: q.a, Pb, jnp.asarray(a))
-    out = jax.tree.map(np.asarray, jax.jit(jax.vmap(_kernel))(Pb))
+    if a.ndim != 1 or a.size == 0:
+        raise ParameterError("a_values", f"must be a non-empty 1-D sequence; got shape {a.shape}")
+    out = _run_kernel(params, a)
     res = {"a": a}
     for config in CONFIGS:
         tup = out[config]
