@@ -204,6 +204,23 @@ def test_cpe_matches_closed_form_and_is_not_nash(p):
     assert not cpe.is_nash and np.all(np.asarray(cpe.own_marginal) > 0)   # Proposition 2
 
 
+def test_cpe_derivative():
+    """d n^CPE / d(t, gamma) through the CPE solve equals the derivative of its closed form."""
+    def closed(p):
+        cf = hs.closed_form_I2(p)
+        rho = p.N[1] / p.N[0]
+        f0 = cf["contract"](0.0)[1] - rho * cf["contract"](0.0)[0]
+        f1 = cf["contract"](1.0)[1] - rho * cf["contract"](1.0)[0]
+        return cf["contract"](f0 / (f0 - f1))
+
+    mk = lambda x: hs.Params(t=x[0], gamma=x[1], N=[100.0, 110.0])  # noqa: E731
+    x = jnp.array([0.5, 0.4])
+    np.testing.assert_allclose(jax.jacfwd(lambda x: hs.cpe_allocation(mk(x)))(x),
+                               jax.jacfwd(lambda x: closed(mk(x)))(x), rtol=1e-8, atol=1e-12)
+    with pytest.raises(ConvergenceError):
+        hs.cpe_allocation(hs.Params(N=[100.0, 300.0]))   # ray misses the contract curve
+
+
 def test_cpe_reports_when_ratio_ray_misses_contract_curve():
     # N2/N1 = 3 is outside [n*1_2/n*1_1, n*2_2/n*2_1] = [0.875, 1.22] (footnote 14)
     p = hs.Params(N=[100.0, 300.0])

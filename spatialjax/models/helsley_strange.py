@@ -21,7 +21,8 @@ Objects computed here (paper's equation numbers):
 * Pareto-efficient clusters, maximizers of W = sum_i lambda_i V_i (IV.4)-(IV.5), i.e. the
   contract surface as a function of the weights (``contract_curve`` / ``solve_contract_curve``);
 * the constrained Pareto-efficient (CPE) allocation, the contract surface intersected with
-  the ratio ray (V.1)/(V.2) (``constrained_pareto_efficient``);
+  the ratio ray (V.1)/(V.2) (``constrained_pareto_efficient`` for the report object,
+  ``cpe_allocation`` for the traceable / differentiable point);
 * the set of symmetric Nash equilibria with free migration: the part of the ratio ray that is
   stable (dV_i/dn_i < 0 for all i, the sets S_i) and at least as good as autarky (the sets
   A_i), returned as an interval of city scale N^j together with the conditions binding at
@@ -65,7 +66,7 @@ __all__ = [
     "Params", "default_params", "productivity", "cost", "utility", "utility_jacobian",
     "Optimum", "solve_type_optimum", "type_optimum", "type_optima", "solve_contract_curve",
     "contract_curve", "contract_curve_path", "type_optimal_loci_I2", "CPE",
-    "constrained_pareto_efficient", "NashSet", "nash_interval", "Specialized",
+    "constrained_pareto_efficient", "cpe_allocation", "NashSet", "nash_interval", "Specialized",
     "specialized_equilibria", "set_partitions", "PartitionResult", "PartitionTable",
     "partition_equilibria", "check_assumptions", "assumption4", "closed_form_I2", "sweep",
 ]
@@ -529,6 +530,24 @@ def constrained_pareto_efficient(params: Params) -> CPE:
     exists = conv and bool(np.all((lam_np > 0) & (lam_np < 1)))
     return CPE(n=np.asarray(n), S=float(S), lam=lam_np, J=float(np.sum(np.asarray(params.N)) / float(S)) if float(S) > 0 else float("nan"), V=np.asarray(V),
                own_marginal=np.diag(np.asarray(D)), residual=float(r), iterations=int(it), converged=conv, exists=exists)
+
+
+def cpe_allocation(params: Params) -> Array:
+    """The CPE cluster n^CPE, shape (I,), as a traceable function (jit / vmap / grad; the
+    derivative is the implicit one). Raises ConvergenceError when concrete and the solve failed
+    or the ratio ray misses the contract surface (footnote 14); NaNs under tracing."""
+    lam0 = params.ratio
+    pe = solve_contract_curve(params, lam0)
+    S0 = jnp.where(pe.converged, jnp.sum(pe.n), 1.0)
+    y0 = jnp.concatenate([jnp.log(S0)[None], lam0])
+    n, S, lam, r, it, conv, D, V = _solve_cpe(params, y0)
+    ok = conv & jnp.all((lam > 0) & (lam < 1))
+    if _is_concrete(ok):
+        if not bool(ok):
+            raise ConvergenceError(f"CPE: no interior intersection of the contract surface with the ratio ray "
+                                   f"(converged={bool(conv)}, residual {float(r):.3e}, weights {np.asarray(lam).tolist()})")
+        return n
+    return jnp.where(ok, n, jnp.nan)
 
 
 # ----------------------------------------------------------------------------------------
