@@ -265,6 +265,13 @@ def test_gamma_s_folds_and_prop9_bound():
     assert float(A.gamma_m) < gs <= float(A.gamma_strong)  # Definition 2 and Proposition 9's bound
     assert len(interior(ttu.equilibria(A.replace(gamma=gs * (1 - 1e-3)), stability=False))) == 3
     assert len(interior(ttu.equilibria(A.replace(gamma=gs * (1 + 1e-3)), stability=False))) == 1
+    # a pair of roots 1e-9 (relative γ) before the fold is closer than the scan grid; it is still
+    # resolved (stationary point of Z between grid points) — and gone just after the fold
+    near = ttu.equilibria(A.replace(gamma=gs * (1 - 1e-9)), corners=False)
+    assert len(near) == 3 and near.info["n_fold_pairs"] == 1
+    assert 0 < near[0].log_omega - near[1].log_omega < 1e-2          # the two merging roots (ρ ascending)
+    assert all(e.full_residual < 1e-10 for e in near)
+    assert len(ttu.equilibria(A.replace(gamma=gs * (1 + 1e-9)), corners=False)) == 1
     # footnote 10: with ρ_L < ρ_m there is no fold and γ_s = γ_m
     assert ttu.folds(B) == [] and ttu.gamma_s(B) == float(B.gamma_m)
     with pytest.raises(ParameterError, match="delta"):

@@ -47,7 +47,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Sequence
 
 import equinox as eqx
 import jax
@@ -61,7 +60,7 @@ from spatialjax.validation import check_finite, check_interval, check_positive
 
 __all__ = [
     "Params", "Equilibrium", "Equilibria", "equilibria", "rho_bounds", "rho_L", "f_curve",
-    "g_curve", "gamma_of_rho", "commuting_shares", "conditional_prices", "full_residuals",
+    "g_curve", "gamma_of_rho", "folds", "gamma_s", "commuting_shares", "conditional_prices", "full_residuals",
     "sensitivities", "stability_gains", "expected_utility", "sweep_gamma", "threshold_c_bar", "threshold_c_tilde",
     "PARAM_NAMES",
 ]
@@ -512,11 +511,28 @@ def _interior_core(p: Params):
     Zg = jax.vmap(lambda y: _Z(p, y, lrm, lrM))(grid)
     pos = Zg > 0
     ch = pos[1:] != pos[:-1]
-    n_roots = jnp.sum(ch)
+    # (1) brackets from sign changes on the grid
     idx = jnp.nonzero(ch, size=_K, fill_value=0)[0]
+    v1 = jnp.arange(_K) < jnp.sum(ch)
+    lo1, hi1 = grid[idx], grid[idx + 1]
+    # (2) a pair of roots closer than the grid spacing (next to a fold) leaves no sign change but a
+    # discrete extremum of Z: locate the stationary point by bisection on dZ/dy and split there
+    # if Z changes sign (the _K candidates with the smallest |Z| are examined).
+    dZ = jnp.diff(Zg)
+    cand = (dZ[:-1] * dZ[1:] < 0) & ~ch[:-1] & ~ch[1:]
+    ci = jnp.argsort(jnp.where(cand, jnp.abs(Zg[1:-1]), jnp.inf))[:_K]
+    cvalid = cand[ci]
+    a, c = grid[ci], grid[ci + 2]
+    zfun = lambda y: _Z(p, y, lrm, lrM)
+    ystar = jax.vmap(lambda u, w: _bisect(jax.grad(zfun), u, w, 100))(a, c)
+    split = cvalid & (jnp.sign(jax.vmap(zfun)(ystar)) != jnp.sign(Zg[ci + 1]))
+    los = jnp.concatenate([lo1, a, ystar])
+    his = jnp.concatenate([hi1, ystar, c])
+    vs = jnp.concatenate([v1, split, split])
+    n_roots = jnp.sum(ch) + 2 * jnp.sum(split)
+    order = jnp.argsort(jnp.where(vs, los, jnp.inf))[:_K]
+    lo, hi = los[order], his[order]
     valid = jnp.arange(_K) < n_roots
-    lo, hi = grid[idx], grid[idx + 1]
-
     def refine(a, b):
         fun = lambda y: _Z(p, y, lrm, lrM)
         y0 = jax.lax.stop_gradient(_bisect(fun, a, b, _BISECT_Y))
@@ -542,7 +558,8 @@ def _interior_core(p: Params):
     m_sym, st_sym, st_pair, st_all = jax.vmap(stab)(x, lw)
     return dict(y=y, log_rho=x, log_omega=lw, valid=valid, n_roots=n_roots, Z=z,
                 margin_sym=m_sym, stable_sym=st_sym, stable_pair=st_pair, stable_all=st_all,
-                log_rho_m=lrm, log_rho_M=lrM, grid_finite=jnp.all(jnp.isfinite(Zg)), Y=Y)
+                log_rho_m=lrm, log_rho_M=lrM, grid_finite=jnp.all(jnp.isfinite(Zg)), Y=Y,
+                n_fold_pairs=jnp.sum(split))
 
 
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}   # compile time dominates; runs stay ~10 ms
@@ -694,6 +711,12 @@ def _full_residuals_logs_impl(p, x, lw):
 _full_residuals_logs = jax.jit(_full_residuals_logs_impl)
 
 
+def _converged_tol(log_omega: float) -> float:
+    """Residual tolerance for an interior root: 1e-9 plus the rounding floor of log-space
+    arithmetic at |log ω| (terms of size |log ω| cancel in the zero-profit residual)."""
+    return 1e-9 + 1e-14 * abs(log_omega)
+
+
 def _interior_equilibrium(p, x, lw, z, st_sym, st_pair, st_all, margin, with_stab):
     lv = _levels_jit(p, _f64(x), _f64(lw))
     fr = max(float(v) for v in _full_residuals_logs(p, _f64(x), _f64(lw)).values())
@@ -706,7 +729,7 @@ def _interior_equilibrium(p, x, lw, z, st_sym, st_pair, st_all, margin, with_sta
         stable=bool(st_sym) if with_stab else None, stable_pair=bool(st_pair) if with_stab else None,
         stable_all=bool(st_all) if with_stab else None,
         stability_margin=float(margin) if with_stab else math.nan, residual=abs(float(z)),
-        full_residual=fr, converged=bool(np.isfinite(fr) and fr < 1e-8))
+        full_residual=fr, converged=bool(np.isfinite(fr) and fr < _converged_tol(lw)))
 
 
 def _corner_levels(p, which: str):
@@ -910,7 +933,7 @@ def equilibria(params: Params, *, stability: bool = True, corners: bool = True,
     n = int(core["n_roots"])
     problems = []
     if n > _K:
-        problems.append(f"{n} sign changes found but only {_K} roots are kept")
+        problems.append(f"{n} roots bracketed but only {_K} are kept")
     if not bool(core["grid_finite"]):
         problems.append("non-finite zero-profit residual on the scan grid")
     out = []
@@ -937,7 +960,8 @@ def equilibria(params: Params, *, stability: bool = True, corners: bool = True,
     # ordering by ρ without ties at ρ_m / ρ_M (where extreme interior roots sit within rounding)
     out.sort(key=lambda e: -e.log_omega)
     info = dict(rho_m=math.exp(float(core["log_rho_m"])), rho_M=math.exp(float(core["log_rho_M"])),
-                rho_L=rho_L(p), n_sign_changes=n, y_bound=float(core["Y"]), problems=problems)
+                rho_L=rho_L(p), n_roots=n, n_fold_pairs=int(core["n_fold_pairs"]),
+                y_bound=float(core["Y"]), problems=problems)
     if problems and throw:
         raise ConvergenceError("; ".join(problems))
     return Equilibria(out, p, info)
