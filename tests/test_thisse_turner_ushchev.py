@@ -138,6 +138,19 @@ def test_f_and_g_loci_cross_at_each_interior_equilibrium():
     assert np.all(np.diff(f) < 0)                  # Lemma 1: f decreases from ∞ to 0
 
 
+def test_zero_profit_locus_pivots_at_rho_L_with_corrected_Q_exponent():
+    # (D.1): g(ρ_L; γ) = Q(ρ_L)^{-(1+ε)/ε} for every γ ≠ γ_m, the pivot of Figure 1. This holds only
+    # with the Q-exponent γ(1+ε)/(α-γε) in (25) (MODELS.md).
+    p = A.replace(b=1.3, c=0.9, d=0.8)
+    rL = ttu.rho_L(p)
+    Q = (rL + 2 * float(p.phi)) / (float(p.phi) * rL + 1 + float(p.phi) ** 2)
+    eps = float(p.eps)
+    for g in (0.0, 0.3 * float(p.gamma_m), 1.7 * float(p.gamma_m), 1.0):
+        assert float(ttu.g_curve(p.replace(gamma=g), jnp.array([rL]))[0]) == pytest.approx(Q ** (-(1 + eps) / eps), rel=1e-9)
+    # ρ_L is not always in (0, 1) (MODELS.md): a first-nature disadvantage of the centre moves it above 1
+    assert ttu.rho_L(A.replace(c=0.5)) > 1 > ttu.rho_L(A)
+
+
 # ---------------------------------------------------------------------------------------------
 # Proposition 4 and 5: first nature, and the signs at γ = 0, δ = 0
 # ---------------------------------------------------------------------------------------------

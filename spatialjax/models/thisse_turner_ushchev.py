@@ -320,10 +320,11 @@ def _scan_grid(p, Y):
 def _log_s(p, x, lw):
     """log of the commuting matrix (7) (rows: residence -1,0,1; columns: workplace)."""
     lphi = _log_phi(p)
-    M = jnp.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]) + jnp.stack([
-        jnp.stack([0.0 * x, lphi + lw, 2 * lphi + 0.0 * x]),
+    zero = jnp.zeros_like(x + lw)
+    M = jnp.stack([
+        jnp.stack([zero, lphi + lw, 2 * lphi + zero]),
         jnp.stack([lphi + x, x + lw, lphi + x]),
-        jnp.stack([2 * lphi + 0.0 * x, lphi + lw, 0.0 * x]),
+        jnp.stack([2 * lphi + zero, lphi + lw, zero]),
     ])
     return M - jax.nn.logsumexp(M)
 
