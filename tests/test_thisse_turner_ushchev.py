@@ -367,7 +367,7 @@ def test_figure2a_stability_pattern():
     assert eqs[2].stable_pair is True
 
 
-def test_vmapped_gamma_sweep_matches_single_solves_and_inverse_correspondence():
+def test_vmapped_gamma_sweep_matches_single_solves_and_inverse_correspondence(tmp_path):
     gm = float(A.gamma_m)
     gammas = np.linspace(0.0, 3 * gm, 25)
     sw = ttu.sweep_gamma(A, gammas)
@@ -384,6 +384,20 @@ def test_vmapped_gamma_sweep_matches_single_solves_and_inverse_correspondence():
             if abs(sw["log_omega"][i, k]) < 3 and gammas[i] > 0:   # f(ρ) loses digits near ρ_m, ρ_M
                 g = float(ttu.gamma_of_rho(A, math.exp(sw["log_rho"][i, k])))
                 assert g == pytest.approx(gammas[i], rel=1e-7)
+    # Figure 2 from the same sweep: solid (stable) central branch, dashed (unstable) outer branches
+    from spatialjax.plots import thisse_turner_ushchev as plots
+
+    segs = plots._segments(sw)
+    styles = {stable for _, ly, stable in segs}
+    assert styles == {True, False}
+    central = [(gx, stable) for gx, ly, stable in segs if abs(ly[0]) < 0.2]      # ln ρ near 0
+    assert all(stable for gx, stable in central if gx[1] <= 2.7 * gm)
+    assert not any(stable for _, ly, stable in segs if abs(ly[0]) > 1)
+    # the central branch loses stability before its fold (γ_s ≈ 4 γ_m): at γ = 3 γ_m no interior
+    # equilibrium is stable ("stable equilibria need not exist", Section 8)
+    assert not any(sw["stable"][-1, :n[-1]])
+    plots.figure2(A, gammas, path=tmp_path / "f2.png", sweep=sw)
+    assert (tmp_path / "f2.png").stat().st_size > 10_000
 
 
 def test_spillovers_small_delta_is_continuous_in_delta():
