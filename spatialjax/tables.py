@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 
 def _fmt(v, digits: int) -> str:
     if isinstance(v, str):
         return v
-    if isinstance(v, (bool,)):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
     try:
         f = float(v)

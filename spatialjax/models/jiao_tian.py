@@ -1,0 +1,550 @@
+"""Jiao & Tian (2024), "Geographic Fragmentation in a Knowledge Economy".
+
+N cities; managers (total mass ``Lm_total``) and production workers (``Lp_total``). A manager
+living in n draws Fréchet productivities (shape theta, scale T_n) for producing in every
+city c and pays an iceberg fragmentation cost tau_nc (tau_nn = 1). Equation numbers refer
+to the paper (``shared/seeds/jiao_tian_2024_geographic_fragmentation.txt``); the cleaned
+equations and misprints are in ``shared/MODELS.md`` §1.
+
+Equilibrium system (levels, Section 3.1). Unknowns ``y = (log w, log L^m, log U_w, log U_m)``,
+shape ``(2N + 2,)``:
+
+* Phi_n = T_n sum_k (tau_nk w_k^beta)^(-theta)                                     (8)
+* x_nc = T_n (tau_nc w_c^beta)^(-theta) / Phi_n                                   (9)
+* E[pi_n] = zeta ((L^m_n)^(gamma theta) Phi_n)^(1/(theta(1-beta))),
+  zeta = beta^(beta/(1-beta)) (1-beta) Gamma(1 - 1/(theta(1-beta)))               (13)
+* L^p_nc = eta w_c^-1 x_nc Phi_n^(1/(theta(1-beta))) (L^m_n)^(1+gamma/(1-beta)),
+  eta = beta^(1/(1-beta)) Gamma(1 - 1/(theta(1-beta)))                            (19)
+* W_n = E[pi_n] L^m_n + w_n L^p_n,   p_n = (1-alpha) W_n / H_n                     (11)
+* worker indifference  log w_n - (1-alpha) log p_n = log U_w                      (16)
+* manager indifference log E[pi_n] - (1-alpha) log p_n = log U_m                  (14)-(15)
+* adding up  sum_n L^m_n = L^m,  sum_c L^p_c = L^p                                 (17)-(18)
+
+The paper's remark "sum_n Phi_n = 1" under (8) is wrong and is not used (MODELS.md).
+
+Cold start. The default :func:`solve` continues the equilibrium from fragmentation autarky
+(Proposition 3, closed form :func:`autarky`) along the homotopy
+Delta_nc(s) = s * tau_nc^(-theta) (n != c), s: 0 -> 1, with step-size control, then polishes
+at s = 1 with the differentiable :func:`spatialjax.solver.solve_root`. A damped fixed point
+on wages, or the paper's Appendix G iteration, converge from a uniform start to a
+degenerate equilibrium with (almost) all managers in one city at the Table 5 parameters;
+the homotopy selects the interior equilibrium connected to autarky. Every solution reports
+``min_Lm`` / ``min_Lp`` as a degeneracy diagnostic.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln
+
+import spatialjax  # noqa: F401  (x64)
+from spatialjax.continuation import homotopy
+from spatialjax.errors import ParameterError
+from spatialjax.solver import RESULTS, SolveResult, raise_if_failed, solve_root
+from spatialjax.tables import format_table
+from spatialjax.validation import check_finite, check_positive, check_shape, _concrete
+
+__all__ = [
+    "Params", "Solution", "solve", "welfare", "residual", "autarky", "equilibrium_objects",
+    "fragmentation_costs", "invert_technology", "invert_housing", "synthetic_economy",
+    "eight_city_params", "two_city_params", "table5_params", "moments",
+]
+
+# Table 5 calibrated values: 1 - alpha = 0.24, beta = 0.53, gamma = 0.010, theta(1-beta) = 1.93
+TABLE5 = dict(alpha=0.76, beta=0.53, gamma=0.010, theta=1.93 / (1 - 0.53), delta_d=0.230, delta_I=-0.010)
+
+
+class Params(eqx.Module):
+    """Parameters of the Jiao-Tian economy (an ``eqx.Module``: jit/vmap/grad pass through).
+
+    Attributes:
+        alpha: Cobb-Douglas share of the tradable good (1 - alpha is the housing share), in (0, 1).
+        beta: span of control, in (0, 1).
+        theta: Fréchet shape of manager productivity; needs theta (1 - beta) > 1.
+        gamma: agglomeration elasticity, f(L) = L^gamma, >= 0.
+        T: technology T_n, shape (N,), > 0.
+        tau: fragmentation costs tau_nc >= 1, shape (N, N), unit diagonal.
+        H: housing supply H_n, shape (N,), > 0.
+        Lm_total: total mass of managers L^m > 0.
+        Lp_total: total mass of production workers L^p > 0.
+    """
+
+    alpha: Any
+    beta: Any
+    theta: Any
+    gamma: Any
+    T: jax.Array
+    tau: jax.Array
+    H: jax.Array
+    Lm_total: Any = 1.0
+    Lp_total: Any = 2.0
+
+    def __check_init__(self):
+        validate(self)
+
+    @property
+    def N(self) -> int:
+        return int(jnp.shape(self.T)[-1])
+
+
+def validate(p: Params) -> None:
+    """Raise :class:`ParameterError` naming the first invalid field (skipped under tracing)."""
+    T = _concrete(p.T)
+    if T is not None and T.ndim != 1:
+        raise ParameterError("T", f"must have shape (N,); got {T.shape}")
+    if T is None:
+        return
+    N = T.shape[0]
+    if N < 1:
+        raise ParameterError("T", "must have at least one city")
+    check_shape("tau", p.tau, (N, N))
+    check_shape("H", p.H, (N,))
+    for name in ("alpha", "beta", "theta", "gamma", "Lm_total", "Lp_total"):
+        v = _concrete(getattr(p, name))
+        if v is not None and np.ndim(v) != 0:
+            raise ParameterError(name, f"must be a scalar; got shape {np.shape(v)}")
+        check_finite(name, getattr(p, name))
+    for name in ("alpha", "beta"):
+        v = _concrete(getattr(p, name))
+        if v is not None and not (0 < float(v) < 1):
+            raise ParameterError(name, f"must lie in (0, 1); got {float(v)}")
+    g = _concrete(p.gamma)
+    if g is not None and float(g) < 0:
+        raise ParameterError("gamma", f"must be >= 0; got {float(g)}")
+    check_positive("theta", p.theta)
+    th, be = _concrete(p.theta), _concrete(p.beta)
+    if th is not None and be is not None and not float(th) * (1 - float(be)) > 1:
+        raise ParameterError("theta", f"theta*(1-beta) must be > 1 so that expected manager income (13) is finite; "
+                                      f"got theta*(1-beta) = {float(th) * (1 - float(be)):.4g}")
+    check_positive("T", p.T)
+    check_positive("H", p.H)
+    check_positive("Lm_total", p.Lm_total)
+    check_positive("Lp_total", p.Lp_total)
+    tau = _concrete(p.tau)
+    check_finite("tau", tau)
+    if tau is not None:
+        d = np.diag(tau)
+        if not np.allclose(d, 1.0, rtol=0, atol=1e-12):
+            i = int(np.argmax(np.abs(d - 1)))
+            raise ParameterError("tau", f"must have a unit diagonal (tau_nn = 1, no cost of producing at home); "
+                                        f"got tau[{i},{i}] = {d[i]}")
+        if np.any(tau < 1.0 - 1e-12):
+            idx = np.argwhere(tau < 1.0 - 1e-12)[0].tolist()
+            raise ParameterError("tau", f"iceberg costs must be >= 1; got tau{idx} = {tau[tuple(idx)]}")
+    a, gm = _concrete(p.alpha), _concrete(p.gamma)
+    if a is not None and g is not None and not (float(gm) + 1 > float(gm) / (1 - float(a))):
+        raise ParameterError("gamma", f"regularity condition gamma + 1 > gamma/(1-alpha) of Proposition 3 fails "
+                                      f"(gamma={float(gm)}, alpha={float(a)}): cities would be unbounded")
+
+
+# ---------------------------------------------------------------------------------------
+# Constants and equilibrium objects
+# ---------------------------------------------------------------------------------------
+
+
+def _consts(p: Params):
+    k = 1.0 / (p.theta * (1.0 - p.beta))
+    lg = gammaln(1.0 - k)
+    log_zeta = (p.beta / (1 - p.beta)) * jnp.log(p.beta) + jnp.log(1 - p.beta) + lg  # (13)
+    log_eta = (1.0 / (1 - p.beta)) * jnp.log(p.beta) + lg  # (19)
+    return k, log_zeta, log_eta
+
+
+def _openness(p: Params, s=1.0):
+    """Delta_nc(s) = tau_nc^(-theta) for n != c scaled by s; Delta_nn = 1."""
+    N = p.T.shape[-1]
+    eye = jnp.eye(N, dtype=p.tau.dtype)
+    D = jnp.exp(-p.theta * jnp.log(p.tau))
+    return eye + s * (D * (1 - eye))
+
+
+class Outcomes(eqx.Module):
+    """All equilibrium objects at given (w, L^m). Shapes (N,) unless stated."""
+
+    w: jax.Array
+    Lm: jax.Array
+    Phi: jax.Array  # (8)
+    x: jax.Array  # (N, N) (9)
+    Epi: jax.Array  # (13)
+    Lp_nc: jax.Array  # (N, N) (19): workers in c hired by managers of n
+    Lp: jax.Array  # workers living and working in c
+    W: jax.Array  # (11) total income
+    p: jax.Array  # (11) housing rent
+    log_Uw: jax.Array  # (N,) log w_n / p_n^(1-alpha)
+    log_Um: jax.Array  # (N,) log E[pi_n] / p_n^(1-alpha)
+
+
+def equilibrium_objects(params: Params, w, Lm, s=1.0) -> Outcomes:
+    """Evaluate eqs. (8), (9), (11), (13), (19) at wages ``w`` and managers ``Lm`` (shapes (N,))."""
+    p = params
+    k, log_zeta, log_eta = _consts(p)
+    logw, logLm = jnp.log(w), jnp.log(Lm)
+    D = _openness(p, s)
+    logK = jnp.log(p.T)[:, None] + jnp.log(D) - (p.beta * p.theta) * logw[None, :]
+    logPhi = jax.nn.logsumexp(logK, axis=1)
+    x = jax.nn.softmax(logK, axis=1)
+    logEpi = log_zeta + (p.gamma / (1 - p.beta)) * logLm + k * logPhi
+    log_coef = log_eta + k * logPhi + (1 + p.gamma / (1 - p.beta)) * logLm  # eta Phi^k Lm^(1+g/(1-b))
+    coef = jnp.exp(log_coef)
+    Lp_nc = coef[:, None] * x / w[None, :]
+    Lp = jnp.sum(Lp_nc, axis=0)
+    Epi = jnp.exp(logEpi)
+    W = Epi * Lm + w * Lp
+    price = (1 - p.alpha) * W / p.H
+    log_Uw = logw - (1 - p.alpha) * jnp.log(price)
+    log_Um = logEpi - (1 - p.alpha) * jnp.log(price)
+    return Outcomes(w=w, Lm=Lm, Phi=jnp.exp(logPhi), x=x, Epi=Epi, Lp_nc=Lp_nc, Lp=Lp, W=W, p=price,
+                    log_Uw=log_Uw, log_Um=log_Um)
+
+
+def residual(y, params: Params, s=1.0):
+    """Equilibrium residual, shape (2N+2,), at ``y = (log w, log L^m, log U_w, log U_m)``.
+
+    Rows: worker indifference (16) [N], manager indifference (14) [N], adding up of
+    managers (17) and of workers (18) (in logs). ``s`` scales cross-city openness (homotopy).
+    """
+    N = params.T.shape[-1]
+    logw, logLm, lUw, lUm = y[:N], y[N:2 * N], y[2 * N], y[2 * N + 1]
+    o = equilibrium_objects(params, jnp.exp(logw), jnp.exp(logLm), s)
+    return jnp.concatenate([
+        o.log_Uw - lUw,
+        o.log_Um - lUm,
+        jnp.atleast_1d(jnp.log(jnp.sum(o.Lm)) - jnp.log(params.Lm_total)),
+        jnp.atleast_1d(jnp.log(jnp.sum(o.Lp)) - jnp.log(params.Lp_total)),
+    ])
+
+
+def autarky(params: Params):
+    """Closed-form equilibrium under fragmentation autarky (tau_nc -> inf, n != c), Prop. 3.
+
+    log L^m_n = [(alpha/theta) log T_n + (1-alpha) log H_n] / (1 - alpha - alpha gamma) + const,
+    w_n = (eta L^m / L^p)^(1-beta) T_n^(1/theta) (L^m_n)^gamma, L^p_n / L^m_n = L^p / L^m.
+    With equal H these are eqs. (24)-(25). Returns ``y`` of shape (2N+2,).
+    """
+    p = params
+    a, g, th = p.alpha, p.gamma, p.theta
+    _, _, log_eta = _consts(p)
+    z = ((a / th) * jnp.log(p.T) + (1 - a) * jnp.log(p.H)) / (1 - a - a * g)
+    logLm = z - jax.scipy.special.logsumexp(z) + jnp.log(p.Lm_total)
+    logw = (1 - p.beta) * (log_eta + jnp.log(p.Lm_total) - jnp.log(p.Lp_total)) + jnp.log(p.T) / th + g * logLm
+    o = equilibrium_objects(p, jnp.exp(logw), jnp.exp(logLm), 0.0)
+    return jnp.concatenate([logw, logLm, jnp.atleast_1d(jnp.mean(o.log_Uw)), jnp.atleast_1d(jnp.mean(o.log_Um))])
+
+
+# ---------------------------------------------------------------------------------------
+# Solve
+# ---------------------------------------------------------------------------------------
+
+
+class Solution(eqx.Module):
+    """An equilibrium of the Jiao-Tian model (all arrays shape (N,) unless stated).
+
+    ``converged`` is True only for a converged, regular (non-singular Jacobian) root.
+    ``min_Lm``/``min_Lp`` flag degenerate equilibria (a city with ~no managers).
+    """
+
+    w: jax.Array
+    Lm: jax.Array
+    Lp: jax.Array
+    p: jax.Array
+    Phi: jax.Array
+    Epi: jax.Array
+    W: jax.Array
+    x: jax.Array  # (N, N) fragmentation shares x_nc (9)
+    Lp_nc: jax.Array  # (N, N)
+    log_Uw: jax.Array  # scalar: common log real income of workers
+    log_Um: jax.Array  # scalar: common log real expected income of managers
+    y: jax.Array  # (2N+2,) the solver's unknowns
+    solve: SolveResult
+    homotopy_reached: jax.Array  # s reached by the cold-start homotopy (1.0 on success; nan if warm)
+
+    @property
+    def converged(self):
+        return self.solve.converged
+
+    @property
+    def residual(self):
+        return self.solve.residual
+
+    @property
+    def steps(self):
+        return self.solve.steps
+
+    @property
+    def status(self):
+        return self.solve.status
+
+    @property
+    def sigma_min(self):
+        return self.solve.sigma_min
+
+    @property
+    def min_Lm(self):
+        return jnp.min(self.Lm, axis=-1)
+
+    @property
+    def min_Lp(self):
+        return jnp.min(self.Lp, axis=-1)
+
+    @property
+    def skill_share(self):
+        """High-skill employment share L^m_n / (L^m_n + L^p_n)."""
+        return self.Lm / (self.Lm + self.Lp)
+
+    @property
+    def fragmentation_share(self):
+        """Share of n's managers producing outside n: 1 - x_nn."""
+        return 1.0 - jnp.diagonal(self.x, axis1=-2, axis2=-1)
+
+    def summary(self, max_rows: int = 12) -> str:
+        """City table (largest cities first) plus solver diagnostics."""
+        N = self.w.shape[-1]
+        order = np.argsort(-np.asarray(self.Lm + self.Lp))[:max_rows]
+        rows = [(int(i) + 1, self.Lm[i], self.Lp[i], self.skill_share[i], self.w[i], self.Epi[i], self.p[i],
+                 self.fragmentation_share[i]) for i in order]
+        notes = [
+            f"status: {self.status}; max-norm residual {float(self.residual):.2e}; iterations {int(self.steps)}; "
+            f"sigma_min(J) {float(self.sigma_min):.2e}",
+            f"log real income: workers {float(self.log_Uw):.6f}, managers {float(self.log_Um):.6f}; "
+            f"degeneracy check: min L^m = {float(self.min_Lm):.3e}, min L^p = {float(self.min_Lp):.3e}",
+        ]
+        if N > max_rows:
+            notes.insert(0, f"({N - max_rows} smaller cities not shown)")
+        return format_table(["city", "L^m", "L^p", "skill sh.", "w", "E[pi]", "p", "frag. sh."], rows,
+                            title=f"Jiao-Tian equilibrium, N = {N}", notes=notes)
+
+
+def _pack(params: Params, y, res: SolveResult, s_reached) -> Solution:
+    N = params.T.shape[-1]
+    o = equilibrium_objects(params, jnp.exp(y[:N]), jnp.exp(y[N:2 * N]))
+    return Solution(w=o.w, Lm=o.Lm, Lp=o.Lp, p=o.p, Phi=o.Phi, Epi=o.Epi, W=o.W, x=o.x, Lp_nc=o.Lp_nc,
+                    log_Uw=y[2 * N], log_Um=y[2 * N + 1], y=y, solve=res,
+                    homotopy_reached=jnp.asarray(s_reached, y.dtype))
+
+
+def _y_from_warm(params: Params, warm):
+    N = params.T.shape[-1]
+    if isinstance(warm, Solution):
+        return warm.y
+    warm = jnp.asarray(warm)
+    if warm.shape == (2 * N + 2,):
+        return warm
+    raise ParameterError("y0", f"warm start must be a Solution or an array of shape ({2 * N + 2},); got {warm.shape}")
+
+
+def _y_from_data(params: Params, w, Lm):
+    o = equilibrium_objects(params, jnp.asarray(w), jnp.asarray(Lm))
+    return jnp.concatenate([jnp.log(jnp.asarray(w)), jnp.log(jnp.asarray(Lm)),
+                            jnp.atleast_1d(jnp.mean(o.log_Uw)), jnp.atleast_1d(jnp.mean(o.log_Um))])
+
+
+def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold):
+    N = params.T.shape[-1]
+    ls = linear_solver if linear_solver != "auto" else ("dense" if 2 * N + 2 <= 1600 else "gmres")
+    if cold:
+        h = homotopy(lambda y, s, a: residual(y, a, s), autarky(params), params, 0.0, 1.0, h0=0.1, h_max=0.25,
+                     h_min=1e-6, tol=max(tol, 1e-9), max_corrector=15, linear_solver=ls)
+        y0, s_reached = h.value, h.lam_reached
+    else:
+        s_reached = jnp.nan
+    res = solve_root(lambda y, a: residual(y, a), y0, params, tol=tol, max_steps=max_steps, linear_solver=ls,
+                     method=method)
+    return _pack(params, res.value, res, s_reached)
+
+
+_solve_jit = eqx.filter_jit(_solve_impl)
+
+
+def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, linear_solver: str = "auto",
+          method: str = "newton", throw: bool = False) -> Solution:
+    """Solve the Jiao-Tian equilibrium.
+
+    Args:
+        params: :class:`Params`.
+        y0: warm start: a previous :class:`Solution` (e.g. the baseline of a counterfactual)
+            or an array ``(log w, log L^m, log U_w, log U_m)`` of shape (2N+2,). ``None``
+            (default) is a cold start by homotopy from the autarky closed form.
+        tol: max-norm tolerance on the residual (logs, so relative).
+        linear_solver: ``"auto"`` (dense Newton up to N = 799, matrix-free Newton-Krylov
+            above), ``"dense"`` or ``"gmres"``.
+        method: ``"newton"`` or ``"lm"`` (Levenberg-Marquardt globalisation).
+        throw: raise on failure (outside jit/vmap only).
+
+    Works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (derivatives by the implicit
+    function theorem at the final root; NaN if the root is not regular).
+    """
+    cold = y0 is None
+    y_start = jnp.zeros(2 * params.T.shape[-1] + 2) if cold else _y_from_warm(params, y0)
+    sol = _solve_jit(params, y_start, tol, max_steps, linear_solver, method, cold)
+    if throw:
+        raise_if_failed(sol.solve, "Jiao-Tian equilibrium solve")
+    return sol
+
+
+def solve_from_data(params: Params, w, Lm, **kw) -> Solution:
+    """Solve with a warm start from observed wages ``w`` and manager counts ``Lm`` (shape (N,))."""
+    return solve(params, _y_from_data(params, w, Lm), **kw)
+
+
+def welfare(params: Params, sol: Solution):
+    """Common log real income ``(log U_w, log U_m)`` of workers and managers, eqs. (10), (14), (16).
+
+    ``U_w = w_n / p_n^(1-alpha)`` and ``U_m = E[pi_n] / p_n^(1-alpha)`` are equal across cities in
+    equilibrium. Returns a pair of scalars; differentiable with ``jax.grad``.
+    """
+    del params
+    return sol.log_Uw, sol.log_Um
+
+
+def moments(params: Params, sol: Solution) -> dict:
+    """Model moments used for calibration: wage-size elasticity (gamma target), the slope of
+    the high-skill share on log city size, and the mean fragmentation share."""
+    size = jnp.log(sol.Lm + sol.Lp)
+    logw = jnp.log(sol.w)
+
+    def slope(yv, xv):
+        xc = xv - jnp.mean(xv)
+        return jnp.sum(xc * (yv - jnp.mean(yv))) / jnp.sum(xc * xc)
+
+    return {
+        "wage_size_elasticity": slope(logw, size),
+        "skill_share_size_slope": slope(sol.skill_share, size),
+        "mean_fragmentation_share": jnp.mean(sol.fragmentation_share),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Fragmentation costs and calibration inversions (Section 5.2)
+# ---------------------------------------------------------------------------------------
+
+
+def fragmentation_costs(dist, q, delta_d, delta_I, lam=0.0):
+    """tau_nc from eqs. (29)-(30): log tau_nc = lam_nc + delta_d log d_nc + delta_I q_n q_c, tau_nn = 1.
+
+    Args:
+        dist: distances d_nc, shape (N, N), > 0 off the diagonal (diagonal ignored).
+        q: internet quality q_n, shape (N,).
+        delta_d, delta_I: distance and internet elasticities (Table 5: 0.230, -0.010).
+        lam: other pair costs lambda_nc, scalar or (N, N).
+    Note: iceberg costs below 1 are not clipped: with delta_d log d < 0 they would be < 1,
+    which :class:`Params` rejects, so measure distances in units where d_nc >= 1.
+    """
+    dist = jnp.asarray(dist)
+    N = dist.shape[0]
+    check_shape("q", q, (N,))
+    eye = jnp.eye(N, dtype=dist.dtype)
+    safe_d = jnp.where(eye > 0, 1.0, dist)
+    logtau = lam + delta_d * jnp.log(safe_d) + delta_I * jnp.outer(q, q)
+    return jnp.exp(logtau * (1 - eye))
+
+
+def counterfactual_no_internet(tau, q, delta_I):
+    """Section 5.3: log tau~_nc = log tau_nc - delta_I q_n q_c (n != c); the printed
+    ``exp(log(tau - delta q))`` is a misprint (MODELS.md)."""
+    N = tau.shape[0]
+    eye = jnp.eye(N, dtype=tau.dtype)
+    return jnp.exp((jnp.log(tau) - delta_I * jnp.outer(q, q)) * (1 - eye))
+
+
+def invert_technology(alpha, beta, theta, gamma, tau, w, Lm, normalize: int = 0):
+    """Back out T_n from manager indifference (36) given L^m_n, tau_nc, w_n; T[normalize] = 1.
+
+    (1/(theta(1-beta))) log T_n = log w_n - gamma/(1-beta) log L^m_n
+                                  - (1/(theta(1-beta))) log sum_k (tau_nk w_k^beta)^(-theta) + const.
+    """
+    k = 1.0 / (theta * (1 - beta))
+    S = jax.scipy.special.logsumexp(-theta * (jnp.log(tau) + beta * jnp.log(w)[None, :]), axis=1)
+    logT = (jnp.log(w) - gamma / (1 - beta) * jnp.log(Lm)) / k - S
+    return jnp.exp(logT - logT[normalize])
+
+
+def invert_housing(alpha, W, w, normalize: int = 0):
+    """Housing supply from (35): H_n proportional to W_n / w_n^(1/(1-alpha)); H[normalize] = 1."""
+    logH = jnp.log(W) - jnp.log(w) / (1 - alpha)
+    return jnp.exp(logH - logH[normalize])
+
+
+def synthetic_economy(N: int, seed: int = 0, *, alpha=TABLE5["alpha"], beta=TABLE5["beta"], theta=TABLE5["theta"],
+                      gamma=TABLE5["gamma"], delta_d=TABLE5["delta_d"], delta_I=TABLE5["delta_I"]):
+    """An N-city economy with a known interior equilibrium (for tests and benchmarks).
+
+    Draws realistic targets (Zipf city sizes, skill shares and wages rising with size,
+    random locations and internet quality), tau from (29)-(30), backs out T_n from (36)
+    and H_n from (35); L^p_n follows from (19), so that (w, L^m) is an equilibrium.
+    Returns ``(params, y_true)``.
+    """
+    rng = np.random.default_rng(seed)
+    rank = np.arange(1, N + 1)
+    size = rank ** -1.05 * np.exp(0.1 * rng.standard_normal(N))
+    size = size / size.sum()
+    logsize = np.log(size)
+    skill = 1 / (1 + np.exp(-(-1.0 + 0.08 * (logsize - logsize.mean()) + 0.05 * rng.standard_normal(N))))
+    Lm = skill * size
+    w = np.exp(0.05 * (logsize - logsize.mean()) + 0.03 * rng.standard_normal(N))
+    loc = rng.uniform(0, 30.0, size=(N, 2))
+    dist = 1.0 + np.sqrt(((loc[:, None, :] - loc[None, :, :]) ** 2).sum(-1))
+    q = np.clip(1.0 + 0.2 * (logsize - logsize.mean()) + 0.3 * rng.standard_normal(N), 0.0, None)
+    tau = np.asarray(fragmentation_costs(dist, q, delta_d, delta_I, lam=0.5))
+    tau = np.maximum(tau, 1.0)
+    np.fill_diagonal(tau, 1.0)
+    T = np.asarray(invert_technology(alpha, beta, theta, gamma, jnp.asarray(tau), jnp.asarray(w), jnp.asarray(Lm)))
+    H0 = np.ones(N)
+    p0 = Params(alpha=alpha, beta=beta, theta=theta, gamma=gamma, T=jnp.asarray(T), tau=jnp.asarray(tau),
+                H=jnp.asarray(H0), Lm_total=float(Lm.sum()), Lp_total=1.0)
+    o = equilibrium_objects(p0, jnp.asarray(w), jnp.asarray(Lm))
+    H = np.asarray(invert_housing(alpha, o.W, jnp.asarray(w)))
+    params = Params(alpha=alpha, beta=beta, theta=theta, gamma=gamma, T=jnp.asarray(T), tau=jnp.asarray(tau),
+                    H=jnp.asarray(H), Lm_total=float(Lm.sum()), Lp_total=float(np.asarray(o.Lp).sum()))
+    y_true = _y_from_data(params, jnp.asarray(w), jnp.asarray(Lm))
+    return params, y_true
+
+
+# ---------------------------------------------------------------------------------------
+# The paper's example economies
+# ---------------------------------------------------------------------------------------
+
+
+def two_city_params(Delta: float = 0.0, *, theta=5.0, gamma=0.1, alpha=0.4, beta=0.4) -> Params:
+    """Figure 2 economy: theta=5, T_1^(1/theta)=1.5, T_2^(1/theta)=1, L^m=1, L^p=2, gamma=0.1,
+    alpha=beta=0.4, H=1; ICT openness Delta = tau^(-theta) (Delta = 0: autarky, use tau = 1e30)."""
+    tau12 = Delta ** (-1.0 / theta) if Delta > 0 else 1e30
+    tau = jnp.array([[1.0, tau12], [tau12, 1.0]])
+    return Params(alpha=alpha, beta=beta, theta=theta, gamma=gamma, T=jnp.array([1.5 ** theta, 1.0]), tau=tau,
+                  H=jnp.ones(2), Lm_total=1.0, Lp_total=2.0)
+
+
+def eight_city_params(Delta: float = 0.0, upgraded: int | None = None, *, theta=5.0, gamma=0.1, alpha=0.4,
+                      beta=0.4, Delta_base: float | None = None) -> Params:
+    """Figure 3 economy: four big cities (T^(1/theta) = 1.5) and four small (1.0), H = 1, L^m = 1,
+    L^p = 2, theta = 5, gamma = 0.1, alpha = beta = 0.4.
+
+    ``upgraded=None``: all pairs have openness Delta. ``upgraded=c`` (0-based; the paper's
+    City 8 is 7, City 4 is 3): only the pairs involving city c have openness Delta, the
+    others ``Delta_base`` (default: autarky-like 1e-12).
+    """
+    T = jnp.array([1.5 ** theta] * 4 + [1.0] * 4)
+    N = 8
+    if upgraded is None:
+        D = np.full((N, N), Delta)
+    else:
+        base = 1e-12 if Delta_base is None else Delta_base
+        D = np.full((N, N), base)
+        D[upgraded, :] = Delta
+        D[:, upgraded] = Delta
+    D = np.maximum(D, 1e-300)
+    tau = D ** (-1.0 / theta)
+    np.fill_diagonal(tau, 1.0)
+    return Params(alpha=alpha, beta=beta, theta=theta, gamma=gamma, T=T, tau=jnp.asarray(tau), H=jnp.ones(N),
+                  Lm_total=1.0, Lp_total=2.0)
+
+
+def table5_params(T, tau, H, Lm_total, Lp_total) -> Params:
+    """Params at the Table 5 calibration (1-alpha = 0.24, beta = 0.53, gamma = 0.010, theta = 1.93/(1-0.53))."""
+    return Params(alpha=TABLE5["alpha"], beta=TABLE5["beta"], theta=TABLE5["theta"], gamma=TABLE5["gamma"],
+                  T=T, tau=tau, H=H, Lm_total=Lm_total, Lp_total=Lp_total)

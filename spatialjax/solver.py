@@ -1,0 +1,413 @@
+"""The generic equilibrium solver: root finding with checked implicit differentiation.
+
+An equilibrium is a root ``F(y, args) = 0`` of a residual function with a flat float
+vector ``y`` of shape ``(n,)`` (positive unknowns in logs, by convention of the models).
+:func:`solve_root` finds it and returns a :class:`SolveResult` carrying the solution, a
+status enum, the max-norm residual, the number of iterations and an estimate of the
+smallest singular value of the Jacobian ``dF/dy`` at the solution.
+
+Differentiation is by the implicit function theorem: ``dy*/dargs = -J^{-1} dF/dargs``.
+It is implemented as a ``jax.custom_vjp`` so that the backward (adjoint) linear solve
+``J^T lam = ybar`` can be *checked*: its residual is recomputed, and the cotangent is
+replaced by NaN when
+
+* the forward solve did not converge (status is not ``successful``),
+* the Jacobian at the solution is near-singular (fold, non-isolated equilibrium), or
+* the adjoint linear solve did not reach its tolerance (a known failure mode of
+  iterative implicit differentiation is an adjoint solve that silently returns its
+  zero start, which would give a plausible-looking zero gradient).
+
+A NaN gradient is never a plausible number; the status field says why. (optimistix's
+``ImplicitAdjoint`` computes the same derivative without those checks; the tests
+compare the two.)
+
+Forward iterations:
+
+* ``linear_solver="dense"``: Newton's method with the Jacobian built by ``jax.jacfwd``,
+  LU factorisation, and a backtracking (Armijo) line search on ``||F||^2``; the default
+  for ``n <= dense_max``.
+* ``linear_solver="gmres"``: matrix-free Newton-Krylov. Jacobian-vector products by
+  ``jax.linearize``; each Newton step solved by lineax GMRES (inexact Newton with a
+  forcing term), the same line search. Never materialises the ``n x n`` Jacobian.
+* ``method="lm"``: optimistix's Levenberg-Marquardt on ``||F||^2`` (trust-region
+  globalisation that copes with near-singular Jacobians); slower, most robust.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import lineax as lx
+import optimistix as optx
+
+from spatialjax.errors import ConvergenceError, SingularJacobianError
+from spatialjax.tables import format_kv
+
+__all__ = ["RESULTS", "SolveResult", "solve_root", "jacobian_sigma_min"]
+
+
+class RESULTS(eqx.Enumeration):
+    """Status of an equilibrium solve."""
+
+    successful = "converged: max-norm residual below tolerance"
+    max_steps_reached = "did not converge: maximum number of iterations reached"
+    stalled = "did not converge: the line search / linear solver could not reduce the residual"
+    nonfinite = "did not converge: non-finite values in the residual or the solution"
+    singular = ("converged to a point where the Jacobian is (near-)singular: a fold or a "
+                "non-isolated equilibrium; implicit derivatives there are undefined")
+
+
+def _status_name(code) -> str:
+    for name in ("successful", "max_steps_reached", "stalled", "nonfinite", "singular"):
+        if int(code) == int(getattr(RESULTS, name)._value):
+            return name
+    return f"unknown({int(code)})"
+
+
+class SolveResult(eqx.Module):
+    """Result of :func:`solve_root`.
+
+    Attributes:
+        value: the solution ``y*``, shape ``(n,)``.
+        result: a :class:`RESULTS` member (an enum, batched under ``vmap``).
+        residual: ``max_i |F_i(y*)|``.
+        steps: number of Newton (or LM) iterations.
+        sigma_min: estimated smallest singular value of ``J = dF/dy`` at ``y*``.
+        jac_norm: estimate of ``||J||_2`` (so ``sigma_min / jac_norm`` is an inverse
+            condition number).
+    """
+
+    value: jax.Array
+    result: RESULTS
+    residual: jax.Array
+    steps: jax.Array
+    sigma_min: jax.Array
+    jac_norm: jax.Array
+
+    @property
+    def converged(self) -> jax.Array:
+        """True where the solve converged to a regular (non-singular) root."""
+        return self.result == RESULTS.successful
+
+    @property
+    def status(self) -> str | list[str]:
+        """Name of the status (a list of names for a batched result)."""
+        code = self.result._value
+        if jnp.ndim(code) == 0:
+            return _status_name(code)
+        return [_status_name(c) for c in jnp.ravel(code)]
+
+    def summary(self) -> str:
+        return format_kv(
+            [("status", self.status if isinstance(self.status, str) else ", ".join(self.status)),
+             ("max-norm residual", float(jnp.max(self.residual))),
+             ("iterations", int(jnp.max(self.steps))),
+             ("sigma_min(J)", float(jnp.min(self.sigma_min))),
+             ("||J||_2 (est.)", float(jnp.max(self.jac_norm)))],
+            title="Equilibrium solve",
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Forward iterations
+# ---------------------------------------------------------------------------------------
+
+
+def _norm_inf(x):
+    return jnp.max(jnp.abs(x))
+
+
+def _dense_newton_step(F, y, f):
+    J = jax.jacfwd(F)(y)
+    lu = jsl.lu_factor(J)
+    dy = jsl.lu_solve(lu, -f)
+    return dy, jnp.all(jnp.isfinite(dy))
+
+
+def _gmres_newton_step(F, y, f, rtol, max_krylov):
+    _, jvp = jax.linearize(F, y)
+    op = lx.FunctionLinearOperator(jvp, jax.ShapeDtypeStruct(y.shape, y.dtype))
+    # Inexact Newton: the forcing term shrinks with the residual (Eisenstat-Walker flavour).
+    fn = jnp.linalg.norm(f)
+    eta = jnp.clip(fn, 1e-10, 1e-2)
+    sol = lx.linear_solve(op, -f, lx.GMRES(rtol=eta, atol=rtol * 1e-3, max_steps=max_krylov, restart=50),
+                          throw=False)
+    dy = sol.value
+    return dy, jnp.all(jnp.isfinite(dy)) & (jnp.linalg.norm(dy) > 0)
+
+
+def _newton(F, y0, *, tol, max_steps, linear_solver, max_krylov):
+    """Newton's method with Armijo backtracking on ``0.5 ||F||^2``. Pure JAX (while_loop)."""
+
+    def merit(y):
+        f = F(y)
+        return f, 0.5 * jnp.sum(f * f)
+
+    f0, m0 = merit(y0)
+
+    # After the tolerance is met, up to ``polish`` further steps are taken (accepted only if
+    # they reduce the residual): a regular root then sits at round-off, while a singular
+    # (double) root does not, which the error-bound diagnostic in solve_root detects.
+    polish = 2
+
+    def cond(c):
+        y, f, m, k, code, extra = c
+        return (code == 0) & (extra < polish) & (k < max_steps)
+
+    def body(c):
+        y, f, m, k, code, extra = c
+        extra = extra + (_norm_inf(f) <= tol).astype(extra.dtype)
+        if linear_solver == "dense":
+            dy, ok = _dense_newton_step(F, y, f)
+        else:
+            dy, ok = _gmres_newton_step(F, y, f, tol, max_krylov)
+        dy = jnp.where(ok, dy, 0.0)
+
+        def ls_cond(s):
+            t, fn, mn, i = s
+            bad = ~jnp.isfinite(mn) | (mn > (1.0 - 1e-4 * t) * m)
+            return bad & (i < 40)
+
+        def ls_body(s):
+            t, _, _, i = s
+            t = 0.5 * t
+            fn, mn = merit(y + t * dy)
+            return t, fn, mn, i + 1
+
+        f1, m1 = merit(y + dy)
+        t, fn, mn, i = jax.lax.while_loop(ls_cond, ls_body, (jnp.asarray(1.0, y.dtype), f1, m1, 0))
+        accepted = ok & jnp.isfinite(mn) & (mn <= (1.0 - 1e-4 * t) * m)
+        # A tiny improvement is still progress when we are at the noise floor.
+        y_new = jnp.where(accepted, y + t * dy, y)
+        f_new = jnp.where(accepted, fn, f)
+        m_new = jnp.where(accepted, mn, m)
+        # code 1: line search failed, 2: linear solve failed (a failed polish step is not an error)
+        code_new = jnp.where(accepted | (_norm_inf(f) <= tol), 0, jnp.where(ok, 1, 2)).astype(code.dtype)
+        stop = (~accepted) & (_norm_inf(f) <= tol)
+        extra = jnp.where(stop, polish, extra)
+        return y_new, f_new, m_new, k + (_norm_inf(f) > tol).astype(k.dtype), code_new, extra
+
+    zero = jnp.asarray(0, jnp.int32)
+    y, f, m, k, code, _ = jax.lax.while_loop(cond, body, (y0, f0, m0, zero, zero, zero))
+    return y, f, k
+
+
+def _lm(F, y0, *, tol, max_steps):
+    solver = optx.LevenbergMarquardt(rtol=tol, atol=tol, norm=optx.max_norm)
+    sol = optx.least_squares(lambda y, _: F(y), solver, y0, None, max_steps=max_steps, throw=False,
+                             adjoint=optx.RecursiveCheckpointAdjoint())
+    y = sol.value
+    # The LM solver stops on its own criterion; polish with Newton steps for the tolerance.
+    y, f, k = _newton(F, y, tol=tol, max_steps=20, linear_solver="dense", max_krylov=0)
+    return y, f, sol.stats["num_steps"] + k
+
+
+# ---------------------------------------------------------------------------------------
+# Conditioning diagnostics
+# ---------------------------------------------------------------------------------------
+
+
+def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 12, key_seed: int = 0):
+    """Estimate ``(sigma_min, ||J||_2)`` of ``J = dF/dy`` at ``y``.
+
+    Dense: inverse power iteration on ``(J^T J)^{-1}`` with one LU factorisation
+    (O(n^3) once, O(n^2) per iteration). Matrix-free: inverse iteration with GMRES solves,
+    and power iteration with JVP/VJP for the norm.
+    """
+    n = y.shape[0]
+    v = jax.random.normal(jax.random.PRNGKey(key_seed), (n,), dtype=y.dtype)
+    v = v / jnp.linalg.norm(v)
+    if linear_solver == "dense":
+        J = jax.jacfwd(F)(y)
+        lu = jsl.lu_factor(J)
+
+        def inv_it(v, _):
+            w = jsl.lu_solve(lu, v, trans=1)  # J^{-T} v
+            w = jsl.lu_solve(lu, w)  # J^{-1} J^{-T} v
+            nw = jnp.linalg.norm(w)
+            return w / nw, nw
+
+        def pow_it(v, _):
+            w = J.T @ (J @ v)
+            nw = jnp.linalg.norm(w)
+            return w / nw, nw
+
+    else:
+        _, jvp = jax.linearize(F, y)
+        vjp = jax.linear_transpose(jvp, y)
+        struct = jax.ShapeDtypeStruct(y.shape, y.dtype)
+        opJ = lx.FunctionLinearOperator(jvp, struct)
+        opJT = lx.FunctionLinearOperator(lambda u: vjp(u)[0], struct)
+        gm = lx.GMRES(rtol=1e-8, atol=1e-14, max_steps=500, restart=50)
+
+        def inv_it(v, _):
+            w = lx.linear_solve(opJT, v, gm, throw=False).value
+            w = lx.linear_solve(opJ, w, gm, throw=False).value
+            nw = jnp.linalg.norm(w)
+            return w / nw, nw
+
+        def pow_it(v, _):
+            w = vjp(jvp(v))[0]
+            nw = jnp.linalg.norm(w)
+            return w / nw, nw
+
+    _, lam_inv = jax.lax.scan(inv_it, v, None, length=iters)
+    _, lam = jax.lax.scan(pow_it, v, None, length=iters)
+    sigma_min = 1.0 / jnp.sqrt(lam_inv[-1])
+    jac_norm = jnp.sqrt(lam[-1])
+    sigma_min = jnp.where(jnp.isfinite(sigma_min), sigma_min, 0.0)
+    return sigma_min, jac_norm
+
+
+# ---------------------------------------------------------------------------------------
+# The public solve with checked implicit differentiation
+# ---------------------------------------------------------------------------------------
+
+
+def solve_root(
+    fn: Callable[[jax.Array, Any], jax.Array],
+    y0: jax.Array,
+    args: Any = None,
+    *,
+    method: str = "newton",
+    linear_solver: str = "auto",
+    tol: float = 1e-10,
+    max_steps: int = 100,
+    max_krylov: int = 400,
+    singular_rtol: float = 1e-10,
+    error_rtol: float = 1e-7,
+    adjoint_rtol: float = 1e-6,
+    diagnose: bool = True,
+    throw: bool = False,
+    dense_max: int = 1600,
+) -> SolveResult:
+    """Solve ``fn(y, args) = 0`` for ``y`` (shape ``(n,)``), differentiably in ``args``.
+
+    Args:
+        fn: residual function ``(y, args) -> F`` with ``F.shape == y.shape``. Pure JAX.
+        y0: starting point, shape ``(n,)`` (a warm start from data or a baseline
+            solution makes counterfactuals fast).
+        args: PyTree of parameters. Gradients flow to its inexact-array leaves.
+        method: ``"newton"`` (Newton with line search) or ``"lm"`` (optimistix
+            Levenberg-Marquardt, then Newton polish).
+        linear_solver: ``"dense"``, ``"gmres"`` (matrix-free Newton-Krylov) or ``"auto"``
+            (dense for ``n <= dense_max``).
+        tol: convergence tolerance on ``max_i |F_i|``.
+        singular_rtol: the solution is flagged ``singular`` when
+            ``sigma_min(J) < singular_rtol * ||J||`` or when the first-order error bound
+            ``residual / sigma_min`` exceeds ``error_rtol``.
+        adjoint_rtol: relative residual tolerance of the adjoint linear solve in the
+            backward pass; a worse solve yields a NaN cotangent.
+        diagnose: estimate ``sigma_min`` (costs about one extra Newton step).
+        throw: raise :class:`ConvergenceError` / :class:`SingularJacobianError` instead of
+            returning a failed result. Only valid outside ``jit``/``vmap``.
+
+    Returns:
+        :class:`SolveResult`. Under ``jax.grad``, derivatives of ``result.value`` with
+        respect to ``args`` are exact implicit derivatives, or NaN when the solve is not
+        a regular, converged root (see module docstring).
+    """
+    y0 = jnp.asarray(y0)
+    if y0.ndim != 1:
+        raise ValueError(f"y0: must be a flat vector of shape (n,); got shape {y0.shape}")
+    n = y0.shape[0]
+    if linear_solver == "auto":
+        linear_solver = "dense" if n <= dense_max else "gmres"
+    if linear_solver not in ("dense", "gmres"):
+        raise ValueError(f"linear_solver: must be 'auto', 'dense' or 'gmres'; got {linear_solver!r}")
+    if method not in ("newton", "lm"):
+        raise ValueError(f"method: must be 'newton' or 'lm'; got {method!r}")
+
+    diff, static = eqx.partition(args, eqx.is_inexact_array)
+    y0 = jax.lax.stop_gradient(y0)
+
+    def F_of(y, d):
+        return fn(y, eqx.combine(d, static))
+
+    def forward(d):
+        F = lambda y: F_of(y, d)  # noqa: E731
+        if method == "lm":
+            y, f, k = _lm(F, y0, tol=tol, max_steps=max_steps)
+        else:
+            y, f, k = _newton(F, y0, tol=tol, max_steps=max_steps, linear_solver=linear_solver,
+                              max_krylov=max_krylov)
+        res = _norm_inf(f)
+        finite = jnp.all(jnp.isfinite(y)) & jnp.isfinite(res)
+        if diagnose:
+            smin, jn = jacobian_sigma_min(F, y, linear_solver=linear_solver)
+        else:
+            smin, jn = jnp.asarray(jnp.nan, y.dtype), jnp.asarray(jnp.nan, y.dtype)
+        conv = finite & (res <= tol)
+        # Near-singular: tiny relative sigma_min, or a first-order error bound
+        # ||y - y*|| <~ ||F|| / sigma_min that is not small (a double root converges slowly
+        # and keeps ||F|| ~ sigma_min^2).
+        singular = conv & ((smin < singular_rtol * jn) | (res > error_rtol * smin))
+        code = jnp.where(~finite, 3, jnp.where(~conv, jnp.where(k >= max_steps, 1, 2), jnp.where(singular, 4, 0)))
+        return y, res, k, smin, jn, code
+
+    @jax.custom_vjp
+    def _solve(d):
+        return forward(d)
+
+    def _fwd(d):
+        out = forward(d)
+        return out, (out[0], out[5], d)
+
+    def _bwd(saved, cts):
+        y, code, d = saved
+        ybar = cts[0]
+        Fy = lambda yy: F_of(yy, d)  # noqa: E731
+        if linear_solver == "dense":
+            J = jax.jacfwd(Fy)(y)
+            lam = jsl.lu_solve(jsl.lu_factor(J), ybar, trans=1)
+            r = J.T @ lam - ybar
+            scale = jnp.linalg.norm(J, ord=jnp.inf) * _norm_inf(lam) + _norm_inf(ybar)
+        else:
+            _, vjp_y = jax.vjp(Fy, y)
+            op = lx.FunctionLinearOperator(lambda u: vjp_y(u)[0], jax.ShapeDtypeStruct(y.shape, y.dtype))
+            lam = lx.linear_solve(op, ybar, lx.GMRES(rtol=1e-10, atol=1e-14, max_steps=max_krylov, restart=50),
+                                  throw=False).value
+            r = vjp_y(lam)[0] - ybar
+            scale = _norm_inf(ybar) * 10.0
+        ok_adj = jnp.all(jnp.isfinite(lam)) & (_norm_inf(r) <= adjoint_rtol * scale)
+        ok = (code == 0) & ok_adj
+        poison = jnp.where(ok, 1.0, jnp.nan)
+        _, vjp_d = jax.vjp(lambda dd: F_of(y, dd), d)
+        (dbar,) = vjp_d(-lam * poison)
+        return (dbar,)
+
+    _solve.defvjp(_fwd, _bwd)
+    y, res, k, smin, jn, code = _solve(diff)
+    result = RESULTS.where(code == 0, RESULTS.successful,
+                           RESULTS.where(code == 1, RESULTS.max_steps_reached,
+                                         RESULTS.where(code == 2, RESULTS.stalled,
+                                                       RESULTS.where(code == 3, RESULTS.nonfinite, RESULTS.singular))))
+    out = SolveResult(value=y, result=result, residual=res, steps=k, sigma_min=smin, jac_norm=jn)
+    if throw:
+        raise_if_failed(out)
+    return out
+
+
+def raise_if_failed(res: SolveResult, what: str = "equilibrium solve") -> None:
+    """Raise a clear error for a failed (concrete, unbatched) :class:`SolveResult`."""
+    if isinstance(res.residual, jax.core.Tracer):
+        raise ValueError("throw=True is only available outside jit/vmap; use throw=False and check .result")
+    name = res.status if isinstance(res.status, str) else None
+    if name is None:
+        bad = [s for s in res.status if s != "successful"]
+        if bad:
+            raise ConvergenceError(f"{what}: {len(bad)} of {len(res.status)} solves failed ({sorted(set(bad))})")
+        return
+    if name == "successful":
+        return
+    msg = (f"{what} {name}: max-norm residual {float(res.residual):.3e} after {int(res.steps)} iterations, "
+           f"sigma_min(J) = {float(res.sigma_min):.3e}. ")
+    if name == "singular":
+        raise SingularJacobianError(msg + "The equilibrium sits at a fold; use continuation (pseudo-arclength) "
+                                    "to follow the branch, or multistart to find the other equilibria.")
+    raise ConvergenceError(msg + "Try a warm start, method='lm', more max_steps, or continuation from a "
+                           "nearby solved economy.")
