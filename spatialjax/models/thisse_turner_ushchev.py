@@ -22,9 +22,12 @@ the roots of the zero-profit residual (second line of (25), valid for every δ �
     Q(ρ) = (ρ + 2φ)/(φρ + 1 + φ²)   (23),  a(ℓ) = A_0/A_1  (16),  Ψ = (b^{1/η} d^{-1})^α.
 
 All roots are found by a dense sign-change scan over a grid of y that provably contains every
-root (a core grid plus geometric tails out to an explicit bound), bisection inside each
-bracket to machine precision, and a final Newton step that carries exact implicit derivatives
-(so ``jax.grad`` through a root gives ``dy*/dθ = -Z_θ / Z_y``).
+root (a core grid plus geometric tails out to an explicit bound: for δ = 0,
+``|y*| ≤ max|h| / |1 - γε/α|``), bisection inside each bracket to machine precision, and a final
+Newton step that carries exact implicit derivatives (so ``jax.grad`` through a root gives
+``dy*/dθ = -Z_θ / Z_y``). A pair of roots closer than the grid spacing (only next to a fold)
+leaves no sign change but a discrete extremum of Z; the stationary point is located by bisection
+on ``dZ/dy`` and the pair is split there, so roots 1e-9 (relative γ) before a fold are kept.
 
 Corner equilibria (Proposition 6, δ = 0, γ > 0): employment (0, 1, 0) at ``ρ = ρ_m, ω = ∞`` and
 (1/2, 0, 1/2) at ``ρ = ρ_M, ω = 0``; levels from Appendix N *with* the β the printed version
@@ -35,8 +38,11 @@ for an arbitrary (not necessarily symmetric) commuting matrix s solve the produc
 conditions (P.1)–(P.2) and land clearing (9) with (P.3); we move a mass Δ of households from a
 pair ij to a pair kl, recompute the prices, and differentiate the utility of the indifferent
 household, ``log(W̄_l R̄_k^{-β}) - log(W̄_j R̄_i^{-β})``, with forward-mode autodiff. The
-equilibrium is unstable if that derivative is positive for some move. The printed closed form
-(Φ, Ψ in Appendix P) is not used: it lacks a factor (ρ + 2φ) and (P.15) drops a ``-αβw`` term.
+equilibrium is unstable if that derivative is positive for some move. ``stable`` uses the moves
+of Appendix P (residence-only or workplace-only, centre <-> periphery, mirror-symmetric); the
+single-pair and "all moves" variants are reported beside it. The autodiff gains reproduce
+(P.14) and the corrected (P.15) to 1e-9 (tests). The printed closed form (Φ, Ψ in Appendix P) is
+not used: it lacks a factor (ρ + 2φ) and (P.15) drops a ``-αβw`` term.
 
 Locations are indexed ``0, 1, 2`` for ``-1, 0, 1`` throughout (rows of ``s`` are residences,
 columns workplaces).
@@ -534,6 +540,7 @@ def _interior_core(p: Params):
     order = jnp.argsort(jnp.where(vs, los, jnp.inf))[:_K]
     lo, hi = los[order], his[order]
     valid = jnp.arange(_K) < n_roots
+
     def refine(a, b):
         fun = lambda y: _Z(p, y, lrm, lrM)
         y0 = jax.lax.stop_gradient(_bisect(fun, a, b, _BISECT_Y))
