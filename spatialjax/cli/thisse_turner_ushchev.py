@@ -57,7 +57,8 @@ def run(args) -> int:
         gmax = args.gamma_max if args.gamma_max is not None else 3 * gm
         if not gmax > 0:
             raise ParameterError("--gamma-max", f"must be > 0; got {gmax}")
-        plots.figure1(params, [0.5 * gm, 0.95 * gm, 1.05 * gm, 2 * gm], path=out / "ttu_figure1.png")
+        g_fig1 = sorted({0.5 * gm, 0.95 * gm, 1.05 * gm, 2 * gm, float(params.gamma)})
+        plots.figure1(params, g_fig1, path=out / "ttu_figure1.png")
         _, sw = plots.figure2(params, np.linspace(0.0, gmax, args.n_gamma), path=out / "ttu_figure2.png")
         if not args.quiet:
             print(f"figure 2: {int(np.sum(sw['valid']))} interior equilibria over {args.n_gamma} values of gamma")
