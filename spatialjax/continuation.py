@@ -45,11 +45,12 @@ class HomotopyResult(eqx.Module):
 
 def homotopy(fn, y0, args, lam0=0.0, lam1=1.0, *, h0=0.05, h_min=1e-5, h_max=0.25,
              max_corrector=12, tol=1e-9, max_steps=2000, linear_solver="dense",
-             max_krylov=400) -> HomotopyResult:
+             max_krylov=400, jac=None) -> HomotopyResult:
     """Continue the root of ``fn(y, lam, args)`` from ``(y0, lam0)`` to ``lam1``.
 
     ``y0`` must solve ``fn(., lam0, args) = 0`` (e.g. a closed form). Pure JAX; the result
     carries no gradient (use it as the warm start of a differentiable solve at ``lam1``).
+    ``jac``: optional dense Jacobian ``(y, lam, args) -> dF/dy``.
     """
     args = jax.lax.stop_gradient(args)
     y0 = jax.lax.stop_gradient(jnp.asarray(y0))
@@ -72,8 +73,9 @@ def homotopy(fn, y0, args, lam0=0.0, lam1=1.0, *, h0=0.05, h_min=1e-5, h_max=0.2
         slope = jnp.where(jnp.abs(dl) > 0, (y - yp) / jnp.where(dl == 0, 1.0, dl), 0.0)
         y_pred = y + slope * (lam_new - lam)
         F = lambda yy: fn(yy, lam_new, args)  # noqa: E731
+        Jf = None if jac is None else (lambda yy: jac(yy, lam_new, args))
         y_c, f_c, kk = _newton(F, y_pred, tol=tol, max_steps=max_corrector, linear_solver=linear_solver,
-                               max_krylov=max_krylov)
+                               max_krylov=max_krylov, jac=Jf)
         ok = jnp.all(jnp.isfinite(y_c)) & (jnp.max(jnp.abs(f_c)) <= tol)
         easy = kk <= 4
         y2 = jnp.where(ok, y_c, y)

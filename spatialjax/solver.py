@@ -121,8 +121,8 @@ def _norm_inf(x):
     return jnp.max(jnp.abs(x))
 
 
-def _dense_newton_step(F, y, f):
-    J = jax.jacfwd(F)(y)
+def _dense_newton_step(F, y, f, jac=None):
+    J = jax.jacfwd(F)(y) if jac is None else jac(y)
     lu = jsl.lu_factor(J)
     dy = jsl.lu_solve(lu, -f)
     return dy, jnp.all(jnp.isfinite(dy))
@@ -140,7 +140,7 @@ def _gmres_newton_step(F, y, f, rtol, max_krylov):
     return dy, jnp.all(jnp.isfinite(dy)) & (jnp.linalg.norm(dy) > 0)
 
 
-def _newton(F, y0, *, tol, max_steps, linear_solver, max_krylov):
+def _newton(F, y0, *, tol, max_steps, linear_solver, max_krylov, jac=None):
     """Newton's method with Armijo backtracking on ``0.5 ||F||^2``. Pure JAX (while_loop)."""
 
     def merit(y):
@@ -162,7 +162,7 @@ def _newton(F, y0, *, tol, max_steps, linear_solver, max_krylov):
         y, f, m, k, code, extra = c
         extra = extra + (_norm_inf(f) <= tol).astype(extra.dtype)
         if linear_solver == "dense":
-            dy, ok = _dense_newton_step(F, y, f)
+            dy, ok = _dense_newton_step(F, y, f, jac)
         else:
             dy, ok = _gmres_newton_step(F, y, f, tol, max_krylov)
         dy = jnp.where(ok, dy, 0.0)
@@ -196,13 +196,13 @@ def _newton(F, y0, *, tol, max_steps, linear_solver, max_krylov):
     return y, f, k
 
 
-def _lm(F, y0, *, tol, max_steps):
+def _lm(F, y0, *, tol, max_steps, jac=None):
     solver = optx.LevenbergMarquardt(rtol=tol, atol=tol, norm=optx.max_norm)
     sol = optx.least_squares(lambda y, _: F(y), solver, y0, None, max_steps=max_steps, throw=False,
                              adjoint=optx.RecursiveCheckpointAdjoint())
     y = sol.value
     # The LM solver stops on its own criterion; polish with Newton steps for the tolerance.
-    y, f, k = _newton(F, y, tol=tol, max_steps=20, linear_solver="dense", max_krylov=0)
+    y, f, k = _newton(F, y, tol=tol, max_steps=20, linear_solver="dense", max_krylov=0, jac=jac)
     return y, f, sol.stats["num_steps"] + k
 
 
@@ -211,7 +211,7 @@ def _lm(F, y0, *, tol, max_steps):
 # ---------------------------------------------------------------------------------------
 
 
-def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 12, key_seed: int = 0):
+def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 12, key_seed: int = 0, jac=None):
     """Estimate ``(sigma_min, ||J||_2)`` of ``J = dF/dy`` at ``y``.
 
     Dense: inverse power iteration on ``(J^T J)^{-1}`` with one LU factorisation
@@ -222,7 +222,7 @@ def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 12, key_seed
     v = jax.random.normal(jax.random.PRNGKey(key_seed), (n,), dtype=y.dtype)
     v = v / jnp.linalg.norm(v)
     if linear_solver == "dense":
-        J = jax.jacfwd(F)(y)
+        J = jax.jacfwd(F)(y) if jac is None else jac(y)
         lu = jsl.lu_factor(J)
 
         def inv_it(v, _):
@@ -284,6 +284,7 @@ def solve_root(
     diagnose: bool = True,
     throw: bool = False,
     dense_max: int = 1600,
+    jac: Callable[[jax.Array, Any], jax.Array] | None = None,
 ) -> SolveResult:
     """Solve ``fn(y, args) = 0`` for ``y`` (shape ``(n,)``), differentiably in ``args``.
 
@@ -305,6 +306,8 @@ def solve_root(
         diagnose: estimate ``sigma_min`` (costs about one extra Newton step).
         throw: raise :class:`ConvergenceError` / :class:`SingularJacobianError` instead of
             returning a failed result. Only valid outside ``jit``/``vmap``.
+        jac: optional ``(y, args) -> dF/dy`` (dense, shape ``(n, n)``) exploiting the model's
+            structure; default ``jax.jacfwd``. Used by the dense path only.
 
     Returns:
         :class:`SolveResult`. Under ``jax.grad``, derivatives of ``result.value`` with
@@ -328,17 +331,22 @@ def solve_root(
     def F_of(y, d):
         return fn(y, eqx.combine(d, static))
 
+    def J_of(d):
+        if jac is None:
+            return None
+        return lambda y: jac(y, eqx.combine(d, static))
+
     def forward(d):
         F = lambda y: F_of(y, d)  # noqa: E731
         if method == "lm":
-            y, f, k = _lm(F, y0, tol=tol, max_steps=max_steps)
+            y, f, k = _lm(F, y0, tol=tol, max_steps=max_steps, jac=J_of(d))
         else:
             y, f, k = _newton(F, y0, tol=tol, max_steps=max_steps, linear_solver=linear_solver,
-                              max_krylov=max_krylov)
+                              max_krylov=max_krylov, jac=J_of(d))
         res = _norm_inf(f)
         finite = jnp.all(jnp.isfinite(y)) & jnp.isfinite(res)
         if diagnose:
-            smin, jn = jacobian_sigma_min(F, y, linear_solver=linear_solver)
+            smin, jn = jacobian_sigma_min(F, y, linear_solver=linear_solver, jac=J_of(d))
         else:
             smin, jn = jnp.asarray(jnp.nan, y.dtype), jnp.asarray(jnp.nan, y.dtype)
         conv = finite & (res <= tol)
@@ -362,7 +370,7 @@ def solve_root(
         ybar = cts[0]
         Fy = lambda yy: F_of(yy, d)  # noqa: E731
         if linear_solver == "dense":
-            J = jax.jacfwd(Fy)(y)
+            J = jax.jacfwd(Fy)(y) if jac is None else J_of(d)(y)
             lam = jsl.lu_solve(jsl.lu_factor(J), ybar, trans=1)
             r = J.T @ lam - ybar
             scale = jnp.linalg.norm(J, ord=jnp.inf) * _norm_inf(lam) + _norm_inf(ybar)
