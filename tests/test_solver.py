@@ -1,0 +1,318 @@
+"""Generic machinery (spatialjax.solver, spatialjax.continuation) on toy problems with known answers.
+
+Everything here is model-free: residuals are small polynomial systems whose roots, folds and
+implicit derivatives are known in closed form.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spatialjax  # noqa: F401  (x64)
+from spatialjax import continuation as cont
+from spatialjax.errors import ConvergenceError, SingularJacobianError
+from spatialjax.solver import RESULTS, solve_root
+
+# ---------------------------------------------------------------------------------------
+# Toy problems
+# ---------------------------------------------------------------------------------------
+
+N_TOY = 6
+_A = jnp.asarray(np.random.default_rng(0).normal(size=(N_TOY, N_TOY)) * 0.2 + 2.0 * np.eye(N_TOY))
+
+
+def cubic_system(y, b):
+    """F(y) = A y + y^3 - b: strictly monotone (A + A^T > 0), unique root, J = A + 3 diag(y^2)."""
+    return _A @ y + y ** 3 - b
+
+
+def scalar_cubic(y, p):
+    """y^3 + y = p (componentwise): unique root, dy/dp = 1 / (3 y^2 + 1)."""
+    return y ** 3 + y - p
+
+
+def no_root(y, p):
+    """y^2 + 1 = 0 has no real root."""
+    return y ** 2 + 1.0 + 0.0 * p
+
+
+def double_root(y, p):
+    """y^2 = p: at p = 0 a double root (J = 2y = 0), dy/dp = 1/(2 sqrt p) blows up."""
+    return y ** 2 - p
+
+
+_solve_cubic = jax.jit(lambda y0, b: solve_root(cubic_system, y0, b, tol=1e-12))
+
+
+def _cubic_dot(b, c):
+    return jnp.dot(c, solve_root(cubic_system, jnp.zeros(N_TOY), b, tol=1e-12).value)
+
+
+# jit of grad (the differentiation happens inside the traced function)
+_grad_cubic_dot = jax.jit(jax.grad(_cubic_dot))
+
+
+@pytest.fixture(scope="module")
+def cubic_rhs():
+    return jnp.asarray(np.random.default_rng(1).normal(size=N_TOY))
+
+
+# ---------------------------------------------------------------------------------------
+# Convergence and status reporting
+# ---------------------------------------------------------------------------------------
+
+
+def test_converges_with_status_and_small_residual(cubic_rhs):
+    r = _solve_cubic(jnp.zeros(N_TOY), cubic_rhs)
+    assert r.status == "successful"
+    assert bool(r.converged)
+    assert float(r.residual) < 1e-12
+    # the reported residual is the true max-norm residual at the returned value
+    assert float(jnp.max(jnp.abs(cubic_system(r.value, cubic_rhs)))) == pytest.approx(float(r.residual), abs=1e-15)
+    assert 1 <= int(r.steps) < 30
+    # conditioning diagnostic against numpy's SVD of the exact Jacobian
+    J = np.asarray(_A) + 3 * np.diag(np.asarray(r.value) ** 2)
+    sv = np.linalg.svd(J, compute_uv=False)
+    assert float(r.sigma_min) == pytest.approx(sv[-1], rel=1e-3)
+    # ||J||_2 is a 12-step power-iteration estimate: a lower bound, within 10%
+    assert 0.9 * sv[0] <= float(r.jac_norm) <= sv[0] * (1 + 1e-12)
+    assert "successful" in r.summary()
+
+
+def test_no_root_reports_failure_with_residual_and_steps():
+    r = solve_root(no_root, jnp.array([0.5]), jnp.array(0.0), max_steps=25)
+    assert not bool(r.converged)
+    assert r.status in ("max_steps_reached", "stalled")
+    # min of y^2 + 1 is 1: the residual can never fall below it
+    assert float(r.residual) >= 1.0 - 1e-12
+    assert 0 < int(r.steps) <= 25
+    assert "did not converge" not in r.status  # status is the enum name
+    assert r.status in r.summary()
+
+
+def test_no_root_throw_raises_convergence_error():
+    with pytest.raises(ConvergenceError, match="residual"):
+        solve_root(no_root, jnp.array([0.5]), jnp.array(0.0), max_steps=25, throw=True)
+
+
+def test_max_steps_reached_is_reported():
+    # Newton from far away needs more than 2 steps for the cubic
+    r = solve_root(scalar_cubic, jnp.array([50.0]), jnp.array(1.0), max_steps=2)
+    assert r.status == "max_steps_reached"
+    assert int(r.steps) == 2
+    assert float(r.residual) > 1e-10
+
+
+def test_double_root_is_flagged_singular_and_gradient_is_nan():
+    r = solve_root(double_root, jnp.array([1.0]), jnp.array(0.0))
+    assert r.status == "singular", r.summary()
+    assert not bool(r.converged)
+    assert abs(float(r.value[0])) < 1e-4
+    with pytest.raises(SingularJacobianError):
+        solve_root(double_root, jnp.array([1.0]), jnp.array(0.0), throw=True)
+    g = jax.grad(lambda p: solve_root(double_root, jnp.array([1.0]), p).value[0])(jnp.array(0.0))
+    assert np.isnan(float(g))
+
+
+def test_regular_root_near_double_root_is_not_flagged():
+    # y^2 = p with p = 0.25: regular root y = 0.5, dy/dp = 1/(2y) = 1
+    f = lambda p: solve_root(double_root, jnp.array([1.0]), p).value[0]  # noqa: E731
+    r = solve_root(double_root, jnp.array([1.0]), jnp.array(0.25))
+    assert r.status == "successful"
+    assert float(r.value[0]) == pytest.approx(0.5, abs=1e-12)
+    assert float(jax.grad(f)(jnp.array(0.25))) == pytest.approx(1.0, rel=1e-10)
+
+
+def test_gradient_through_non_converged_solve_is_nan():
+    f = lambda p: solve_root(scalar_cubic, jnp.array([50.0]), p, max_steps=1).value[0]  # noqa: E731
+    r = solve_root(scalar_cubic, jnp.array([50.0]), jnp.array(1.0), max_steps=1)
+    assert r.status == "max_steps_reached"
+    g = jax.grad(f)(jnp.array(1.0))
+    assert np.isnan(float(g))
+
+
+# ---------------------------------------------------------------------------------------
+# Implicit derivatives
+# ---------------------------------------------------------------------------------------
+
+
+def test_gradient_matches_analytic_implicit_derivative():
+    p = jnp.array([-2.0, 0.3, 1.0, 5.0])
+
+    def ysum(pp):
+        return jnp.sum(solve_root(scalar_cubic, jnp.zeros(4), pp, tol=1e-13).value)
+
+    y = solve_root(scalar_cubic, jnp.zeros(4), p, tol=1e-13).value
+    np.testing.assert_allclose(np.asarray(y ** 3 + y), np.asarray(p), atol=1e-12)
+    g = jax.grad(ysum)(p)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(1.0 / (3 * y ** 2 + 1)), rtol=1e-10)
+
+
+def test_system_gradient_matches_implicit_function_theorem(cubic_rhs):
+    # dy/db = J^{-1} with J = A + 3 diag(y^2); d(c.y)/db = J^{-T} c
+    c = jnp.arange(1.0, N_TOY + 1.0)
+    g = _grad_cubic_dot(cubic_rhs, c)
+    y = _solve_cubic(jnp.zeros(N_TOY), cubic_rhs).value
+    J = np.asarray(_A) + 3 * np.diag(np.asarray(y) ** 2)
+    np.testing.assert_allclose(np.asarray(g), np.linalg.solve(J.T, np.asarray(c)), rtol=1e-9)
+
+
+def test_dense_and_gmres_agree_on_solution_and_gradient(cubic_rhs):
+    def obj(b, ls):
+        r = solve_root(cubic_system, jnp.zeros(N_TOY), b, linear_solver=ls, tol=1e-12)
+        return jnp.sum(jnp.sin(r.value)), r
+
+    (vd, rd), gd = jax.value_and_grad(lambda b: obj(b, "dense"), has_aux=True)(cubic_rhs)
+    (vg, rg), gg = jax.value_and_grad(lambda b: obj(b, "gmres"), has_aux=True)(cubic_rhs)
+    assert rd.status == "successful" and rg.status == "successful"
+    np.testing.assert_allclose(np.asarray(rg.value), np.asarray(rd.value), atol=1e-11)
+    np.testing.assert_allclose(np.asarray(gg), np.asarray(gd), rtol=1e-7, atol=1e-10)
+    assert float(rg.sigma_min) == pytest.approx(float(rd.sigma_min), rel=1e-3)
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
+    "BUG solver.py: jax.grad of a jitted function that calls solve_root fails with "
+    "'TypeError: No constant handler for type DynamicJaxprTracer': the custom_vjp _solve(d) closes over "
+    "the traced y0 (jnp.asarray/stop_gradient inside jit). Fix: pass y0 as a primal input of the "
+    "custom_vjp (_solve(d, y0), zero cotangent for y0). jit(grad(...)) works."))
+def test_grad_of_jitted_solve(cubic_rhs):
+    c = jnp.arange(1.0, N_TOY + 1.0)
+    g = jax.grad(lambda b: jnp.dot(c, _solve_cubic(jnp.zeros(N_TOY), b).value))(cubic_rhs)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(_grad_cubic_dot(cubic_rhs, c)), rtol=1e-10)
+
+
+def test_user_jacobian_is_used_and_agrees(cubic_rhs):
+    calls = []
+
+    def jac(y, b):
+        calls.append(1)
+        return _A + 3 * jnp.diag(y ** 2)
+
+    r = solve_root(cubic_system, jnp.zeros(N_TOY), cubic_rhs, jac=jac, tol=1e-12)
+    r0 = _solve_cubic(jnp.zeros(N_TOY), cubic_rhs)
+    assert calls, "the supplied Jacobian was never called"
+    np.testing.assert_allclose(np.asarray(r.value), np.asarray(r0.value), atol=1e-12)
+
+
+def test_levenberg_marquardt_converges(cubic_rhs):
+    r = solve_root(cubic_system, 3.0 * jnp.ones(N_TOY), cubic_rhs, method="lm", tol=1e-11)
+    assert r.status == "successful", r.summary()
+    r0 = _solve_cubic(jnp.zeros(N_TOY), cubic_rhs)
+    np.testing.assert_allclose(np.asarray(r.value), np.asarray(r0.value), atol=1e-10)
+    g_lm = jax.grad(lambda b: jnp.sum(solve_root(cubic_system, 3.0 * jnp.ones(N_TOY), b, method="lm").value))(cubic_rhs)
+    g_nt = _grad_cubic_dot(cubic_rhs, jnp.ones(N_TOY))
+    np.testing.assert_allclose(np.asarray(g_lm), np.asarray(g_nt), rtol=1e-8)
+
+
+def test_vmap_equals_loop(cubic_rhs):
+    B = jnp.stack([cubic_rhs * s for s in (0.5, 1.0, 2.0, -3.0)])
+    batched = jax.vmap(lambda b: _solve_cubic(jnp.zeros(N_TOY), b))(B)
+    assert batched.status == ["successful"] * 4
+    for i in range(4):
+        single = _solve_cubic(jnp.zeros(N_TOY), B[i])
+        np.testing.assert_allclose(np.asarray(batched.value[i]), np.asarray(single.value), atol=1e-13)
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match="linear_solver"):
+        solve_root(scalar_cubic, jnp.zeros(1), 1.0, linear_solver="qr")
+    with pytest.raises(ValueError, match="method"):
+        solve_root(scalar_cubic, jnp.zeros(1), 1.0, method="bisection")
+    with pytest.raises(ValueError, match="y0"):
+        solve_root(scalar_cubic, jnp.zeros((2, 2)), 1.0)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2 ** 31 - 1), scale=st.floats(0.1, 10.0))
+def test_property_random_monotone_cubic_system(seed, scale):
+    """Random right-hand sides of a strictly monotone system: the unique root is found, and the
+    gradient satisfies the implicit function theorem."""
+    b = jnp.asarray(np.random.default_rng(seed).normal(size=N_TOY) * scale)
+    r = _solve_cubic(jnp.zeros(N_TOY), b)
+    assert r.status == "successful"
+    assert float(jnp.max(jnp.abs(cubic_system(r.value, b)))) < 1e-11
+    g = _grad_cubic_dot(b, jnp.ones(N_TOY))
+    J = np.asarray(_A) + 3 * np.diag(np.asarray(r.value) ** 2)
+    np.testing.assert_allclose(np.asarray(g), np.linalg.solve(J.T, np.ones(N_TOY)), rtol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------
+# Multistart, homotopy, path tracing, pseudo-arclength
+# ---------------------------------------------------------------------------------------
+
+
+def test_multistart_finds_and_deduplicates_three_roots():
+    f = lambda y, p: y ** 3 - y  # noqa: E731
+    starts = jnp.linspace(-2.0, 2.0, 21)[:, None]
+    roots, counts, res = cont.multistart(f, starts, None)
+    found = np.sort(np.array([r[0] for r in roots]))
+    np.testing.assert_allclose(found, [-1.0, 0.0, 1.0], atol=1e-10)
+    assert sum(counts) == int(np.sum(np.asarray(res.converged)))
+    assert len(res.status) == 21
+
+
+def cubic_homotopy(y, lam, p):
+    """y^3 + y - lam p: regular for all lam, root y(1) solves y^3 + y = p."""
+    return y ** 3 + y - lam * p
+
+
+def test_homotopy_reaches_lam1_on_regular_path():
+    p = jnp.array([10.0, -4.0])
+    h = jax.jit(lambda y0, pp: cont.homotopy(cubic_homotopy, y0, pp, 0.0, 1.0))(jnp.zeros(2), p)
+    assert bool(h.success)
+    assert float(h.lam_reached) == 1.0
+    np.testing.assert_allclose(np.asarray(h.value ** 3 + h.value), np.asarray(p), atol=1e-8)
+    assert int(h.steps) >= 4  # h_max = 0.25 forces at least four steps
+
+
+def fold_fn(y, lam, p):
+    """y^2 + lam = 0: two branches y = +-sqrt(-lam) for lam < 0 meeting at the fold lam = 0."""
+    return y ** 2 + lam
+
+
+def test_homotopy_stops_before_fold():
+    h = cont.homotopy(fold_fn, jnp.array([1.0]), None, -1.0, 1.0)
+    assert not bool(h.success)
+    assert -1e-3 < float(h.lam_reached) <= 0.0
+    assert float(h.value[0] ** 2 + h.lam_reached) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_trace_path_reports_fold_at_zero():
+    lams = np.linspace(-1.0, 0.5, 14)  # grid step 0.115, does not hit the fold lam = 0 itself
+    path = cont.trace_path(fold_fn, jnp.array([1.0]), None, lams)
+    assert path.fold_at is not None
+    # the branch y = sqrt(-lam) can be followed up to (almost) the fold
+    assert -1e-3 < path.fold_at <= 0.0
+    assert "fold" in path.message
+    # every recorded point is a genuine root and lies before the fold
+    assert np.all(path.lam <= 0.0)
+    assert np.all(path.residual < 1e-10)
+    np.testing.assert_allclose(path.y[:, 0], np.sqrt(-path.lam), atol=1e-8)
+    # sigma_min = |2 y| falls towards the fold
+    assert np.all(np.diff(path.sigma_min) < 0)
+
+
+def test_trace_path_without_fold_reaches_the_end():
+    lams = np.linspace(0.0, 1.0, 6)
+    path = cont.trace_path(cubic_homotopy, jnp.zeros(2), jnp.array([10.0, -4.0]), lams)
+    assert path.fold_at is None
+    np.testing.assert_allclose(path.lam, lams)
+    assert np.all(path.residual < 1e-10)
+
+
+def test_pseudo_arclength_goes_around_fold():
+    br = cont.pseudo_arclength(fold_fn, jnp.array([1.0]), None, -1.0, ds=0.1, n_steps=60, lam_min=-1.5,
+                               lam_max=1.0)
+    assert len(br.folds) == 1
+    lam_f, y_f = br.folds[0]
+    assert abs(lam_f) < 1e-6
+    assert abs(float(y_f[0])) < 1e-3
+    # both branches visited: y > 0 before the fold, y < 0 after, all genuine roots
+    assert np.max(br.y[:, 0]) > 0.5 and np.min(br.y[:, 0]) < -0.5
+    assert np.all(br.lam <= 1e-9)
+    np.testing.assert_allclose(br.y[:, 0] ** 2 + br.lam, 0.0, atol=1e-9)
+    # det(J) = 2y changes sign exactly once
+    assert np.sum(np.diff(br.det_sign) != 0) == 1
