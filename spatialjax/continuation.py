@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spatialjax.solver import _newton, solve_root, jacobian_sigma_min
+from spatialjax.solver import RESULTS, _newton, jacobian_sigma_min, solve_root
 
 __all__ = ["homotopy", "HomotopyResult", "trace_path", "Path", "pseudo_arclength", "Branch", "multistart"]
 
@@ -186,61 +186,80 @@ class Branch:
                             title=f"Branch: {len(self.lam)} points, {len(self.folds)} fold(s)")
 
 
+def _jz(fn, jac, z, a):
+    """[F_y, F_lam] at z = (y, lam), shape (n, n+1)."""
+    n = z.shape[0] - 1
+    if jac is None:
+        return jax.jacfwd(lambda zz: fn(zz[:n], zz[n], a))(z)
+    Jy = jac(z[:n], z[n], a)
+    Jl = jax.jvp(lambda l: fn(z[:n], l, a), (z[n],), (jnp.ones_like(z[n]),))[1]
+    return jnp.concatenate([Jy, Jl[:, None]], axis=1)
+
+
+@eqx.filter_jit
+def _pal_tangent(fn, jac, z, t_prev, a):
+    n = z.shape[0] - 1
+    Jz = _jz(fn, jac, z, a)
+    A = jnp.vstack([Jz, t_prev[None, :]])
+    rhs = jnp.zeros(n + 1, z.dtype).at[n].set(1.0)
+    t = jnp.linalg.solve(A, rhs)
+    t = t / jnp.linalg.norm(t)
+    t = jnp.where(jnp.dot(t, t_prev) < 0, -t, t)
+    sgn, _ = jnp.linalg.slogdet(Jz[:, :n])
+    return t, sgn
+
+
+@eqx.filter_jit
+def _pal_correct(fn, jac, tol, z_pred, t, a):
+    n = z_pred.shape[0] - 1
+
+    def H(z, aa):
+        return jnp.concatenate([fn(z[:n], z[n], aa), jnp.dot(t, z - z_pred)[None]])
+
+    def HJ(z, aa):
+        return jnp.vstack([_jz(fn, jac, z, aa), t[None, :]])
+
+    r = solve_root(H, z_pred, a, tol=tol, max_steps=15, diagnose=False, linear_solver="dense", jac=HJ)
+    return r.value, r.residual, r.result == RESULTS.successful
+
+
 def pseudo_arclength(fn, y0, args, lam0, *, ds=0.02, n_steps=400, lam_min=-np.inf, lam_max=np.inf,
-                     direction=1.0, tol=1e-10, ds_min=1e-7, ds_max=0.1) -> Branch:
-    """Follow the solution branch of ``fn(y, lam, args) = 0`` through folds (dense; small n).
+                     direction=1.0, tol=1e-10, ds_min=1e-7, ds_max=0.1, jac=None) -> Branch:
+    """Follow the solution branch of ``fn(y, lam, args) = 0`` through folds (dense linear algebra).
 
     Predictor: unit tangent ``t`` of the curve ``F(y, lam) = 0`` in ``z = (y, lam)``
     (kernel of ``[F_y F_lam]``, oriented to continue the previous one). Corrector: Newton on
     ``F(z) = 0, t . (z - z_pred) = 0``. A fold is where the ``lam``-component of ``t``
-    changes sign; its location is refined by the secant rule on that component.
+    changes sign; its location is refined by the secant rule on that component. ``y0`` is
+    polished at ``lam0`` first. ``direction`` (+1/-1) is the initial direction in ``lam``.
+    ``jac``: optional dense ``(y, lam, args) -> dF/dy``. Steps are compiled once per ``fn``
+    (pass the same function object to reuse the compilation). Stops after ``n_steps`` or
+    when ``lam`` leaves ``[lam_min, lam_max]``.
     """
     y0 = jnp.asarray(y0)
     n = y0.shape[0]
-
-    def G(z, a):
-        return fn(z[:n], z[n], a)
-
-    @jax.jit
-    def tangent(z, t_prev, a):
-        Jz = jax.jacfwd(G)(z, a)  # (n, n+1)
-        A = jnp.vstack([Jz, t_prev[None, :]])
-        rhs = jnp.zeros(n + 1, z.dtype).at[n].set(1.0)
-        t = jnp.linalg.solve(A, rhs)
-        t = t / jnp.linalg.norm(t)
-        t = jnp.where(jnp.dot(t, t_prev) < 0, -t, t)
-        sgn, _ = jnp.linalg.slogdet(Jz[:, :n])
-        return t, sgn
-
-    @jax.jit
-    def correct(z_pred, t, a):
-        def H(z, aa):
-            return jnp.concatenate([G(z, aa), jnp.dot(t, z - z_pred)[None]])
-
-        r = solve_root(H, z_pred, a, tol=tol, max_steps=15, diagnose=False, linear_solver="dense")
-        return r.value, r.residual, r.result == r.result.successful
-
-    first = solve_root(lambda yy, aa: fn(yy, lam0, aa), y0, args, tol=tol)
+    first = solve_root(lambda yy, aa: fn(yy, lam0, aa), y0, args, tol=tol,
+                       jac=None if jac is None else (lambda yy, aa: jac(yy, lam0, aa)))
     z = jnp.concatenate([first.value, jnp.asarray([lam0], y0.dtype)])
     t_prev = jnp.zeros(n + 1, z.dtype).at[n].set(direction)
-    t, sgn = tangent(z, t_prev, args)
+    t, sgn = _pal_tangent(fn, jac, z, t_prev, args)
     lams, ys, res, dets, folds = [float(lam0)], [np.asarray(first.value)], [float(first.residual)], [float(sgn)], []
     h = ds
     for _ in range(n_steps):
         z_pred = z + h * t
-        z_new, r, ok = correct(z_pred, t, args)
+        z_new, r, ok = _pal_correct(fn, jac, tol, z_pred, t, args)
         if not bool(ok):
             h *= 0.5
             if h < ds_min:
                 break
             continue
-        t_new, sgn_new = tangent(z_new, t, args)
+        t_new, sgn_new = _pal_tangent(fn, jac, z_new, t, args)
         if np.sign(float(t_new[n])) != np.sign(float(t[n])) and float(t[n]) != 0:
             # fold between z and z_new: refine by secant on the lam-component of the tangent
             a0, a1 = float(t[n]), float(t_new[n])
             w = a0 / (a0 - a1)
             zf = z + w * (z_new - z)
-            zf, _, okf = correct(zf, t, args)
+            zf, _, okf = _pal_correct(fn, jac, tol, zf, t, args)
             folds.append((float(zf[n]), np.asarray(zf[:n])))
         z, t = z_new, t_new
         lams.append(float(z[n]))
@@ -253,20 +272,21 @@ def pseudo_arclength(fn, y0, args, lam0, *, ds=0.02, n_steps=400, lam_min=-np.in
     return Branch(np.array(lams), np.array(ys), np.array(res), folds, np.array(dets))
 
 
-def multistart(fn, y0s, args, *, tol=1e-10, max_steps=100, dedupe_tol=1e-6, method="newton"):
+@eqx.filter_jit
+def _multistart_run(fn, tol, max_steps, method, jac, y0s, a):
+    return jax.vmap(lambda y: solve_root(fn, y, a, tol=tol, max_steps=max_steps, method=method,
+                                         linear_solver="dense", jac=jac))(y0s)
+
+
+def multistart(fn, y0s, args, *, tol=1e-10, max_steps=100, dedupe_tol=1e-6, method="newton", jac=None):
     """Solve ``fn(y, args) = 0`` from each row of ``y0s`` (shape ``(m, n)``) in one ``vmap``.
 
     Returns ``(roots, counts, results)``: the distinct converged roots (by max-norm distance
     ``dedupe_tol``), how many starts reached each, and the batched :class:`SolveResult`.
+    Compiled once per ``fn`` object (reuse the same function to avoid recompiling).
     """
     y0s = jnp.asarray(y0s)
-
-    @jax.jit
-    def run(y0s, a):
-        return jax.vmap(lambda y: solve_root(fn, y, a, tol=tol, max_steps=max_steps, method=method,
-                                             linear_solver="dense"))(y0s)
-
-    res = run(y0s, args)
+    res = _multistart_run(fn, tol, max_steps, method, jac, y0s, args)
     vals = np.asarray(res.value)
     conv = np.array([s == "successful" for s in res.status])
     roots, counts = [], []

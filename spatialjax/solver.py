@@ -325,18 +325,23 @@ def solve_root(
     if method not in ("newton", "lm"):
         raise ValueError(f"method: must be 'newton' or 'lm'; got {method!r}")
 
-    diff, static = eqx.partition(args, eqx.is_inexact_array)
     y0 = jax.lax.stop_gradient(y0)
+    # Python floats and weakly-typed scalars would not be seen as differentiable by the
+    # custom VJP (a silent zero gradient): promote every inexact leaf to a strong dtype.
+    args = jax.tree.map(lambda x: jax.lax.convert_element_type(x, jnp.result_type(float))
+                        if (isinstance(x, float) or (eqx.is_inexact_array(x) and getattr(x, "weak_type", False)))
+                        else x, args)
 
-    def F_of(y, d):
-        return fn(y, eqx.combine(d, static))
+    # ``fn``/``jac`` must not close over traced values: pass those in ``args``.
+    def F_of(y, a):
+        return fn(y, a)
 
-    def J_of(d):
+    def J_of(a):
         if jac is None:
             return None
-        return lambda y: jac(y, eqx.combine(d, static))
+        return lambda y: jac(y, a)
 
-    def forward(d):
+    def forward(d, y0):
         F = lambda y: F_of(y, d)  # noqa: E731
         if method == "lm":
             y, f, k = _lm(F, y0, tol=tol, max_steps=max_steps, jac=J_of(d))
@@ -357,17 +362,22 @@ def solve_root(
         code = jnp.where(~finite, 3, jnp.where(~conv, jnp.where(k >= max_steps, 1, 2), jnp.where(singular, 4, 0)))
         return y, res, k, smin, jn, code
 
-    @jax.custom_vjp
-    def _solve(d):
-        return forward(d)
+    @eqx.filter_custom_vjp
+    def _solve(d, y0):
+        return forward(d, y0)
 
-    def _fwd(d):
-        out = forward(d)
-        return out, (out[0], out[5], d)
+    @_solve.def_fwd
+    def _fwd(perturbed, d, y0):
+        out = forward(d, y0)
+        return out, (out[0], out[5])
 
-    def _bwd(saved, cts):
-        y, code, d = saved
+    @_solve.def_bwd
+    def _bwd(saved, cts, perturbed, d, y0):
+        y, code = saved
         ybar = cts[0]
+        if ybar is None:
+            return jax.tree.map(lambda _: None, d)
+        diff, static = eqx.partition(d, eqx.is_inexact_array)
         Fy = lambda yy: F_of(yy, d)  # noqa: E731
         if linear_solver == "dense":
             J = jax.jacfwd(Fy)(y) if jac is None else J_of(d)(y)
@@ -384,12 +394,11 @@ def solve_root(
         ok_adj = jnp.all(jnp.isfinite(lam)) & (_norm_inf(r) <= adjoint_rtol * scale)
         ok = (code == 0) & ok_adj
         poison = jnp.where(ok, 1.0, jnp.nan)
-        _, vjp_d = jax.vjp(lambda dd: F_of(y, dd), d)
+        _, vjp_d = jax.vjp(lambda dd: F_of(y, eqx.combine(dd, static)), diff)
         (dbar,) = vjp_d(-lam * poison)
-        return (dbar,)
+        return dbar
 
-    _solve.defvjp(_fwd, _bwd)
-    y, res, k, smin, jn, code = _solve(diff)
+    y, res, k, smin, jn, code = _solve(args, y0)
     result = RESULTS.where(code == 0, RESULTS.successful,
                            RESULTS.where(code == 1, RESULTS.max_steps_reached,
                                          RESULTS.where(code == 2, RESULTS.stalled,

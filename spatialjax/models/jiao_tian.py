@@ -556,6 +556,45 @@ def two_city_params(Delta: float = 0.0, *, theta=5.0, gamma=0.1, alpha=0.4, beta
                   H=jnp.ones(2), Lm_total=1.0, Lp_total=2.0)
 
 
+def tau_from_openness(N: int, theta, Delta, upgraded: int | None = None, Delta_base=1e-12):
+    """tau_nc = Delta_nc^(-1/theta) with ICT openness Delta (n != c), tau_nn = 1. Traceable in Delta.
+
+    ``upgraded=None``: every pair has openness ``Delta``. ``upgraded=c`` (0-based): only pairs
+    involving city c; the others have ``Delta_base`` (default 1e-12, i.e. autarky).
+    """
+    eye = jnp.eye(N)
+    if upgraded is None:
+        M = jnp.ones((N, N))
+    else:
+        M = jnp.zeros((N, N)).at[upgraded, :].set(1.0).at[:, upgraded].set(1.0)
+    D = M * jnp.maximum(Delta, 1e-300) + (1 - M) * Delta_base
+    return jnp.where(eye > 0, 1.0, D ** (-1.0 / theta))
+
+
+def load_example(name: str) -> tuple[Params, dict]:
+    """Load an embedded example economy (``"two-city"`` or ``"eight-city"``) at autarky.
+
+    Scalars come from ``spatialjax/data/jiao_tian_examples.toml``, city columns from the CSV
+    it names (schema: ``city`` int, ``T_root`` = T_n^(1/theta) > 0, ``H`` > 0), read with pandas.
+    Returns ``(params, meta)``; set the openness with :func:`tau_from_openness`.
+    """
+    from spatialjax.io import data_path, read_table, read_toml
+
+    cfg = read_toml(data_path("jiao_tian_examples.toml"))
+    if name not in cfg:
+        raise ParameterError("example", f"unknown example {name!r}; available: {sorted(cfg)}")
+    meta = dict(cfg[name])
+    df = read_table(data_path(meta["cities"]), {"city": "int", "T_root": "positive", "H": "positive"})
+    df = df.sort_values("city")
+    th = float(meta["theta"])
+    N = len(df)
+    params = Params(alpha=float(meta["alpha"]), beta=float(meta["beta"]), theta=th, gamma=float(meta["gamma"]),
+                    T=jnp.asarray(df["T_root"].to_numpy() ** th), tau=tau_from_openness(N, th, 0.0),
+                    H=jnp.asarray(df["H"].to_numpy()), Lm_total=float(meta["Lm_total"]),
+                    Lp_total=float(meta["Lp_total"]))
+    return params, meta
+
+
 def eight_city_params(Delta: float = 0.0, upgraded: int | None = None, *, theta=5.0, gamma=0.1, alpha=0.4,
                       beta=0.4, Delta_base: float | None = None) -> Params:
     """Figure 3 economy: four big cities (T^(1/theta) = 1.5) and four small (1.0), H = 1, L^m = 1,
