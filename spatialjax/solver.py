@@ -156,7 +156,7 @@ def _newton(F, y0, *, tol, max_steps, linear_solver, max_krylov, jac=None):
 
     def cond(c):
         y, f, m, k, code, extra = c
-        return (code == 0) & (extra < polish) & (k < max_steps)
+        return (code == 0) & (extra < polish) & (k < max_steps) & (_norm_inf(f) > 1e-3 * tol)
 
     def body(c):
         y, f, m, k, code, extra = c

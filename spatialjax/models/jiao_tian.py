@@ -345,8 +345,10 @@ class Solution(eqx.Module):
         rows = [(int(i) + 1, self.Lm[i], self.Lp[i], self.skill_share[i], self.w[i], self.Epi[i], self.p[i],
                  self.fragmentation_share[i]) for i in order]
         notes = [
-            f"status: {self.status}; max-norm residual {float(self.residual):.2e}; iterations {int(self.steps)}; "
-            f"sigma_min(J) {float(self.sigma_min):.2e}",
+            f"status: {self.status}; max-norm residual {float(self.residual):.2e}; Newton iterations "
+            f"{int(self.steps)}; sigma_min(J) {float(self.sigma_min):.2e}; "
+            + ("warm start" if not np.isfinite(float(self.homotopy_reached)) else
+               f"cold start: homotopy from autarky reached s = {float(self.homotopy_reached):.4g}"),
             f"log real income: workers {float(self.log_Uw):.6f}, managers {float(self.log_Um):.6f}; "
             f"degeneracy check: min L^m = {float(self.min_Lm):.3e}, min L^p = {float(self.min_Lp):.3e}",
         ]
