@@ -173,11 +173,8 @@ def test_dense_and_gmres_agree_on_solution_and_gradient(cubic_rhs):
     assert float(rg.sigma_min) == pytest.approx(float(rd.sigma_min), rel=1e-3)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "BUG solver.py: jax.grad of a jitted function that calls solve_root fails with "
-    "'TypeError: No constant handler for type DynamicJaxprTracer': the custom_vjp _solve(d) closes over "
-    "the traced y0 (jnp.asarray/stop_gradient inside jit). Fix: pass y0 as a primal input of the "
-    "custom_vjp (_solve(d, y0), zero cotangent for y0). jit(grad(...)) works."))
+# Regression test: grad of a jitted function calling solve_root used to fail with "No constant handler
+# for type DynamicJaxprTracer" (custom_vjp closing over the traced y0); fixed in c7f8ef6.
 def test_grad_of_jitted_solve(cubic_rhs):
     c = jnp.arange(1.0, N_TOY + 1.0)
     g = jax.grad(lambda b: jnp.dot(c, _solve_cubic(jnp.zeros(N_TOY), b).value))(cubic_rhs)
