@@ -57,6 +57,7 @@ import numpy as np
 
 import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ConvergenceError, ParameterError
+from spatialjax.scalar import bisect
 from spatialjax.tables import format_kv, format_table
 from spatialjax.validation import check_finite, check_positive, check_shape
 
@@ -253,18 +254,8 @@ def _implicit_step(F, x, args):
 
 
 def _bisect(f, lo, hi, iters=200):
-    """Root of scalar f on [lo, hi] with a sign change (fori_loop)."""
-    flo = f(lo)
-
-    def body(_, s):
-        a, b, fa = s
-        m = 0.5 * (a + b)
-        fm = f(m)
-        same = jnp.sign(fm) == jnp.sign(fa)
-        return jnp.where(same, m, a), jnp.where(same, b, m), jnp.where(same, fm, fa)
-
-    a, b, _ = jax.lax.fori_loop(0, iters, body, (lo, hi, flo))
-    return 0.5 * (a + b)
+    """Root of scalar f on [lo, hi] with a sign change (see :func:`spatialjax.scalar.bisect`)."""
+    return bisect(f, lo, hi, iters)
 
 
 # ----------------------------------------------------------------------------------------

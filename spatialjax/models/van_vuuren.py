@@ -53,6 +53,7 @@ import numpy as np
 
 import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ConvergenceError, ParameterError
+from spatialjax.scalar import bisect
 from spatialjax.tables import format_table
 from spatialjax.validation import check_finite, check_interval, check_positive
 
@@ -287,17 +288,7 @@ _TG = jnp.linspace(0.03, 0.97, _NT)
 
 
 def _bisect(f, lo, hi, n=60):
-    flo = f(lo)
-
-    def body(_, c):
-        lo, hi, flo = c
-        mid = 0.5 * (lo + hi)
-        fm = f(mid)
-        left = jnp.sign(fm) == jnp.sign(flo)
-        return jnp.where(left, mid, lo), jnp.where(left, hi, mid), jnp.where(left, fm, flo)
-
-    lo, hi, _ = jax.lax.fori_loop(0, n, body, (lo, hi, flo))
-    return 0.5 * (lo + hi)
+    return bisect(f, lo, hi, n)
 
 
 def _corner_roots(P, config):
