@@ -32,6 +32,13 @@ Typical use::
     print(res.summary())
     res.values.value   # shape (B, n)
 
+Known issue (jax 0.10.2, CPU backend): with *forced* host devices
+(``--xla_force_host_platform_device_count``) on a 2-core machine, a vmapped Newton solve of
+moderate size (n = 80, 2 or 4 scenarios per device) was seen to deadlock inside XLA's CPU
+runtime -- also with a plain ``jit`` of sharded inputs and with no collectives in the
+compiled program, so not specific to this module. Real multi-GPU meshes and the default
+single CPU device are unaffected by that setting.
+
 This module is generic: it never imports a model.
 """
 
