@@ -260,6 +260,7 @@ def _fold_point():
     return par(r.value[2 * n]), r.value[:n], float(r.value[2 * n])
 
 
+@pytest.mark.slow
 def test_gradient_at_fold_is_nan_and_status_singular():
     p, y_fold, D_fold = _fold_point()
     # Delta* = 0.2006624 (extended system, residual < 1e-13); MODELS.md: "around 0.2"
@@ -268,5 +269,8 @@ def test_gradient_at_fold_is_nan_and_status_singular():
     assert not bool(s.converged)
     assert s.status == "singular", s.summary()
     assert float(s.sigma_min) < 1e-5 * float(s.solve.jac_norm)  # the diagnostic sees the fold
+    from spatialjax.errors import SingularJacobianError
+    with pytest.raises(SingularJacobianError, match="fold"):
+        jt.solve(p, y0=y_fold, tol=1e-12, throw=True)
     g = jax.grad(lambda q: objective(q, y_fold))(p)
     assert np.all(np.isnan(np.asarray(g.T)))
