@@ -537,12 +537,7 @@ def test_regularity_condition_of_prop3():
     assert ei.value.field == "gamma"
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "BUG jiao_tian.validate: `tau = _concrete(p.tau); check_finite('tau', tau)` passes None (the "
-    "concretised value of a traced tau) to check_finite, which does np.isfinite(np.asarray(None)) -> "
-    "TypeError. Happens whenever Params is built inside jit/grad/solve_root with concrete T but traced "
-    "tau, e.g. jax.jit(lambda t: jt.Params(alpha=0.4, beta=0.4, theta=5.0, gamma=0.1, "
-    "T=np.array([2.0, 1.0]), tau=t, H=np.ones(2)))(tau). Fix: check_finite('tau', p.tau)."))
+# Regression: validate() used to pass the concretised (None) value of a traced tau to check_finite.
 def test_params_with_traced_tau_inside_jit():
     f = jax.jit(lambda t: jt.Params(alpha=0.4, beta=0.4, theta=5.0, gamma=0.1, T=np.array([2.0, 1.0]), tau=t,
                                     H=np.ones(2)).tau)

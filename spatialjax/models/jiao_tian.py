@@ -126,8 +126,8 @@ def validate(p: Params) -> None:
     check_positive("H", p.H)
     check_positive("Lm_total", p.Lm_total)
     check_positive("Lp_total", p.Lp_total)
+    check_finite("tau", p.tau)
     tau = _concrete(p.tau)
-    check_finite("tau", tau)
     if tau is not None:
         d = np.diag(tau)
         if not np.allclose(d, 1.0, rtol=0, atol=1e-12):
