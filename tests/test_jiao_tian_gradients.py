@@ -152,6 +152,29 @@ class _G:  # attribute access for _compare
         self.__dict__.update(d)
 
 
+@pytest.mark.slow
+def test_gmres_and_lm_paths_agree_with_dense(synth):
+    """Matrix-free Newton-Krylov (the large-N path) and Levenberg-Marquardt give the dense solution;
+    the GMRES adjoint gives the dense gradient."""
+    p, y_true = synth
+    y0 = y_true + 0.1 * jnp.asarray(np.random.default_rng(0).uniform(-1, 1, y_true.shape[0]))
+
+    def f(q, ls, m):
+        s = jt.solve(q, y0=y0, linear_solver=ls, method=m, tol=1e-12)
+        return s.log_Uw + W_M * s.log_Um, s
+
+    (_, sd), gd = jax.value_and_grad(f, has_aux=True)(p, "dense", "newton")
+    (_, sg), gg = jax.value_and_grad(f, has_aux=True)(p, "gmres", "newton")
+    sl = jt.solve(p, y0=y0, method="lm", tol=1e-12)
+    for s in (sd, sg, sl):
+        assert s.status == "successful"
+        np.testing.assert_allclose(np.asarray(s.y), np.asarray(y_true), atol=1e-10)
+    assert float(sg.sigma_min) == pytest.approx(float(sd.sigma_min), rel=1e-3)
+    for k in ("theta", "gamma", "T", "H", "tau"):
+        np.testing.assert_allclose(np.asarray(getattr(gg, k)), np.asarray(getattr(gd, k)), rtol=1e-7, atol=1e-12,
+                                   err_msg=k)
+
+
 @pytest.mark.parametrize("econ", ["two_city", "synth"])
 def test_independent_paths_agree_with_finite_differences(econ, request):
     """optimistix ImplicitAdjoint and jaxopt custom_root agree with each other and with central FD.
