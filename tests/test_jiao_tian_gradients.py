@@ -259,7 +259,6 @@ def _fold_point():
     base = _params(jnp.array([1.5 ** 5, 1.0]), jnp.array([[1.0, 2.0], [2.0, 1.0]]), jnp.ones(2))
 
     def par(D):
-        # tree_at, not Params(...): constructing Params with a traced tau fails (see test_jiao_tian.py)
         t = D ** (-1 / th)
         return eqx.tree_at(lambda r: r.tau, base, jnp.eye(2) + t * (1 - jnp.eye(2)))
 
