@@ -313,3 +313,30 @@ def test_pseudo_arclength_goes_around_fold():
     np.testing.assert_allclose(br.y[:, 0] ** 2 + br.lam, 0.0, atol=1e-9)
     # det(J) = 2y changes sign exactly once
     assert np.sum(np.diff(br.det_sign) != 0) == 1
+
+
+@pytest.mark.slow
+def test_failed_adjoint_solve_gives_nan_not_zero_gradient():
+    """The backward (adjoint) linear solve is checked: a matrix-free forward solve that converges by
+    many cheap inexact-Newton steps (max_krylov=2 GMRES restarts), whose adjoint GMRES cannot reach
+    its tolerance within the same budget, yields NaN cotangents, never a plausible number. With enough
+    Krylov iterations the same gradient is finite and matches the dense one."""
+    n = 200
+    rng = np.random.default_rng(0)
+    A = jnp.asarray(np.diag(np.logspace(0, 4, n)) + 0.01 * rng.normal(size=(n, n)))
+
+    def F(y, b):
+        return A @ y + 0.01 * y ** 3 - b
+
+    def obj(b, mk, ls):
+        r = solve_root(F, jnp.zeros(n), b, linear_solver=ls, max_krylov=mk, max_steps=100)
+        return jnp.sum(r.value), r
+
+    b = jnp.ones(n)
+    (_, r_starved), g_starved = jax.value_and_grad(obj, has_aux=True)(b, 2, "gmres")
+    assert r_starved.status == "successful"  # the forward solve itself is fine
+    assert np.all(np.isnan(np.asarray(g_starved)))
+    (_, r_ok), g_ok = jax.value_and_grad(obj, has_aux=True)(b, 400, "gmres")
+    (_, r_d), g_d = jax.value_and_grad(obj, has_aux=True)(b, 400, "dense")
+    assert r_ok.status == "successful" and r_d.status == "successful"
+    np.testing.assert_allclose(np.asarray(g_ok), np.asarray(g_d), rtol=1e-7)
