@@ -378,6 +378,18 @@ PHASES = {"ours": phase_ours, "cold": phase_cold, "baselines": phase_baselines}
 # ---------------------------------------------------------------------------------------
 
 
+def _vm_hwm(pid: int) -> int | None:
+    """Peak resident memory (VmHWM) of a running process, Linux only; None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def _run_child(a, phase: str, N: int, timeout: float, prior: dict | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", phase, "--_N", str(N)]
     for k in ("seed", "perturb", "tol", "repeats", "dist_tol", "fd_full_max", "fd_sample", "fd_rel_step",
@@ -400,14 +412,32 @@ def _run_child(a, phase: str, N: int, timeout: float, prior: dict | None = None)
                 found = json.loads(line[len(RESULT_TAG):])
         return found
 
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None if a.verbose else subprocess.PIPE,
+                            text=True, cwd=str(ROOT))
+    hwm = None
     try:
-        cp = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if a.verbose else subprocess.PIPE,
-                            text=True, timeout=timeout, cwd=str(ROOT))
-    except subprocess.TimeoutExpired as e:
-        d = last_result(e.stdout) or {"N": N, "verdict": "timeout", "status": "timeout"}
-        d["phase_timed_out"] = True
-        d["phase_timeout_s"] = timeout
-        return d
+        # poll (rather than wait) so that the child's peak memory so far can be read if it times out
+        while proc.poll() is None and time.perf_counter() - t < timeout:
+            hwm = _vm_hwm(proc.pid) or hwm
+            time.sleep(0.5)
+        if proc.poll() is None:
+            hwm = _vm_hwm(proc.pid) or hwm
+            proc.kill()
+            out, _ = proc.communicate()
+            d = last_result(out) or {"N": N, "verdict": "timeout", "status": "timeout"}
+            d["phase_timed_out"] = True
+            d["phase_timeout_s"] = timeout
+            d.setdefault("peak_rss_bytes", hwm)
+            return d
+        out, err_text = proc.communicate()
+    except BaseException:
+        proc.kill()
+        raise
+
+    class _CP:  # minimal stand-in for CompletedProcess
+        stdout, stderr, returncode = out, err_text, proc.returncode
+
+    cp = _CP()
     wall = time.perf_counter() - t
     d = last_result(cp.stdout)
     if d is not None and cp.returncode == 0:
@@ -429,6 +459,26 @@ def _best(runs: list[dict], method: str) -> dict | None:
     conv = [r for r in rs if r["verdict"] == "wrong_equilibrium"]
     pool = conv or rs
     return dict(min(pool, key=lambda r: r["seconds"]))
+
+
+def _summarise_baselines(entry: dict) -> dict:
+    """Best setting per baseline method and its time ratio to our warm solve (stored in ``entry``)."""
+    d = entry.get("baselines", {})
+    if "runs" not in d:
+        return {}
+    ours = entry.get("ours", {}).get("warm", {})
+    ours_t = ours.get("median_s") if ours.get("verdict") == "ok" else None
+    best = {}
+    for m in ("damped_fixed_point", "appendix_g", "scipy_root_hybr"):
+        b = _best(d["runs"], m)
+        if b is None:
+            continue
+        b["ratio_vs_ours"] = (b["seconds"] / ours_t) if (ours_t and b["verdict"] == "ok") else None
+        if b["ratio_vs_ours"] is None:
+            b["ratio_note"] = ("our warm solve not ok" if not ours_t else f"baseline {b['verdict']}")
+        best[m] = b
+    entry["best_baselines"] = best
+    return best
 
 
 def _machine() -> dict:
@@ -570,6 +620,8 @@ def main(argv=None) -> int:
                     help="residual evaluations allowed to scipy root (default 5 (2N+3): a few FD Jacobians)")
     ap.add_argument("--grid-max-n", type=int, default=722,
                     help="above this N the baselines only use the best settings found at smaller N")
+    ap.add_argument("--update", action="store_true",
+                    help="merge into an existing --output file (replace only the phases run now)")
     ap.add_argument("--verbose", "-v", action="store_true", help="show the children's progress log")
     ap.add_argument("--_child", choices=list(PHASES), help=argparse.SUPPRESS)
     ap.add_argument("--_N", type=int, help=argparse.SUPPRESS)
@@ -599,6 +651,11 @@ def main(argv=None) -> int:
                      "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()
                                   if not k.startswith("_") and k not in ("N", "prior")},
                      "sizes": {}}
+    if a.update and a.output and a.output.exists():
+        old = json.loads(a.output.read_text())
+        results["sizes"] = old.get("sizes", {})
+        results["previous_runs"] = old.get("previous_runs", []) + [
+            {k: old.get(k) for k in ("created", "settings", "total_wall_s")}]
     jobs = [(N, ph) for N in sorted(a.sizes) for ph in a.phases]
     prior = None
     t_all = time.perf_counter()
@@ -610,18 +667,7 @@ def main(argv=None) -> int:
         entry = results["sizes"].setdefault(str(N), {"N": N})
         entry[ph] = d
         if ph == "baselines" and "runs" in d:
-            ours = entry.get("ours", {}).get("warm", {})
-            ours_t = ours.get("median_s") if ours.get("verdict") == "ok" else None
-            best = {}
-            for m in ("damped_fixed_point", "appendix_g", "scipy_root_hybr"):
-                b = _best(d["runs"], m)
-                if b is None:
-                    continue
-                b["ratio_vs_ours"] = (b["seconds"] / ours_t) if (ours_t and b["verdict"] == "ok") else None
-                if b["ratio_vs_ours"] is None:
-                    b["ratio_note"] = ("our warm solve not ok" if not ours_t else f"baseline {b['verdict']}")
-                best[m] = b
-            entry["best_baselines"] = best
+            best = _summarise_baselines(entry)
             if N <= a.grid_max_n:
                 prior = {m: best[m]["settings"] for m in ("damped_fixed_point", "appendix_g") if m in best}
                 prior = {"damped": {"damping": prior["damped_fixed_point"]["damping"]} if "damped_fixed_point" in prior else None,
@@ -632,6 +678,8 @@ def main(argv=None) -> int:
             results["total_wall_s"] = time.perf_counter() - t_all
             a.output.write_text(json.dumps(results, indent=1, default=str))
     bar.close()
+    for entry in results["sizes"].values():  # ratios again (with --update, "ours" may be newer)
+        _summarise_baselines(entry)
     results["total_wall_s"] = time.perf_counter() - t_all
     results["goal_report"] = _goals(results)
     print(_table(results))
