@@ -61,7 +61,11 @@ def max_res(p, y):
 # ---------------------------------------------------------------------------------------
 
 N_AUT = 4
-TAU_PROHIBITIVE = 1e6 * (1 - np.eye(N_AUT)) + np.eye(N_AUT)
+# tau = 1e12 off the diagonal: openness tau^-theta <= 1e-24 for theta >= 2. (With tau = 1e6 and
+# theta ~ 2 the openness is ~4e-13, and where the closed form puts ~1e-4 of the managers in a city
+# with elasticity alpha/(1-alpha)/D ~ 14, the finite-cost equilibrium deviates from the
+# tau -> infinity limit by ~6e-8 in log L^m ratios -- a real effect, not a solver error.)
+TAU_PROHIBITIVE = 1e12 * (1 - np.eye(N_AUT)) + np.eye(N_AUT)
 
 
 def _prop3_check(alpha, gamma, theta, beta, seed):
@@ -84,8 +88,8 @@ def _prop3_check(alpha, gamma, theta, beta, seed):
             assert lw[n] - lw[k] == pytest.approx((logT[n] - logT[k]) / D, abs=1e-8)
     # skill share equal across cities (= L^m / (L^m + L^p) = 1/3)
     np.testing.assert_allclose(np.asarray(sol.skill_share), 1.0 / 3.0, atol=1e-10)
-    # (almost) no fragmentation at prohibitive costs: openness tau^-theta <= 1e-12 for theta >= 2
-    assert float(jnp.max(sol.fragmentation_share)) < 1e-9
+    # (almost) no fragmentation at prohibitive costs: openness tau^-theta <= 1e-24 for theta >= 2
+    assert float(jnp.max(sol.fragmentation_share)) < 1e-15
     return sol
 
 
