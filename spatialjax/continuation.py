@@ -45,12 +45,15 @@ class HomotopyResult(eqx.Module):
 
 def homotopy(fn, y0, args, lam0=0.0, lam1=1.0, *, h0=0.05, h_min=1e-5, h_max=0.25,
              max_corrector=12, tol=1e-9, max_steps=2000, linear_solver="dense",
-             max_krylov=400, jac=None) -> HomotopyResult:
+             max_krylov=400, jac=None, max_correction=0.05) -> HomotopyResult:
     """Continue the root of ``fn(y, lam, args)`` from ``(y0, lam0)`` to ``lam1``.
 
     ``y0`` must solve ``fn(., lam0, args) = 0`` (e.g. a closed form). Pure JAX; the result
     carries no gradient (use it as the warm start of a differentiable solve at ``lam1``).
-    ``jac``: optional dense Jacobian ``(y, lam, args) -> dF/dy``.
+    ``jac``: optional dense Jacobian ``(y, lam, args) -> dF/dy``. ``max_correction``: a step
+    is rejected (and halved) when the corrector moves ``y`` by more than this in max-norm
+    from the secant prediction, which keeps the path on its branch instead of jumping to
+    another equilibrium.
     """
     args = jax.lax.stop_gradient(args)
     y0 = jax.lax.stop_gradient(jnp.asarray(y0))
@@ -76,8 +79,11 @@ def homotopy(fn, y0, args, lam0=0.0, lam1=1.0, *, h0=0.05, h_min=1e-5, h_max=0.2
         Jf = None if jac is None else (lambda yy: jac(yy, lam_new, args))
         y_c, f_c, kk = _newton(F, y_pred, tol=tol, max_steps=max_corrector, linear_solver=linear_solver,
                                max_krylov=max_krylov, jac=Jf)
-        ok = jnp.all(jnp.isfinite(y_c)) & (jnp.max(jnp.abs(f_c)) <= tol)
-        easy = kk <= 4
+        # Branch-jumping guard: a corrector that moves far from the predictor has most likely
+        # converged onto another branch; reject the step and halve it.
+        ok = jnp.all(jnp.isfinite(y_c)) & (jnp.max(jnp.abs(f_c)) <= tol) & \
+            (jnp.max(jnp.abs(y_c - y_pred)) <= max_correction)
+        easy = (kk <= 4) & (jnp.max(jnp.abs(y_c - y_pred)) <= 0.25 * max_correction)
         y2 = jnp.where(ok, y_c, y)
         lam2 = jnp.where(ok, lam_new, lam)
         yp2 = jnp.where(ok, y, yp)
