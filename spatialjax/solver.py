@@ -283,7 +283,7 @@ def solve_root(
     adjoint_rtol: float = 1e-6,
     diagnose: bool = True,
     throw: bool = False,
-    dense_max: int = 1600,
+    dense_max: int = 6100,
     jac: Callable[[jax.Array, Any], jax.Array] | None = None,
 ) -> SolveResult:
     """Solve ``fn(y, args) = 0`` for ``y`` (shape ``(n,)``), differentiably in ``args``.
