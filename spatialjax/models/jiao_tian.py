@@ -400,8 +400,46 @@ def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold)
 _solve_jit = eqx.filter_jit(_solve_impl)
 
 
+def _res_s(y, s, p):
+    return residual(y, p, s)
+
+
+def _jac_s(y, s, p):
+    return jacobian(y, p, s)
+
+
+_homotopy_jit = eqx.filter_jit(lambda p, tol: homotopy(_res_s, autarky(p), p, 0.0, 1.0, h0=0.1, h_max=0.25,
+                                                       h_min=1e-6, tol=max(tol, 1e-9), max_corrector=15,
+                                                       jac=_jac_s))
+
+
+def _is_traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, n_steps=200):
+    """The homotopy stopped at a fold before s = 1: follow the branch around it by
+    pseudo-arclength (eager, dense). If the branch comes back to s = 1, polish there with a
+    warm solve; otherwise return the original (failed) solution, whose status says so."""
+    from spatialjax.continuation import pseudo_arclength
+
+    h = _homotopy_jit(params, tol)
+    br = pseudo_arclength(_res_s, h.value, params, float(h.lam_reached), ds=0.02, n_steps=n_steps,
+                          lam_min=0.0, lam_max=1.0 + 1e-12, jac=_jac_s)
+    hit = np.flatnonzero((br.lam[:-1] - 1.0) * (br.lam[1:] - 1.0) <= 0)
+    if len(hit) == 0:
+        return sol
+    k = int(hit[0])
+    w = (1.0 - br.lam[k]) / (br.lam[k + 1] - br.lam[k]) if br.lam[k + 1] != br.lam[k] else 0.0
+    y0 = jnp.asarray(br.y[k] + w * (br.y[k + 1] - br.y[k]))
+    new = _solve_jit(params, y0, tol, max_steps, linear_solver, method, False)
+    if not bool(new.converged):
+        return sol
+    return eqx.tree_at(lambda q: q.homotopy_reached, new, jnp.asarray(1.0, new.y.dtype))
+
+
 def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, linear_solver: str = "auto",
-          method: str = "newton", throw: bool = False) -> Solution:
+          method: str = "newton", throw: bool = False, fold_fallback: bool = True) -> Solution:
     """Solve the Jiao-Tian equilibrium.
 
     Args:
@@ -414,6 +452,9 @@ def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, l
             above), ``"dense"`` or ``"gmres"``.
         method: ``"newton"`` or ``"lm"`` (Levenberg-Marquardt globalisation).
         throw: raise on failure (outside jit/vmap only).
+        fold_fallback: when the cold-start homotopy stops at a fold before s = 1, follow
+            the branch around it by pseudo-arclength continuation (eager only: not inside
+            jit/vmap/grad, where the failed status is returned instead).
 
     Works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (derivatives by the implicit
     function theorem at the final root; NaN if the root is not regular).
@@ -421,6 +462,8 @@ def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, l
     cold = y0 is None
     y_start = jnp.zeros(2 * params.T.shape[-1] + 2) if cold else _y_from_warm(params, y0)
     sol = _solve_jit(params, y_start, tol, max_steps, linear_solver, method, cold)
+    if cold and fold_fallback and not _is_traced(sol.y) and not bool(sol.converged):
+        sol = _arclength_fallback(params, sol, tol, max_steps, linear_solver, method)
     if throw:
         raise_if_failed(sol.solve, "Jiao-Tian equilibrium solve")
     return sol
