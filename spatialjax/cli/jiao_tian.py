@@ -127,7 +127,7 @@ def run(args) -> int:
     (out / "jiao_tian_summary.json").write_text(json.dumps(report, indent=2))
     figs = plot_openness_sweep(branches, eqs, report, out, title=f"Jiao-Tian {args.example} economy")
 
-    print(format_table(["experiment", "Delta", "# equilibria", "skill share of upgraded city (each eq.)"],
+    print(format_table(["experiment", "Delta", "# equilibria", "skill share of upgraded city (City 1 if all pairs), each eq."],
                        summary_rows, title=f"Jiao-Tian {args.example} economy ({meta['source']}): equilibria along "
                                            "ICT openness Delta",
                        notes=[f"{e['experiment']}: {e['branches']} branch(es) traced; folds at Delta = "
