@@ -501,7 +501,8 @@ def test_vmap_batch_with_failing_members_reports_each(fig2_start):
         assert batched.status[i] == single.status
         assert float(batched.residual[i]) == pytest.approx(float(single.residual), rel=1e-8, abs=1e-15)
         true_res = max_res(eqx.tree_at(lambda q: q.tau, p, tau_two(Ds[i])), batched.y[i])
-        assert true_res == pytest.approx(float(batched.residual[i]), rel=1e-6, abs=1e-15)
+        # abs: round-off of the residual itself (the solve stops once it is below 1e-13)
+        assert true_res == pytest.approx(float(batched.residual[i]), rel=1e-6, abs=1e-13)
         if batched.status[i] == "successful":
             assert true_res < 1e-9
             if float(Ds[i]) > FOLD_DELTA:

@@ -340,3 +340,21 @@ def test_failed_adjoint_solve_gives_nan_not_zero_gradient():
     (_, r_d), g_d = jax.value_and_grad(obj, has_aux=True)(b, 400, "dense")
     assert r_ok.status == "successful" and r_d.status == "successful"
     np.testing.assert_allclose(np.asarray(g_ok), np.asarray(g_d), rtol=1e-7)
+
+
+def test_reuse_jacobian_matches_newton_and_gradient():
+    """Shamanskii steps (one LU reused while it contracts) reach the same root and the same
+    implicit gradient as full Newton; failures are still reported."""
+    def F(y, a):
+        return jnp.array([y[0] ** 3 + y[1] - a["p"], y[1] - a["q"] * y[0]])
+
+    a = {"p": jnp.asarray(3.0), "q": jnp.asarray(0.5)}
+    r0 = solve_root(F, jnp.array([1.0, 1.0]), a)
+    r1 = solve_root(F, jnp.array([1.0, 1.0]), a, reuse_jacobian=True)
+    assert r1.status == "successful" and float(r1.residual) < 1e-12
+    np.testing.assert_allclose(np.asarray(r1.value), np.asarray(r0.value), rtol=1e-12)
+    g0 = jax.grad(lambda a: solve_root(F, jnp.array([1.0, 1.0]), a).value[0])(a)
+    g1 = jax.grad(lambda a: solve_root(F, jnp.array([1.0, 1.0]), a, reuse_jacobian=True).value[0])(a)
+    np.testing.assert_allclose(float(g1["p"]), float(g0["p"]), rtol=1e-10)
+    bad = solve_root(lambda y, a: y ** 2 + 1.0, jnp.array([1.0]), None, reuse_jacobian=True)
+    assert bad.status != "successful" and float(bad.residual) >= 1.0

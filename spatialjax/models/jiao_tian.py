@@ -393,7 +393,7 @@ def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold)
     else:
         s_reached = jnp.nan
     res = solve_root(lambda y, a: residual(y, a), y0, params, tol=tol, max_steps=max_steps, linear_solver=ls,
-                     method=method, jac=lambda y, a: jacobian(y, a))
+                     method=method, jac=lambda y, a: jacobian(y, a), reuse_jacobian=True)
     return _pack(params, res.value, res, s_reached)
 
 
