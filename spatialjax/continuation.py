@@ -20,7 +20,6 @@ scalar continuation parameter ``lam``; they know nothing about any model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
 
 import equinox as eqx
 import jax

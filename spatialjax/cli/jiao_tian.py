@@ -30,7 +30,6 @@ def register(sub):
 
 def run(args) -> int:
     import equinox as eqx
-    import jax
     import jax.numpy as jnp
     import numpy as np
     import pandas as pd
@@ -57,7 +56,6 @@ def run(args) -> int:
     summary_rows, branch_frames, eq_frames, report = [], [], [], {"example": args.example, "source": meta["source"],
                                                                     "experiments": []}
     failed = False
-    jac = lambda y, D, p: jt.jacobian(y, p)  # noqa: E731  (tau already depends on D inside p)
     for city in tqdm(experiments, desc="experiments", disable=args.quiet):
         up = None if city is None else city - 1
         label = "all pairs" if city is None else f"City {city} upgraded"
@@ -77,7 +75,7 @@ def run(args) -> int:
                                           lam_min=-1e-3, lam_max=1.0 + 1e-9, jac=jac_fn)]
         # Branch B: from every equilibrium at Delta = 1 reachable from branch A points, downwards.
         starts = jnp.asarray(branches_here[0].y[:: max(1, len(branches_here[0].lam) // 16)])
-        roots, _, _ = multistart(fn_at_one := (lambda y, p: fn(y, 1.0, p)), starts, base)
+        roots, _, _ = multistart(lambda y, p: fn(y, 1.0, p), starts, base)
         for r in roots:
             br = pseudo_arclength(fn, r, base, 1.0, ds=0.02, n_steps=args.arclength_steps, direction=-1.0,
                                   lam_min=-1e-3, lam_max=1.0 + 1e-9, jac=jac_fn)

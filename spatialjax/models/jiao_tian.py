@@ -34,7 +34,6 @@ the homotopy selects the interior equilibrium connected to autarky. Every soluti
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import equinox as eqx
@@ -46,7 +45,7 @@ from jax.scipy.special import gammaln
 import spatialjax  # noqa: F401  (x64)
 from spatialjax.continuation import homotopy
 from spatialjax.errors import ParameterError
-from spatialjax.solver import RESULTS, SolveResult, raise_if_failed, solve_root
+from spatialjax.solver import SolveResult, raise_if_failed, solve_root
 from spatialjax.tables import format_table
 from spatialjax.validation import check_finite, check_positive, check_shape, _concrete
 
