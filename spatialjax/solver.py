@@ -140,14 +140,37 @@ def _gmres_newton_step(F, y, f, rtol, max_krylov):
     return dy, jnp.all(jnp.isfinite(dy)) & (jnp.linalg.norm(dy) > 0)
 
 
+def _merit(F, y):
+    f = F(y)
+    return f, 0.5 * jnp.sum(f * f)
+
+
+def _armijo_step(F, y, f, m, dy, ok):
+    """Backtracking (Armijo) line search on ``0.5 ||F||^2`` along ``dy`` (halving, at most 40
+    times). Returns ``(y_new, f_new, m_new, accepted, m_trial)``; a rejected step leaves
+    ``y, f, m`` unchanged. ``m_trial`` is the merit at the last trial point."""
+
+    def ls_cond(s):
+        t, fn, mn, i = s
+        return (~jnp.isfinite(mn) | (mn > (1.0 - 1e-4 * t) * m)) & (i < 40)
+
+    def ls_body(s):
+        t, _, _, i = s
+        t = 0.5 * t
+        fn, mn = _merit(F, y + t * dy)
+        return t, fn, mn, i + 1
+
+    f1, m1 = _merit(F, y + dy)
+    t, fn, mn, _ = jax.lax.while_loop(ls_cond, ls_body, (jnp.asarray(1.0, y.dtype), f1, m1, 0))
+    accepted = ok & jnp.isfinite(mn) & (mn <= (1.0 - 1e-4 * t) * m)
+    return (jnp.where(accepted, y + t * dy, y), jnp.where(accepted, fn, f), jnp.where(accepted, mn, m),
+            accepted, mn)
+
+
 def _newton(F, y0, *, tol, max_steps, linear_solver, max_krylov, jac=None):
     """Newton's method with Armijo backtracking on ``0.5 ||F||^2``. Pure JAX (while_loop)."""
 
-    def merit(y):
-        f = F(y)
-        return f, 0.5 * jnp.sum(f * f)
-
-    f0, m0 = merit(y0)
+    f0, m0 = _merit(F, y0)
 
     # After the tolerance is met, up to ``polish`` further steps are taken (accepted only if
     # they reduce the residual): a regular root then sits at round-off, while a singular
@@ -167,24 +190,7 @@ def _newton(F, y0, *, tol, max_steps, linear_solver, max_krylov, jac=None):
             dy, ok = _gmres_newton_step(F, y, f, tol, max_krylov)
         dy = jnp.where(ok, dy, 0.0)
 
-        def ls_cond(s):
-            t, fn, mn, i = s
-            bad = ~jnp.isfinite(mn) | (mn > (1.0 - 1e-4 * t) * m)
-            return bad & (i < 40)
-
-        def ls_body(s):
-            t, _, _, i = s
-            t = 0.5 * t
-            fn, mn = merit(y + t * dy)
-            return t, fn, mn, i + 1
-
-        f1, m1 = merit(y + dy)
-        t, fn, mn, i = jax.lax.while_loop(ls_cond, ls_body, (jnp.asarray(1.0, y.dtype), f1, m1, 0))
-        accepted = ok & jnp.isfinite(mn) & (mn <= (1.0 - 1e-4 * t) * m)
-        # A tiny improvement is still progress when we are at the noise floor.
-        y_new = jnp.where(accepted, y + t * dy, y)
-        f_new = jnp.where(accepted, fn, f)
-        m_new = jnp.where(accepted, mn, m)
+        y_new, f_new, m_new, accepted, mn = _armijo_step(F, y, f, m, dy, ok)
         # code 1: line search failed, 2: linear solve failed (a failed polish step is not an error)
         code_new = jnp.where(accepted | (_norm_inf(f) <= tol), 0, jnp.where(ok, 1, 2)).astype(code.dtype)
         stop = (~accepted) & (_norm_inf(f) <= tol)
@@ -204,15 +210,11 @@ def _shamanskii(F, y0, *, tol, max_steps, jac=None):
     warm starts (counterfactuals from a baseline) one factorisation is usually enough.
     Failure codes as in :func:`_newton` (1: line search failed, 2: linear solve failed)."""
 
-    def merit(y):
-        f = F(y)
-        return f, 0.5 * jnp.sum(f * f)
-
     def factor(y):
         J = jax.jacfwd(F)(y) if jac is None else jac(y)
         return jsl.lu_factor(J)
 
-    f0, m0 = merit(y0)
+    f0, m0 = _merit(F, y0)
     lu0 = factor(y0)
     DONE = 9  # internal: converged to round-off, stop
 
@@ -228,22 +230,7 @@ def _shamanskii(F, y0, *, tol, max_steps, jac=None):
         ok = jnp.all(jnp.isfinite(dy))
         dy = jnp.where(ok, dy, 0.0)
 
-        def ls_cond(s):
-            t, fn, mn, i = s
-            return (~jnp.isfinite(mn) | (mn > (1.0 - 1e-4 * t) * m)) & (i < 40)
-
-        def ls_body(s):
-            t, _, _, i = s
-            t = 0.5 * t
-            fn, mn = merit(y + t * dy)
-            return t, fn, mn, i + 1
-
-        f1, m1 = merit(y + dy)
-        t, fn, mn, _ = jax.lax.while_loop(ls_cond, ls_body, (jnp.asarray(1.0, y.dtype), f1, m1, 0))
-        accepted = ok & jnp.isfinite(mn) & (mn <= (1.0 - 1e-4 * t) * m)
-        y_new = jnp.where(accepted, y + t * dy, y)
-        f_new = jnp.where(accepted, fn, f)
-        m_new = jnp.where(accepted, mn, m)
+        y_new, f_new, m_new, accepted, mn = _armijo_step(F, y, f, m, dy, ok)
         at_tol = _norm_inf(f) <= tol
         code_new = jnp.where(accepted | ~fresh, 0, jnp.where(at_tol, DONE, jnp.where(ok, 1, 2)))
         refactor_next = (~accepted) | (mn > m / 16.0)
