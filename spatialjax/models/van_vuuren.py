@@ -845,3 +845,399 @@ def table1(panel: str = "A", a_values=(1.0, 0.75, 0.6, 0.55, 0.5, 0.25, 0.1)):
                              omega_star=pl.omega, planner_config=pl.config, planner_local_26=pl.local_choice_26,
                              residual=e.residual))
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------
+# Section 7: heterogeneous firms (Table 2)
+# ----------------------------------------------------------------------------------------
+_NH = 40  # Gauss-Legendre nodes per rank segment (and per nested profit integral)
+_xh, _wh = np.polynomial.legendre.leggauss(_NH)
+_XH = (_xh + 1.0) / 2.0
+_WH = _wh / 2.0
+
+
+def _hetero_core(P: Params, u, t, plow, config: str):
+    """Section 7 objects for given u, t = H(p~) = du/(1-u) and the lowest accepted
+    productivity ``plow``, for a static ``config``.
+
+    Reconstruction (see the module section docstring of :func:`solve_market_hetero`):
+    contacts draw p ~ U[0, 1]; F(K(p)) = p, G(K(p)) = H(p).  On the rank grid g = H(p),
+
+    * (18) with acceptance:  delta (1-u) = lam u s(du+u/2) (1 - plow);
+    * (59) integrated:       1 - p(g) = delta (1-g)(1-u) / (lam D(g)),  D as in (19);
+    * firm with productivity p maximises (p - w) Phi(w), Phi = D / (rho+delta+lam psi s(d)(1-F));
+      envelope: pi(p) = int_plow^p Phi, K(p) = p - pi(p)/Phi(p), K(plow) = phi = plow;
+    * free entry:            gamma v = lam int_plow^1 pi(p) dp = lam int_0^1 (1-p) Phi p' dg;
+    * location (27) and reservation wage (37)/(38) as in the homogeneous model, with wage
+      integrals int I(w) dw = int I(g) K'(g) dg, K' = pi Phi' / Phi^2, and the wage gap
+      (K(p~-), K(p~+)) weighted by I(p~-).
+    Returns a dict of scalars (residuals r1 reservation wage, r2 location, r3 free entry; slack)."""
+    if config == "integrated":
+        t = jnp.zeros_like(u)
+    elif config == "segregated":
+        t = jnp.ones_like(u)
+    du = (1 - u) * t
+    s = lambda d: P.s0 - P.a * d
+    psi, rho, delta, a = P.psi, P.rho, P.delta, P.a
+    sbar = s(du + u / 2)
+    lam_hat = (1 - u) * delta / (u * sbar)  # accepted-offer rate per unit search efficiency
+    lam = lam_hat / (1 - plow)
+    de = (1 + u) / 2 - du * u / (1 - u)
+    S = u * sbar + (1 - u) * psi * s(de)
+    v = (lam / (P.alpha * S ** (P.nu - 1))) ** (1 / P.xi)
+    c = delta * (1 - u) / lam
+
+    def seg(g, upper):
+        if upper:
+            Ib = g * (P.s0 - a * u) - (1 - u) * a * g ** 2 / 2 + a * u * t
+            d = (1 - u) * g + u
+        else:
+            Ib = g * P.s0 - (1 - u) * a * g ** 2 / 2
+            d = (1 - u) * g
+        D = u * sbar + (1 - u) * psi * Ib
+        Dp = (1 - u) * psi * s(d)
+        one_m_p = c * (1 - g) / D
+        pp = c / D + c * (1 - g) * Dp / D ** 2          # p'(g)
+        B = rho + delta + lam * psi * s(d) * one_m_p
+        Bp = lam * psi * (-a * (1 - u) * one_m_p - s(d) * pp)
+        Phi = D / B
+        Phip = (Dp * B - D * Bp) / B ** 2
+        I = one_m_p / B
+        return dict(p=1 - one_m_p, pp=pp, Phi=Phi, Phip=Phip, I=I, d=d)
+
+    xg, wq = jnp.asarray(_XH), jnp.asarray(_WH)
+
+    def segment(g0, g1, upper, pi0):
+        """Quantities at the GL nodes of [g0, g1] with pi(g) = pi0 + int_g0^g Phi p' (nested GL)."""
+        L = g1 - g0
+        g = g0 + L * xg
+        q = seg(g, upper)
+        # nested: pi(g_i) = pi0 + (g_i - g0) sum_j w_j (Phi p')(g0 + (g_i - g0) x_j)
+        gg = g0 + (g - g0)[:, None] * xg[None, :]
+        qq = seg(gg, upper)
+        pi = pi0 + (g - g0) * jnp.sum(wq[None, :] * qq["Phi"] * qq["pp"], axis=1)
+        qe = seg(jnp.atleast_1d(g1), upper)
+        pi1 = pi0 + L * jnp.sum(wq * q["Phi"] * q["pp"])
+        K = q["p"] - pi / q["Phi"]
+        Kp = pi * q["Phip"] / q["Phi"] ** 2
+        return dict(w=L * wq, g=g, q=q, pi=pi, K=K, Kp=Kp, pi1=pi1,
+                    K1=qe["p"][0] - pi1 / qe["Phi"][0], I1=qe["I"][0])
+
+    zero = jnp.zeros_like(u)
+    if config == "integrated":
+        segs = [(segment(zero, zero + 1, True, zero), True)]
+        K0 = seg(jnp.atleast_1d(zero), True)["p"][0]
+    elif config == "segregated":
+        segs = [(segment(zero, zero + 1, False, zero), False)]
+        K0 = plow
+    else:
+        lo = segment(zero, t, False, zero)
+        hi = segment(t, zero + 1, True, lo["pi1"])
+        segs = [(lo, False), (hi, True)]
+    # wage integrals over each segment
+    J = [jnp.sum(sg["w"] * sg["q"]["I"] * sg["Kp"]) for sg, _ in segs]
+    E = sum(jnp.sum(sg["w"] * sg["q"]["p"]) for sg, _ in segs)                    # E_H p
+    fe = sum(jnp.sum(sg["w"] * (1 - sg["q"]["p"]) * sg["q"]["Phi"] * sg["q"]["pp"]) for sg, _ in segs)
+    if config == "interior":
+        lo, hi = segs[0][0], segs[1][0]
+        ht = seg(jnp.atleast_1d(t), True)
+        Kt_hi = ht["p"][0] - lo["pi1"] / ht["Phi"][0]  # K(p~+): same pi, larger Phi
+        w1, wt = lo["K1"], Kt_hi
+        Jgap = (wt - w1) * lo["I1"]
+        Jlo, Jhi = J[0], J[1]
+        M = jnp.sum(lo["w"] * lo["q"]["I"] * (du - lo["q"]["d"]) * lo["Kp"])
+    elif config == "segregated":
+        Jlo, Jgap, Jhi = J[0], zero, zero
+        sg = segs[0][0]
+        M = jnp.sum(sg["w"] * sg["q"]["I"] * (du - sg["q"]["d"]) * sg["Kp"])
+        w1 = wt = sg["K1"]
+    else:
+        Jlo, Jgap, Jhi = zero, zero, J[0]
+        M = zero
+        w1 = wt = K0
+    Ju = Jlo + Jgap + Jhi
+    tau, chi = P.tau, P.chi
+    if config == "integrated":
+        phi = P.b + tau * u + chi * (1 - u) + lam * (1 - psi) * s(u) * Ju  # (38)
+        r2 = tau - chi - a * lam * (1 - psi) * Ju
+        slack = -r2
+    else:
+        phi = P.b + tau * du + chi * (1 - du) + lam * (1 - psi) * s(du) * Ju - a * lam * psi * M  # (37)
+        r2 = tau - chi - a * lam * (1 - psi) * Ju - a * lam * psi * (Jlo + Jgap)  # (15)/(27)
+        slack = r2
+    r1 = plow - phi               # the lowest active firm pays the reservation wage: K(plow) = plow = phi
+    r3 = fe - P.gamma * v / lam   # free entry, per unit of lam
+    omega = (1 - u) * E + u * P.b - P.gamma * v - tau * ((1 - u ** 2) / 2 - du * u)
+    w_plus = segs[-1][0]["K1"]
+    return dict(r1=r1, r2=r2, r3=r3, slack=slack, u=u, t=t, du=du, v=v, lam=lam, plow=plow, phi=phi,
+                Ju=Ju, M=M, w1=w1, w_tilde=wt, w_plus=w_plus, E_p=E, omega=omega, s_u=sbar)
+
+
+_sigmoid = jax.nn.sigmoid
+TABLE2_TAU = 0.15  # Table 2: panel B parameters with tau = 0.15 (Section 7, p. 28)
+
+
+def _hetero_newton_factory(config: str):
+    """Damped Newton (logit coordinates) for the Section 7 market system, vmapped over seeds.
+
+    interior: unknowns (u, t, plow), equations (r1, r2, r3); corners: (u, plow), (r1, r3)."""
+
+    def F(P, z):
+        if config == "interior":
+            o = _hetero_core(P, _sigmoid(z[0]), _sigmoid(z[1]), _sigmoid(z[2]), config)
+            return jnp.stack([o["r1"], o["r2"], o["r3"]])
+        o = _hetero_core(P, _sigmoid(z[0]), jnp.zeros(()), _sigmoid(z[1]), config)
+        return jnp.stack([o["r1"], o["r3"]])
+
+    def newton(P, z0, iters=80):
+        def body(_, z):
+            r = F(P, z)
+            J = jax.jacfwd(lambda zz: F(P, zz))(z)
+            step = jnp.linalg.solve(J, -r)
+            step = jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
+            n = jnp.max(jnp.abs(step))
+            return z + step * jnp.minimum(1.0, 0.5 / jnp.maximum(n, 1e-300))
+
+        z = jax.lax.fori_loop(0, iters, body, z0)
+        return z, jnp.max(jnp.abs(F(P, z)))
+
+    return jax.jit(jax.vmap(newton, in_axes=(None, 0)))
+
+
+_HETERO_NEWTON = {}
+_hetero_core_jit = jax.jit(_hetero_core, static_argnums=(4,))
+
+
+def _hetero_seeds(config: str) -> np.ndarray:
+    lg = _logit
+    us, ts, ps = (0.04, 0.08, 0.15, 0.3), (0.05, 0.2, 0.5, 0.8, 0.95), (0.3, 0.4)
+    if config == "interior":
+        return np.array([[lg(u), lg(t), lg(p)] for u in us for t in ts for p in ps])
+    return np.array([[lg(u), lg(p)] for u in us + (0.5,) for p in ps + (0.5,)])
+
+
+@dataclasses.dataclass(frozen=True)
+class MarketEquilibriumHetero:
+    """One market equilibrium of the heterogeneous-firm model (Section 7, Table 2).
+
+    ``u, v, du, config, omega`` as in :class:`MarketEquilibrium`; ``plow`` the lowest
+    productivity accepted by the unemployed (Table 2's "p" column; in this reconstruction
+    equal to the reservation wage ``phi``); ``lam`` the contact rate per unit of search
+    efficiency (offers are drawn from p ~ U[0,1], a share ``plow`` is rejected); ``E_p``
+    mean productivity of the employed E_H[p]; ``w1 < w_tilde`` the wage gap at p~,
+    ``w_plus`` = K(1); ``s_u`` = s(du + u/2); ``slack`` >= 0 the configuration inequality;
+    ``residual`` max abs of (reservation wage, location, free entry) residuals."""
+
+    u: float
+    v: float
+    du: float
+    plow: float
+    phi: float
+    config: str
+    omega: float
+    lam: float
+    E_p: float
+    w1: float
+    w_tilde: float
+    w_plus: float
+    s_u: float
+    slack: float
+    residual: float
+    status: str
+    params: Params
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+    def summary(self, print_: bool = True) -> str:
+        rows = [("configuration", self.config), ("u", self.u), ("v", self.v), ("du", self.du),
+                ("s(du+u/2)", self.s_u), ("p_low (lowest accepted productivity)", self.plow),
+                ("lambda", self.lam), ("E_H[p]", self.E_p), ("w1 / w~ (wage gap)", f"{self.w1:.4f} / {self.w_tilde:.4f}"),
+                ("w+ = K(1)", self.w_plus), ("omega_t", self.omega), ("configuration slack", self.slack),
+                ("residual (max abs)", self.residual), ("status", self.status)]
+        s = format_table(["quantity", "value"], rows, title="van Vuuren (2016) Section 7 market equilibrium (heterogeneous firms)")
+        if print_:
+            print(s)
+        return s
+
+
+def solve_market_hetero(params: Params, *, tol: float = 1e-10, throw: bool = False) -> Equilibria:
+    """Market equilibria of the heterogeneous-firm model (Section 7, (27); Table 2).
+
+    Reconstruction (the paper gives only (27)--(30); everything else is re-derived, see
+    ``data_moments/van_vuuren_table2.md``):
+
+    * Each contact draws a productivity p ~ U[0, 1] (the paper's "standard uniform"); the
+      firm pays K(p), increasing, so F(K(p)) = p and G(K(p)) = H(p) (Section 7).  Offers with
+      p < plow are rejected, so the accepted-offer rate is lam s (1 - plow) and (18) becomes
+      ``delta (1-u) = lam u s(du+u/2) (1 - plow)``.  lam = alpha S^(nu-1) v^xi as in (2).
+    * Employed distribution H from the steady-state flows (59):
+      ``1 - p(g) = delta (1-g)(1-u) / (lam D(g))`` on the rank grid g = H(p), D as in (19).
+    * Wages (the "monopsony" of Section 7): a firm with productivity p posts
+      ``K(p) = argmax_w (p - w) Phi(w)``, ``Phi = D / (rho + delta + lam psi s(d)(1-F))`` (hires
+      per contact times discounted duration), as in Bontemps, Robin and van den Berg (2000).
+      Envelope: ``pi(p) = int_plow^p Phi``; ``K = p - pi/Phi``; the least productive active
+      firm pays the reservation wage, ``K(plow) = plow = phi``.  K jumps at p~ = H^-1(t)
+      (the wage gap, as in the homogeneous model).
+    * Free entry: ``gamma v = lam int_plow^1 pi(p) dp``.
+    * Location (27) (== (15) with wages K(p)) and reservation wage (37)/(38) as in the
+      homogeneous model, wage integrals taken along K.  With psi = 1 (Table 2) the
+      integrated configuration is never an equilibrium: its inequality needs
+      tau <= a lam (1 - psi) J_u.
+    * omega_t = (1-u) E_H[p] + u b - gamma v - tau [(1-u^2)/2 - du u]  (the Section 7 Omega
+      integrand).
+
+    Unknowns (u, t = du/(1-u), plow); each configuration is solved by damped Newton from a
+    grid of seeds; a candidate is kept when its residual is below ``tol`` and its
+    configuration inequality holds.  Returns :class:`Equilibria` of
+    :class:`MarketEquilibriumHetero` (empty with a warning, or ConvergenceError with
+    ``throw=True``, if none)."""
+    if not isinstance(params, Params):
+        raise ParameterError("params", f"must be a van_vuuren.Params; got {type(params).__name__}")
+    found, rejected = [], []
+    for config in CONFIGS:
+        if config not in _HETERO_NEWTON:
+            _HETERO_NEWTON[config] = _hetero_newton_factory(config)
+        z, res = (np.asarray(x) for x in _HETERO_NEWTON[config](params, jnp.asarray(_hetero_seeds(config))))
+        seen = []
+        for zi, ri in zip(z, res):
+            if not (np.isfinite(ri) and ri < tol):
+                continue
+            x = 1 / (1 + np.exp(-zi))
+            u, t, pl = (x[0], x[1], x[2]) if config == "interior" else (x[0], 0.0, x[1])
+            if config == "interior" and not (1e-7 < t < 1 - 1e-7):
+                continue
+            if any(abs(u - s_[0]) < 1e-7 and abs(t - s_[1]) < 1e-7 for s_ in seen):
+                continue
+            seen.append((u, t))
+            o = {k: float(v) for k, v in _hetero_core_jit(params, jnp.asarray(u), jnp.asarray(t), jnp.asarray(pl), config).items()}
+            problems = []
+            if o["slack"] < -1e-12:
+                problems.append(f"violates its location inequality (slack {o['slack']:.3g})")
+            if not (0 < o["plow"] < 1) or not (o["v"] > 0):
+                problems.append("plow outside (0,1) or v <= 0")
+            if config == "interior" and not (o["w_tilde"] > o["w1"]):
+                problems.append("no wage gap (w~ <= w1)")
+            if problems:
+                rejected.append(f"{config} candidate u={u:.4f}: " + "; ".join(problems))
+                continue
+            found.append(MarketEquilibriumHetero(
+                u=o["u"], v=o["v"], du=o["du"], plow=o["plow"], phi=o["phi"], config=config, omega=o["omega"],
+                lam=o["lam"], E_p=o["E_p"], w1=o["w1"], w_tilde=o["w_tilde"], w_plus=o["w_plus"], s_u=o["s_u"],
+                slack=o["slack"], residual=float(ri), status="converged", params=params))
+    if found:
+        status = f"{len(found)} equilibri{'um' if len(found) == 1 else 'a'} found"
+    else:
+        status = "no equilibrium found (no candidate satisfied the equations and its configuration inequality)"
+        if throw:
+            raise ConvergenceError(f"van_vuuren.solve_market_hetero: {status}; rejected: {rejected}")
+        warnings.warn(f"van_vuuren.solve_market_hetero: {status}", RuntimeWarning, stacklevel=2)
+    found.sort(key=lambda e: e.du)
+    return Equilibria(found, status, rejected)
+
+
+def _hetero_planner_omega(P: Params, u, t, plow):
+    """Steady-state flow welfare of the Section 7 planner, as a function of its choices.
+
+    The planner picks v, du and plow; in steady state (18) with acceptance ties u to them, so
+    we parametrise by (u, t = du/(1-u), plow): lam from (18), v from (2), H from (59) and
+    omega = (1-u) E_H[p] + u b - gamma v - tau [(1-u^2)/2 - du u].  Employed keep the market's
+    location order (low productivity in [0, du], high beyond du + u)."""
+    du = (1 - u) * t
+    a, psi, delta = P.a, P.psi, P.delta
+    s = lambda d: P.s0 - a * d
+    sbar = s(du + u / 2)
+    lam = (1 - u) * delta / (u * sbar) / (1 - plow)
+    de = (1 + u) / 2 - du * u / (1 - u)
+    S = u * sbar + (1 - u) * psi * s(de)
+    v = (lam / (P.alpha * S ** (P.nu - 1))) ** (1 / P.xi)
+    c = delta * (1 - u) / lam
+    xg, wq = jnp.asarray(_XH), jnp.asarray(_WH)
+
+    def p_of(g, upper):
+        Ib = jnp.where(upper, g * (P.s0 - a * u) - (1 - u) * a * g ** 2 / 2 + a * u * t, g * P.s0 - (1 - u) * a * g ** 2 / 2)
+        return 1 - c * (1 - g) / (u * sbar + (1 - u) * psi * Ib)
+
+    E = t * jnp.sum(wq * p_of(t * xg, False)) + (1 - t) * jnp.sum(wq * p_of(t + (1 - t) * xg, True))
+    omega = (1 - u) * E + u * P.b - P.gamma * v - P.tau * ((1 - u ** 2) / 2 - du * u)
+    return omega, v, E, lam
+
+
+_hp_val = jax.jit(lambda P, x: -_hetero_planner_omega(P, x[0], x[1], x[2])[0])
+_hp_grad = jax.jit(jax.grad(lambda P, x: -_hetero_planner_omega(P, x[0], x[1], x[2])[0], 1))
+_hp_all = jax.jit(lambda P, x: _hetero_planner_omega(P, x[0], x[1], x[2]))
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannerResultHetero:
+    """Planner optimum of the heterogeneous-firm model (Section 7, Table 2).
+
+    ``u, v, du, plow, omega`` at the optimum; ``config`` "integrated" (du = 0),
+    "interior" or "segregated" (du = 1 - u); ``E_p`` = E_H[p]; ``lam``; ``residual`` the
+    projected-gradient norm of omega at the optimum (bound-constrained in t = du/(1-u));
+    ``status``."""
+
+    u: float
+    v: float
+    du: float
+    plow: float
+    omega: float
+    config: str
+    E_p: float
+    lam: float
+    residual: float
+    status: str
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+    @property
+    def s_u(self) -> float:
+        return float("nan")  # filled by table2 from params; kept for symmetry
+
+
+def solve_planner_hetero(params: Params, *, tol: float = 1e-7, throw: bool = False) -> PlannerResultHetero:
+    """Section 7 planner: maximise steady-state flow welfare omega_t over (v, du, plow).
+
+    The paper maximises Omega(v, du, p) (Section 7) and characterises it with rho/delta -> 0
+    ((28)--(30)); in that limit the objective is the steady-state flow welfare, which is what
+    we maximise (as ``solve_planner(objective="steady_state")`` does for Table 1).  Unlike the
+    homogeneous model, du can be interior (on-the-job search now has social value: (30)).
+    Bound-constrained quasi-Newton (L-BFGS-B, exact gradients by autodiff) in (u, t, plow)
+    from several starts; the best local optimum is returned.  ``residual`` is the projected
+    gradient norm; status "converged" when it is below ``tol``."""
+    from scipy.optimize import minimize
+
+    if not isinstance(params, Params):
+        raise ParameterError("params", f"must be a van_vuuren.Params; got {type(params).__name__}")
+    best = None
+    bounds = [(1e-3, 0.95), (0.0, 1.0), (0.0, 0.95)]
+    for t0 in (0.0, 0.05, 0.2, 0.5, 0.8, 1.0):
+        for u0 in (0.05, 0.1, 0.2):
+            r = minimize(lambda x: float(_hp_val(params, jnp.asarray(x))), np.array([u0, t0, 0.3]),
+                         jac=lambda x: np.asarray(_hp_grad(params, jnp.asarray(x))), method="L-BFGS-B",
+                         bounds=bounds, options=dict(ftol=1e-15, gtol=1e-12, maxiter=2000))
+            if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
+                best = r
+    x = best.x
+    gr = np.asarray(_hp_grad(params, jnp.asarray(x)))  # gradient of -omega
+    proj = gr.copy()
+    for i, (lo, hi) in enumerate(bounds):
+        if x[i] <= lo + 1e-12 and gr[i] > 0:   # at the lower bound, -omega increasing inward is fine
+            proj[i] = 0.0
+        if x[i] >= hi - 1e-12 and gr[i] < 0:
+            proj[i] = 0.0
+    res = float(np.max(np.abs(proj)))
+    om, v, E, lam = (float(q) for q in _hp_all(params, jnp.asarray(x)))
+    u, t, pl = (float(q) for q in x)
+    config = "integrated" if t <= 1e-9 else ("segregated" if t >= 1 - 1e-9 else "interior")
+    status = "converged" if res < tol and pl < bounds[2][1] - 1e-9 and u < bounds[0][1] - 1e-9 else \
+        f"not converged (projected gradient {res:.3g}, or optimum on an artificial bound)"
+    if status != "converged":
+        if throw:
+            raise ConvergenceError(f"van_vuuren.solve_planner_hetero: {status}")
+        warnings.warn(f"van_vuuren.solve_planner_hetero: {status}", RuntimeWarning, stacklevel=2)
+    return PlannerResultHetero(u=u, v=v, du=(1 - u) * t, plow=pl, omega=om, config=config, E_p=E, lam=lam,
+                               residual=res, status=status)
