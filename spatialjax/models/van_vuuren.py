@@ -60,6 +60,8 @@ from spatialjax.validation import check_finite, check_interval, check_positive
 __all__ = [
     "Params", "MarketEquilibrium", "Equilibria", "PlannerResult", "solve_market", "solve_planner",
     "rents", "bid_rents", "sweep_a", "table1", "existence_condition", "welfare", "CONFIGS",
+    "MarketEquilibriumHetero", "PlannerResultHetero", "solve_market_hetero", "solve_planner_hetero", "table2",
+    "TABLE2_TAU",
 ]
 
 CONFIGS = ("integrated", "interior", "segregated")
@@ -1195,7 +1197,10 @@ class PlannerResultHetero:
 
     @property
     def s_u(self) -> float:
-        return float("nan")  # filled by table2 from params; kept for symmetry
+        """s(du + u/2), Table 2's "s(du)" column (not stored: needs a and s0)."""
+        return self._s_u
+
+    _s_u: float = float("nan")
 
 
 def solve_planner_hetero(params: Params, *, tol: float = 1e-7, throw: bool = False) -> PlannerResultHetero:
@@ -1239,5 +1244,54 @@ def solve_planner_hetero(params: Params, *, tol: float = 1e-7, throw: bool = Fal
         if throw:
             raise ConvergenceError(f"van_vuuren.solve_planner_hetero: {status}")
         warnings.warn(f"van_vuuren.solve_planner_hetero: {status}", RuntimeWarning, stacklevel=2)
-    return PlannerResultHetero(u=u, v=v, du=(1 - u) * t, plow=pl, omega=om, config=config, E_p=E, lam=lam,
-                               residual=res, status=status)
+    du = (1 - u) * t
+    return PlannerResultHetero(u=u, v=v, du=du, plow=pl, omega=om, config=config, E_p=E, lam=lam,
+                               residual=res, status=status,
+                               _s_u=float(params.s0) - float(params.a) * (du + u / 2))
+
+
+def table2(a_values=(1.0, 0.75, 0.6, 0.55, 0.5, 0.25, 0.1), *, paper: bool = True):
+    """Reproduce Table 2 (Section 7, heterogeneous firms): panel B parameters with tau = 0.15.
+
+    Returns a pandas DataFrame with one row per (a, side), side in ("planner", "market"; one
+    market row per equilibrium found, config "none" if none): a, side, config, u, v, du,
+    s_du (= s(du + u/2)), omega, p_low, residual and, with ``paper=True``, the printed
+    values ``paper_*`` (from ``data_moments/van_vuuren_table2.csv``, where the a value is
+    printed) and relative gaps ``gap_*`` = ours / printed - 1 (for du and p_low the absolute
+    difference).  See ``data_moments/van_vuuren_table2.md`` for the row-by-row discussion."""
+    import pandas as pd
+
+    ref = None
+    if paper:
+        from pathlib import Path
+        path = Path(__file__).resolve().parents[2] / "data_moments" / "van_vuuren_table2.csv"
+        if path.exists():
+            ref = pd.read_csv(path, comment="#")
+    rows = []
+    for a in a_values:
+        P = Params.panel_b(a, tau=TABLE2_TAU)
+        pl = solve_planner_hetero(P)
+        rows.append(dict(a=a, side="planner", config=pl.config, u=pl.u, v=pl.v, du=pl.du, s_du=pl.s_u,
+                         omega=pl.omega, p_low=pl.plow, residual=pl.residual))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            eqs = solve_market_hetero(P)
+        if not eqs:
+            rows.append(dict(a=a, side="market", config="none", u=np.nan, v=np.nan, du=np.nan, s_du=np.nan,
+                             omega=np.nan, p_low=np.nan, residual=np.nan))
+        for e in eqs:
+            rows.append(dict(a=a, side="market", config=e.config, u=e.u, v=e.v, du=e.du, s_du=e.s_u,
+                             omega=e.omega, p_low=e.plow, residual=e.residual))
+    df = pd.DataFrame(rows)
+    if ref is not None:
+        for k in ("u", "v", "du", "s_du", "omega", "p_low"):
+            vals = []
+            for r in df.itertuples():
+                m = ref[np.isclose(ref.a, r.a)]
+                vals.append(float(m[f"{r.side}_{k}"].iloc[0]) if len(m) else np.nan)
+            df[f"paper_{k}"] = vals
+        for k in ("u", "v", "s_du", "omega"):
+            df[f"gap_{k}"] = df[k] / df[f"paper_{k}"] - 1
+        for k in ("du", "p_low"):
+            df[f"gap_{k}"] = df[k] - df[f"paper_{k}"]
+    return df
