@@ -1,4 +1,4 @@
-"""``spatialjax solve van-vuuren``: market equilibria and planner for van Vuuren (2016), Table 1."""
+"""``spatialjax solve van-vuuren``: market equilibria and planner for van Vuuren (2016), Table 1 (and Table 2 with --table2)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ def register(sub):
         p.add_argument(f"--{name}", type=float, default=None, metavar="X",
                        help=f"override parameter {name} (default: the panel's value; a=1)")
     p.add_argument("--no-table", action="store_true", help="skip the Table 1 reproduction (both panels)")
+    p.add_argument("--table2", action="store_true",
+                   help="also reproduce Table 2 (Section 7, heterogeneous firms; panel B with tau=0.15) "
+                        "and write van_vuuren_table2.csv (printed vs computed)")
     p.add_argument("--sweep-points", type=int, default=20, metavar="N", help="points in the a-sweep (default 20)")
     add_output_argument(p)
     p.set_defaults(func=run)
@@ -72,6 +75,14 @@ def run(args) -> int:
         print("Table 1 reproduction (on-the-job-search columns):")
         print(tab[["panel", "a", "config", "u", "v", "du", "s_du", "omega", "omega_star", "planner_config"]]
               .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    if args.table2:
+        t2 = vv.table2()
+        t2.to_csv(out / "van_vuuren_table2.csv", index=False)
+        print()
+        print("Table 2 reproduction (heterogeneous firms; paper_* = printed; see data_moments/van_vuuren_table2.md):")
+        cols = [c for c in ("a", "side", "config", "u", "paper_u", "v", "paper_v", "du", "paper_du", "omega",
+                            "paper_omega", "p_low", "paper_p_low") if c in t2.columns]
+        print(t2[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     if not args.quiet:
         print(f"\nwrote tables and figures to {out}")
     ok = len(eqs) > 0 and pl.converged
