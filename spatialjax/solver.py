@@ -40,14 +40,14 @@ from typing import Any, Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 import lineax as lx
 import optimistix as optx
 
 from spatialjax.errors import ConvergenceError, SingularJacobianError
 from spatialjax.tables import format_kv
 
-__all__ = ["RESULTS", "SolveResult", "solve_root", "jacobian_sigma_min"]
+__all__ = ["RESULTS", "SolveResult", "solve_root", "jacobian_sigma_min", "LUFactor", "lu_factor", "lu_solve",
+           "Linearization", "DenseLinearization", "linearize"]
 
 
 class RESULTS(eqx.Enumeration):
@@ -121,10 +121,88 @@ def _norm_inf(x):
     return jnp.max(jnp.abs(x))
 
 
-def _dense_newton_step(F, y, f, jac=None):
+class LUFactor(eqx.Module):
+    """LU factorisation ``A[perm] = L U`` stored *transposed* (``luT = (L + U - I)^T``).
+
+    LAPACK's triangular solves (the CPU lowering of ``triangular_solve``) want column-major
+    operands; XLA arrays are row-major, so ``jax.scipy.linalg.lu_solve`` physically
+    transposes the whole factor on every call (and rebuilds the permutation from the
+    pivots in a scalar loop). Keeping the transposed factor makes the transpose a free
+    bitcast: about 6x faster per solve at n = 1446 on CPU, and the same on other backends.
+    """
+
+    luT: jax.Array
+    perm: jax.Array
+
+
+def lu_factor(A) -> LUFactor:
+    """Factor a square matrix ``A`` (shape ``(n, n)``) for repeated :func:`lu_solve` calls."""
+    lu, _, perm = jax.lax.linalg.lu(A)
+    return LUFactor(luT=lu.T, perm=perm)
+
+
+def lu_solve(fac: LUFactor, b, trans: bool = False):
+    """Solve ``A x = b`` (or ``A^T x = b`` with ``trans=True``); ``b`` shape ``(n,)``."""
+    lu = fac.luT.T
+    tri = jax.lax.linalg.triangular_solve
+    if not trans:
+        z = tri(lu, b[fac.perm][:, None], left_side=True, lower=True, unit_diagonal=True)
+        return tri(lu, z, left_side=True, lower=False)[:, 0]
+    # A = P^T L U  =>  A^T x = b  <=>  U^T L^T (P x) = b
+    w = tri(lu, b[:, None], left_side=True, lower=False, transpose_a=True)
+    v = tri(lu, w, left_side=True, lower=True, transpose_a=True, unit_diagonal=True)[:, 0]
+    return jnp.zeros_like(v).at[fac.perm].set(v)
+
+
+class Linearization(eqx.Module):
+    """A factorised Jacobian ``J = dF/dy`` at one point: what the dense Newton path, the
+    conditioning diagnostic and the adjoint solve need.
+
+    A model may return a subclass from its ``jac`` to exploit structure (e.g. a Schur
+    complement that eliminates a block with a diagonal Jacobian); :class:`DenseLinearization`
+    is the generic one (LU of the dense matrix).
+    """
+
+    def solve(self, b, trans: bool = False):
+        """``J^{-1} b`` (``J^{-T} b`` with ``trans=True``); ``b`` shape ``(n,)``."""
+        raise NotImplementedError
+
+    def mv(self, v, trans: bool = False):
+        """``J v`` (``J^T v`` with ``trans=True``)."""
+        raise NotImplementedError
+
+    def norm_inf(self):
+        """``||J||_inf`` (max absolute row sum)."""
+        raise NotImplementedError
+
+
+class DenseLinearization(Linearization):
+    """Dense Jacobian with its LU factorisation."""
+
+    J: jax.Array
+    lu: LUFactor
+
+    def solve(self, b, trans: bool = False):
+        return lu_solve(self.lu, b, trans=trans)
+
+    def mv(self, v, trans: bool = False):
+        return self.J.T @ v if trans else self.J @ v
+
+    def norm_inf(self):
+        return jnp.linalg.norm(self.J, ord=jnp.inf)
+
+
+def linearize(F, y, jac=None) -> Linearization:
+    """Factorised Jacobian of ``F`` at ``y``: ``jac(y)`` when given (a dense array or a
+    :class:`Linearization`), else ``jax.jacfwd``."""
     J = jax.jacfwd(F)(y) if jac is None else jac(y)
-    lu = jsl.lu_factor(J)
-    dy = jsl.lu_solve(lu, -f)
+    if isinstance(J, Linearization):
+        return J
+    return DenseLinearization(J=J, lu=lu_factor(J))
+
+
+def _dense_newton_step(F, y, f, jac=None):
+    dy = linearize(F, y, jac).solve(-f)
     return dy, jnp.all(jnp.isfinite(dy))
 
 
@@ -211,8 +289,7 @@ def _shamanskii(F, y0, *, tol, max_steps, jac=None):
     Failure codes as in :func:`_newton` (1: line search failed, 2: linear solve failed)."""
 
     def factor(y):
-        J = jax.jacfwd(F)(y) if jac is None else jac(y)
-        return jsl.lu_factor(J)
+        return linearize(F, y, jac)
 
     f0, m0 = _merit(F, y0)
     lu0 = factor(y0)
@@ -226,7 +303,7 @@ def _shamanskii(F, y0, *, tol, max_steps, jac=None):
         y, f, m, k, code, lu, refactor = c
         lu = jax.lax.cond(refactor & (k > 0), lambda: factor(y), lambda: lu)
         fresh = refactor | (k == 0)
-        dy = jsl.lu_solve(lu, -f)
+        dy = lu.solve(-f)
         ok = jnp.all(jnp.isfinite(dy))
         dy = jnp.where(ok, dy, 0.0)
 
@@ -267,17 +344,16 @@ def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 12, key_seed
     v = jax.random.normal(jax.random.PRNGKey(key_seed), (n,), dtype=y.dtype)
     v = v / jnp.linalg.norm(v)
     if linear_solver == "dense":
-        J = jax.jacfwd(F)(y) if jac is None else jac(y)
-        lu = jsl.lu_factor(J)
+        lin = linearize(F, y, jac)
 
         def inv_it(v, _):
-            w = jsl.lu_solve(lu, v, trans=1)  # J^{-T} v
-            w = jsl.lu_solve(lu, w)  # J^{-1} J^{-T} v
+            w = lin.solve(v, trans=True)  # J^{-T} v
+            w = lin.solve(w)  # J^{-1} J^{-T} v
             nw = jnp.linalg.norm(w)
             return w / nw, nw
 
         def pow_it(v, _):
-            w = J.T @ (J @ v)
+            w = lin.mv(lin.mv(v), trans=True)
             nw = jnp.linalg.norm(w)
             return w / nw, nw
 
@@ -352,8 +428,10 @@ def solve_root(
         diagnose: estimate ``sigma_min`` (costs about one extra Newton step).
         throw: raise :class:`ConvergenceError` / :class:`SingularJacobianError` instead of
             returning a failed result. Only valid outside ``jit``/``vmap``.
-        jac: optional ``(y, args) -> dF/dy`` (dense, shape ``(n, n)``) exploiting the model's
-            structure; default ``jax.jacfwd``. Used by the dense path only.
+        jac: optional ``(y, args) -> dF/dy`` exploiting the model's structure: a dense
+            ``(n, n)`` array, or a :class:`Linearization` (a factorised Jacobian with
+            ``solve``/``mv``/``norm_inf``, e.g. a Schur complement); default ``jax.jacfwd``.
+            Used by the dense path only.
         reuse_jacobian: dense Newton only: keep one LU factorisation while the iteration
             contracts (Shamanskii steps), refactoring when it does not. Fastest for warm
             starts; the conditioning diagnostic is still computed at the solution.
@@ -431,10 +509,10 @@ def solve_root(
         diff, static = eqx.partition(d, eqx.is_inexact_array)
         Fy = lambda yy: F_of(yy, d)  # noqa: E731
         if linear_solver == "dense":
-            J = jax.jacfwd(Fy)(y) if jac is None else J_of(d)(y)
-            lam = jsl.lu_solve(jsl.lu_factor(J), ybar, trans=1)
-            r = J.T @ lam - ybar
-            scale = jnp.linalg.norm(J, ord=jnp.inf) * _norm_inf(lam) + _norm_inf(ybar)
+            lin = linearize(Fy, y, J_of(d))
+            lam = lin.solve(ybar, trans=True)
+            r = lin.mv(lam, trans=True) - ybar
+            scale = lin.norm_inf() * _norm_inf(lam) + _norm_inf(ybar)
         else:
             _, vjp_y = jax.vjp(Fy, y)
             op = lx.FunctionLinearOperator(lambda u: vjp_y(u)[0], jax.ShapeDtypeStruct(y.shape, y.dtype))

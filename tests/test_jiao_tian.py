@@ -368,6 +368,50 @@ def test_analytic_jacobian_equals_jacfwd(seed):
     np.testing.assert_allclose(np.asarray(J), np.asarray(Jf), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_schur_linearization_solves_the_full_jacobian(seed):
+    """The Schur-complement factorisation (L^m eliminated by (53)) solves J x = b and
+    J^T x = b for the full (2N+2) Jacobian, away from equilibrium and at s < 1."""
+    rng = np.random.default_rng(seed)
+    N = 6
+    tau = np.exp(rng.uniform(0.2, 1, (N, N)))
+    np.fill_diagonal(tau, 1.0)
+    p = make_params(np.exp(rng.normal(size=N)), tau, H=np.exp(rng.normal(size=N)), gamma=rng.uniform(0.02, 0.3))
+    y = jnp.asarray(rng.normal(size=2 * N + 2) * 0.5)
+    b = jnp.asarray(rng.normal(size=2 * N + 2))
+    for s in (1.0, 0.4):
+        J = np.asarray(_jac_fwd(y, p, s))
+        lin = jt.schur_jacobian(y, p, s)
+        np.testing.assert_allclose(np.asarray(lin.J), J, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(J @ np.asarray(lin.solve(b)), np.asarray(b), atol=1e-9)
+        np.testing.assert_allclose(J.T @ np.asarray(lin.solve(b, trans=True)), np.asarray(b), atol=1e-9)
+        np.testing.assert_allclose(np.asarray(lin.mv(b, trans=True)), J.T @ np.asarray(b), atol=1e-12)
+
+
+def test_log_Lm_from_wages_is_eq_53_at_equilibrium(synth8):
+    p, y_true, _ = synth8
+    N = p.N
+    np.testing.assert_allclose(np.asarray(jt.log_Lm_from_wages(p, y_true[:N], y_true[2 * N], y_true[2 * N + 1])),
+                               np.asarray(y_true[N:2 * N]), atol=1e-11)
+
+
+def test_schur_and_dense_newton_give_the_same_iterates(synth8):
+    """Same Newton method, different linear algebra: same solution, steps and sigma_min."""
+    p, y_true, _ = synth8
+    y0 = y_true + 0.02 * jnp.asarray(np.random.default_rng(3).uniform(-1, 1, y_true.shape[0]))
+    a = jt.solve(p, y0, system="schur")
+    b = jt.solve(p, y0, system="dense")
+    assert a.status == b.status == "successful"
+    assert int(a.steps) == int(b.steps)
+    np.testing.assert_allclose(np.asarray(a.y), np.asarray(b.y), atol=1e-12)
+    assert float(a.sigma_min) == pytest.approx(float(b.sigma_min), rel=1e-6)
+    with pytest.raises(ParameterError, match="system"):
+        jt.solve(p, y0, system="sparse")
+    tiny = eqx.tree_at(lambda q: q.gamma, p, 1e-9)
+    with pytest.raises(ParameterError, match="pivot"):
+        jt.solve(tiny, y0, system="schur")
+
+
 # ---------------------------------------------------------------------------------------
 # Synthetic economies with a known equilibrium
 # ---------------------------------------------------------------------------------------

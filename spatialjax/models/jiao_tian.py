@@ -45,12 +45,13 @@ from jax.scipy.special import gammaln
 import spatialjax  # noqa: F401  (x64)
 from spatialjax.continuation import homotopy
 from spatialjax.errors import ParameterError
-from spatialjax.solver import SolveResult, raise_if_failed, solve_root
+from spatialjax.solver import Linearization, LUFactor, SolveResult, lu_factor, lu_solve, raise_if_failed, solve_root
 from spatialjax.tables import format_table
 from spatialjax.validation import check_finite, check_positive, check_shape, _concrete
 
 __all__ = [
-    "Params", "Solution", "solve", "welfare", "residual", "autarky", "equilibrium_objects",
+    "Params", "Solution", "solve", "welfare", "residual", "autarky", "equilibrium_objects", "jacobian",
+    "schur_jacobian", "SchurLinearization", "log_Lm_from_wages",
     "fragmentation_costs", "invert_technology", "invert_housing", "synthetic_economy",
     "eight_city_params", "two_city_params", "table5_params", "moments",
 ]
@@ -163,6 +164,15 @@ def _openness(p: Params, s=1.0):
     return eye + s * (D * (1 - eye))
 
 
+def _log_openness(p: Params, s=1.0):
+    """log Delta_nc(s). At s = 1 (a Python number) this is -theta log tau_nc off the diagonal
+    and 0 on it, without the exp/log round trip."""
+    if isinstance(s, (int, float)) and s == 1.0:
+        N = p.tau.shape[-1]
+        return (-p.theta * jnp.log(p.tau)) * (1 - jnp.eye(N, dtype=p.tau.dtype))  # tau_nn does not enter
+    return jnp.log(_openness(p, s))
+
+
 class Outcomes(eqx.Module):
     """All equilibrium objects at given (w, L^m). Shapes (N,) unless stated."""
 
@@ -184,10 +194,13 @@ def equilibrium_objects(params: Params, w, Lm, s=1.0) -> Outcomes:
     p = params
     k, log_zeta, log_eta = _consts(p)
     logw, logLm = jnp.log(w), jnp.log(Lm)
-    D = _openness(p, s)
-    logK = jnp.log(p.T)[:, None] + jnp.log(D) - (p.beta * p.theta) * logw[None, :]
-    logPhi = jax.nn.logsumexp(logK, axis=1)
-    x = jax.nn.softmax(logK, axis=1)
+    logK = jnp.log(p.T)[:, None] + _log_openness(p, s) - (p.beta * p.theta) * logw[None, :]
+    # One exponential pass gives both Phi (8) (a log-sum-exp) and x (9) (a softmax).
+    kmax = jax.lax.stop_gradient(jnp.max(logK, axis=1, keepdims=True))
+    e = jnp.exp(logK - kmax)
+    S = jnp.sum(e, axis=1, keepdims=True)
+    x = e / S
+    logPhi = (kmax + jnp.log(S))[:, 0]
     logEpi = log_zeta + (p.gamma / (1 - p.beta)) * logLm + k * logPhi
     log_coef = log_eta + k * logPhi + (1 + p.gamma / (1 - p.beta)) * logLm  # eta Phi^k Lm^(1+g/(1-b))
     coef = jnp.exp(log_coef)
@@ -219,14 +232,8 @@ def residual(y, params: Params, s=1.0):
     ])
 
 
-def jacobian(y, params: Params, s=1.0):
-    """Analytic Jacobian dF/dy of :func:`residual`, shape (2N+2, 2N+2).
-
-    Built from the structure of (8), (9), (13), (19): with X = [x_nc] and M = [L^p_nc],
-    d log Phi / d log w = -beta theta X and d L^p / d log w = (1-k) beta theta M^T X - (1+beta theta) diag(L^p),
-    k = 1/(theta(1-beta)). One N x N matrix product (BLAS) instead of 2N+2 forward-mode
-    passes; checked against ``jax.jacfwd`` in the tests.
-    """
+def _blocks(y, params: Params, s=1.0):
+    """Blocks of the analytic Jacobian of :func:`residual` (one N x N GEMM, ``M^T X``)."""
     p = params
     N = p.T.shape[-1]
     a, l = y[:N], y[N:2 * N]
@@ -236,23 +243,131 @@ def jacobian(y, params: Params, s=1.0):
     g = p.gamma / (1 - p.beta)
     X, M = o.x, o.Lp_nc
     I = jnp.eye(N, dtype=y.dtype)
-    dLp_da = (1 - k) * bt * (M.T @ X) - (1 + bt) * jnp.diag(o.Lp)
-    dLp_dl = (1 + g) * M.T
+    MT = M.T
+    MTX = MT @ X
+    dLp_da = (1 - k) * bt * MTX - (1 + bt) * jnp.diag(o.Lp)
+    dLp_dl = (1 + g) * MT
     A = o.Epi * o.Lm
     B = o.w * o.Lp
     dW_da = -(k * bt) * A[:, None] * X + jnp.diag(B) + o.w[:, None] * dLp_da
     dW_dl = jnp.diag(A * (1 + g)) + o.w[:, None] * dLp_dl
     c = (1 - p.alpha) / o.W
-    dlp_da, dlp_dl = c[:, None] * dW_da, c[:, None] * dW_dl
-    col = jnp.zeros((N, 1), y.dtype)
-    one = -jnp.ones((N, 1), y.dtype)
-    row1 = jnp.concatenate([I - dlp_da, -dlp_dl, one, col], axis=1)
-    row2 = jnp.concatenate([-(k * bt) * X - dlp_da, g * I - dlp_dl, col, one], axis=1)
-    sLp = jnp.sum(o.Lp)
-    row3 = jnp.concatenate([jnp.zeros(N, y.dtype), o.Lm / jnp.sum(o.Lm), jnp.zeros(2, y.dtype)])[None, :]
-    row4 = jnp.concatenate([jnp.sum(dLp_da, axis=0) / sLp, jnp.sum(dLp_dl, axis=0) / sLp,
-                            jnp.zeros(2, y.dtype)])[None, :]
+    return dict(N=N, o=o, k=k, bt=bt, g=g, X=X, MT=MT, MTX=MTX, I=I, A=A, c=c, dLp_da=dLp_da, dLp_dl=dLp_dl,
+                dlp_da=c[:, None] * dW_da, dlp_dl=c[:, None] * dW_dl, sLp=jnp.sum(o.Lp), sh=o.Lm / jnp.sum(o.Lm))
+
+
+def _assemble(b, dtype):
+    N, X, I = b["N"], b["X"], b["I"]
+    col = jnp.zeros((N, 1), dtype)
+    one = -jnp.ones((N, 1), dtype)
+    row1 = jnp.concatenate([I - b["dlp_da"], -b["dlp_dl"], one, col], axis=1)
+    row2 = jnp.concatenate([-(b["k"] * b["bt"]) * X - b["dlp_da"], b["g"] * I - b["dlp_dl"], col, one], axis=1)
+    row3 = jnp.concatenate([jnp.zeros(N, dtype), b["sh"], jnp.zeros(2, dtype)])[None, :]
+    row4 = jnp.concatenate([jnp.sum(b["dLp_da"], axis=0) / b["sLp"], jnp.sum(b["dLp_dl"], axis=0) / b["sLp"],
+                            jnp.zeros(2, dtype)])[None, :]
     return jnp.concatenate([row1, row2, row3, row4], axis=0)
+
+
+def jacobian(y, params: Params, s=1.0):
+    """Analytic Jacobian dF/dy of :func:`residual`, shape (2N+2, 2N+2).
+
+    Built from the structure of (8), (9), (13), (19): with X = [x_nc] and M = [L^p_nc],
+    d log Phi / d log w = -beta theta X and d L^p / d log w = (1-k) beta theta M^T X - (1+beta theta) diag(L^p),
+    k = 1/(theta(1-beta)). One N x N matrix product (BLAS) instead of 2N+2 forward-mode
+    passes; checked against ``jax.jacfwd`` in the tests.
+    """
+    return _assemble(_blocks(y, params, s), y.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Schur-complement linear algebra for Newton: manager locations eliminated by (53)
+# ---------------------------------------------------------------------------------------
+#
+# Manager indifference (14) minus worker indifference (16) removes the rent p_n:
+#     log E[pi_n] - log w_n = log U_m - log U_w,
+# and by (13) log E[pi_n] = log zeta + g log L^m_n + k log Phi_n, g = gamma/(1-beta), so
+#     log L^m_n = (log U_m - log U_w + log w_n - log zeta - k log Phi_n) / g          (53)
+# (the exponent 1/g = (1-beta)/gamma is ~47 at Table 5). In the Jacobian, these N
+# "difference" rows have the block g I in the L^m columns. Eliminating that block leaves an
+# (N+2) x (N+2) Schur complement S in (log w, log U_w, log U_m): each Newton step of the
+# full 2N+2 system is solved exactly with an LU of S (8x cheaper than the full LU), and S
+# costs no extra matrix product (it reuses M^T X). The Newton iterates are those of the
+# full system, so the equilibrium found from a warm start is the same. det J = g^N det S up
+# to sign, so J is singular exactly where S is (folds are preserved). Needs gamma > 0.
+
+
+def log_Lm_from_wages(params: Params, logw, lUw, lUm):
+    """log L^m_n implied by wages and the two utility levels, eq. (53) (needs gamma > 0)."""
+    p = params
+    k, log_zeta, _ = _consts(p)
+    logPhi = jax.nn.logsumexp(jnp.log(p.T)[:, None] + _log_openness(p) - (p.beta * p.theta) * logw[None, :], axis=1)
+    return (lUm - lUw + logw - log_zeta - k * logPhi) * ((1 - p.beta) / p.gamma)
+
+
+class SchurLinearization(Linearization):
+    """The Jacobian of :func:`residual` with its Schur-complement factorisation.
+
+    Equations reordered as d = (manager - worker) rows (N) and e = (worker rows, (17), (18));
+    unknowns as l = log L^m (N) and u = (log w, log U_w, log U_m). Then
+    J' = [[g I, H], [K, L]], S = L - K H / g, and a solve costs one (N+2) LU solve and a few
+    N x N products. ``J`` (the full matrix) is kept for products and norms.
+    """
+
+    J: jax.Array
+    K: jax.Array  # (N+2, N): e-rows, l-columns
+    X: jax.Array  # (N, N): H = [-(I + k beta theta X), 1, -1]
+    kbt: jax.Array
+    g: jax.Array
+    S: LUFactor
+
+    def _H(self, v):
+        N = self.X.shape[0]
+        return -(v[:N] + self.kbt * (self.X @ v[:N])) + v[N] - v[N + 1]
+
+    def _HT(self, w):
+        return jnp.concatenate([-(w + self.kbt * (self.X.T @ w)), jnp.stack([jnp.sum(w), -jnp.sum(w)])])
+
+    def solve(self, b, trans: bool = False):
+        N = self.X.shape[0]
+        if not trans:
+            r_d = b[N:2 * N] - b[:N]
+            r_e = jnp.concatenate([b[:N], b[2 * N:]])
+            x_u = lu_solve(self.S, r_e - (self.K @ r_d) / self.g)
+            x_l = (r_d - self._H(x_u)) / self.g
+            return jnp.concatenate([x_u[:N], x_l, x_u[N:]])
+        b_l = b[N:2 * N]
+        b_u = jnp.concatenate([b[:N], b[2 * N:]])
+        lam_e = lu_solve(self.S, b_u - self._HT(b_l) / self.g, trans=True)
+        lam_d = (b_l - self.K.T @ lam_e) / self.g
+        # back from the reordered rows: r' = (r_w, r_L, r_P; r_m - r_w)
+        return jnp.concatenate([lam_e[:N] - lam_d, lam_d, lam_e[N:]])
+
+    def mv(self, v, trans: bool = False):
+        return self.J.T @ v if trans else self.J @ v
+
+    def norm_inf(self):
+        return jnp.linalg.norm(self.J, ord=jnp.inf)
+
+
+def schur_jacobian(y, params: Params, s=1.0) -> SchurLinearization:
+    """The factorised Jacobian of :func:`residual` at ``y`` (Schur complement; needs gamma > 0)."""
+    b = _blocks(y, params, s)
+    X, I, g, kbt = b["X"], b["I"], b["g"], b["k"] * b["bt"]
+    o, A, c = b["o"], b["A"], b["c"]
+    dtype = y.dtype
+    # S = L - K H / g, written out so that it needs no product beyond M^T X
+    dlp_dl_H = c[:, None] * ((1 + g) * (A[:, None] * (I + kbt * X) + o.w[:, None] * (b["MT"] + kbt * b["MTX"])))
+    rows_dlp_dl = jnp.sum(b["dlp_dl"], axis=1)
+    top = jnp.concatenate([I - b["dlp_da"] - dlp_dl_H / g, (-1.0 + rows_dlp_dl / g)[:, None],
+                           (-rows_dlp_dl / g)[:, None]], axis=1)
+    sh = b["sh"]
+    rowL = jnp.concatenate([(sh + kbt * (sh @ X)) / g, jnp.stack([-1.0 / g, 1.0 / g])])[None, :]
+    dLp_dl_H = ((1 + g) / g) * (b["MT"] + kbt * b["MTX"])
+    rowP = jnp.concatenate([jnp.sum(b["dLp_da"] + dLp_dl_H, axis=0) / b["sLp"],
+                            jnp.stack([-(1 + g) / g, (1 + g) / g])])[None, :]
+    S = jnp.concatenate([top, rowL.astype(dtype), rowP.astype(dtype)], axis=0)
+    K = jnp.concatenate([-b["dlp_dl"], sh[None, :], (jnp.sum(b["dLp_dl"], axis=0) / b["sLp"])[None, :]], axis=0)
+    return SchurLinearization(J=_assemble(b, dtype), K=K, X=X, kbt=kbt, g=g, S=lu_factor(S))
 
 
 def autarky(params: Params):
@@ -381,18 +496,29 @@ def _y_from_data(params: Params, w, Lm):
                             jnp.atleast_1d(jnp.mean(o.log_Uw)), jnp.atleast_1d(jnp.mean(o.log_Um))])
 
 
-def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold):
+SCHUR_MIN_G = 1e-3  # below this pivot gamma/(1-beta), "auto" uses the dense LU (Schur growth ~ 1/g)
+
+
+def _jac_fn(system):
+    """The Jacobian used by Newton: Schur-complement factorisation (gamma > 0) or dense."""
+    if system == "schur":
+        return lambda y, s, a: schur_jacobian(y, a, s)
+    return lambda y, s, a: jacobian(y, a, s)
+
+
+def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold, system="schur"):
     N = params.T.shape[-1]
-    ls = linear_solver if linear_solver != "auto" else ("dense" if 2 * N + 2 <= 6100 else "gmres")
+    n = N + 2 if system == "schur" else 2 * N + 2
+    ls = linear_solver if linear_solver != "auto" else ("dense" if n <= 6100 else "gmres")
+    jac_s = _jac_fn(system)
     if cold:
         h = homotopy(lambda y, s, a: residual(y, a, s), autarky(params), params, 0.0, 1.0, h0=0.1, h_max=0.25,
-                     h_min=1e-6, tol=max(tol, 1e-9), max_corrector=15, linear_solver=ls,
-                     jac=lambda y, s, a: jacobian(y, a, s))
+                     h_min=1e-6, tol=max(tol, 1e-9), max_corrector=15, linear_solver=ls, jac=jac_s)
         y0, s_reached = h.value, h.lam_reached
     else:
         s_reached = jnp.nan
     res = solve_root(lambda y, a: residual(y, a), y0, params, tol=tol, max_steps=max_steps, linear_solver=ls,
-                     method=method, jac=lambda y, a: jacobian(y, a), reuse_jacobian=True)
+                     method=method, jac=lambda y, a: jac_s(y, 1.0, a), reuse_jacobian=True)
     return _pack(params, res.value, res, s_reached)
 
 
@@ -416,7 +542,7 @@ def _is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, n_steps=200):
+def _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, n_steps=200, system="dense"):
     """The homotopy stopped at a fold before s = 1: follow the branch around it by
     pseudo-arclength (eager, dense). If the branch comes back to s = 1, polish there with a
     warm solve; otherwise return the original (failed) solution, whose status says so."""
@@ -431,14 +557,15 @@ def _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, n_st
     k = int(hit[0])
     w = (1.0 - br.lam[k]) / (br.lam[k + 1] - br.lam[k]) if br.lam[k + 1] != br.lam[k] else 0.0
     y0 = jnp.asarray(br.y[k] + w * (br.y[k + 1] - br.y[k]))
-    new = _solve_jit(params, y0, tol, max_steps, linear_solver, method, False)
+    new = _solve_jit(params, y0, tol, max_steps, linear_solver, method, False, system)
     if not bool(new.converged):
         return sol
     return eqx.tree_at(lambda q: q.homotopy_reached, new, jnp.asarray(1.0, new.y.dtype))
 
 
 def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, linear_solver: str = "auto",
-          method: str = "newton", throw: bool = False, fold_fallback: bool = True) -> Solution:
+          method: str = "newton", throw: bool = False, fold_fallback: bool = True,
+          system: str = "auto") -> Solution:
     """Solve the Jiao-Tian equilibrium.
 
     Args:
@@ -451,6 +578,10 @@ def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, l
             above), ``"dense"`` or ``"gmres"``.
         method: ``"newton"`` or ``"lm"`` (Levenberg-Marquardt globalisation).
         throw: raise on failure (outside jit/vmap only).
+        system: linear algebra of the Newton steps (the iterates are the same): ``"schur"``
+            (manager locations eliminated by (53), an (N+2) x (N+2) LU per Jacobian: 8x cheaper),
+            ``"dense"`` (LU of the full 2N+2 Jacobian) or ``"auto"`` (schur unless the pivot
+            gamma/(1-beta) < 1e-3, e.g. gamma = 0, where (53) does not determine L^m).
         fold_fallback: when the cold-start homotopy stops at a fold before s = 1, follow
             the branch around it by pseudo-arclength continuation (eager only: not inside
             jit/vmap/grad, where the failed status is returned instead).
@@ -458,11 +589,20 @@ def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, l
     Works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (derivatives by the implicit
     function theorem at the final root; NaN if the root is not regular).
     """
+    if system not in ("auto", "schur", "dense"):
+        raise ParameterError("system", f"must be 'auto', 'schur' or 'dense'; got {system!r}")
+    g, b = _concrete(params.gamma), _concrete(params.beta)
+    small = g is not None and b is not None and float(g) / (1 - float(b)) < SCHUR_MIN_G
+    if system == "auto":
+        system = "dense" if small else "schur"
+    elif system == "schur" and small:
+        raise ParameterError("system", f"'schur' eliminates L^m by (53) with pivot gamma/(1-beta), which must be "
+                                       f">= {SCHUR_MIN_G} (got {float(g) / (1 - float(b)):.3g}); use 'dense'")
     cold = y0 is None
     y_start = jnp.zeros(2 * params.T.shape[-1] + 2) if cold else _y_from_warm(params, y0)
-    sol = _solve_jit(params, y_start, tol, max_steps, linear_solver, method, cold)
+    sol = _solve_jit(params, y_start, tol, max_steps, linear_solver, method, cold, system)
     if cold and fold_fallback and not _is_traced(sol.y) and not bool(sol.converged):
-        sol = _arclength_fallback(params, sol, tol, max_steps, linear_solver, method)
+        sol = _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, system=system)
     if throw:
         raise_if_failed(sol.solve, "Jiao-Tian equilibrium solve")
     return sol
