@@ -28,7 +28,8 @@ import numpy as np
 
 from spatialjax.solver import RESULTS, _newton, jacobian_sigma_min, solve_root
 
-__all__ = ["homotopy", "HomotopyResult", "trace_path", "Path", "pseudo_arclength", "Branch", "multistart"]
+__all__ = ["homotopy", "HomotopyResult", "trace_path", "Path", "pseudo_arclength", "Branch", "arclength_to",
+           "multistart"]
 
 
 class HomotopyResult(eqx.Module):
@@ -275,6 +276,32 @@ def pseudo_arclength(fn, y0, args, lam0, *, ds=0.02, n_steps=400, lam_min=-np.in
         if not (lam_min <= float(z[n]) <= lam_max):
             break
     return Branch(np.array(lams), np.array(ys), np.array(res), folds, np.array(dets))
+
+
+def arclength_to(fn, y0, args, lam0, lam_target, *, ds=0.02, n_steps=200, lam_bounds=None, tol=1e-10, jac=None):
+    """Follow the branch through ``(y0, lam0)`` (e.g. where a homotopy stopped at a fold)
+    by :func:`pseudo_arclength`, heading towards ``lam_target``, and return the first point
+    where it crosses ``lam_target``.
+
+    Returns ``(y_at_target, branch)``: ``y_at_target`` (shape (n,)) is the secant
+    interpolation between the two branch points that straddle ``lam_target``, a start for a
+    polishing solve at ``lam_target``; ``None`` if the branch never gets there within
+    ``n_steps`` or leaves ``lam_bounds`` (default: the interval spanned by ``lam0`` and
+    ``lam_target``, padded by 1e-12), in which case the caller must report failure.
+    """
+    lo, hi = lam_bounds if lam_bounds is not None else (min(lam0, lam_target), max(lam0, lam_target))
+    direction = 1.0 if lam_target >= lam0 else -1.0
+    br = pseudo_arclength(fn, y0, args, float(lam0), ds=ds, n_steps=n_steps, lam_min=lo - 1e-12,
+                          lam_max=hi + 1e-12, direction=direction, tol=tol, jac=jac)
+    d = br.lam - lam_target
+    hit = np.flatnonzero(d[:-1] * d[1:] <= 0)
+    hit = hit[br.lam[hit] != lam0] if len(hit) > 1 else hit  # not the starting point itself
+    if len(hit) == 0:
+        return None, br
+    k = int(hit[0])
+    den = br.lam[k + 1] - br.lam[k]
+    w = (lam_target - br.lam[k]) / den if den != 0 else 0.0
+    return br.y[k] + w * (br.y[k + 1] - br.y[k]), br
 
 
 @eqx.filter_jit

@@ -333,12 +333,15 @@ def _lm(F, y0, *, tol, max_steps, jac=None):
 # ---------------------------------------------------------------------------------------
 
 
-def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 12, key_seed: int = 0, jac=None):
+def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 10, norm_iters: int = 12, key_seed: int = 0,
+                       jac=None):
     """Estimate ``(sigma_min, ||J||_2)`` of ``J = dF/dy`` at ``y``.
 
     Dense: inverse power iteration on ``(J^T J)^{-1}`` with one LU factorisation
     (O(n^3) once, O(n^2) per iteration). Matrix-free: inverse iteration with GMRES solves,
-    and power iteration with JVP/VJP for the norm.
+    and power iteration with JVP/VJP for the norm. ``iters`` inverse iterations (each gains a
+    factor (sigma_1/sigma_2)^2 on the smallest singular direction), ``norm_iters`` power
+    iterations for ``||J||_2`` (only used as a scale for the singularity threshold).
     """
     n = y.shape[0]
     v = jax.random.normal(jax.random.PRNGKey(key_seed), (n,), dtype=y.dtype)
@@ -377,7 +380,7 @@ def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 12, key_seed
             return w / nw, nw
 
     _, lam_inv = jax.lax.scan(inv_it, v, None, length=iters)
-    _, lam = jax.lax.scan(pow_it, v, None, length=iters)
+    _, lam = jax.lax.scan(pow_it, v, None, length=norm_iters)
     sigma_min = 1.0 / jnp.sqrt(lam_inv[-1])
     jac_norm = jnp.sqrt(lam[-1])
     sigma_min = jnp.where(jnp.isfinite(sigma_min), sigma_min, 0.0)

@@ -382,7 +382,9 @@ def test_schur_linearization_solves_the_full_jacobian(seed):
     for s in (1.0, 0.4):
         J = np.asarray(_jac_fwd(y, p, s))
         lin = jt.schur_jacobian(y, p, s)
-        np.testing.assert_allclose(np.asarray(lin.J), J, rtol=1e-10, atol=1e-12)
+        e = np.eye(2 * N + 2)
+        np.testing.assert_allclose(np.stack([np.asarray(lin.mv(jnp.asarray(c))) for c in e], 1), J, atol=1e-12)
+        assert float(lin.norm_inf()) == pytest.approx(np.abs(J).sum(1).max(), rel=1e-12)
         np.testing.assert_allclose(J @ np.asarray(lin.solve(b)), np.asarray(b), atol=1e-9)
         np.testing.assert_allclose(J.T @ np.asarray(lin.solve(b, trans=True)), np.asarray(b), atol=1e-9)
         np.testing.assert_allclose(np.asarray(lin.mv(b, trans=True)), J.T @ np.asarray(b), atol=1e-12)

@@ -436,3 +436,34 @@ def test_user_linearization_is_used_for_newton_diagnostic_and_adjoint(cubic_rhs)
     bad = lambda y, bb: WrongAdjoint(J=_A + 3.0 * jnp.diag(y ** 2), Jinv=jnp.linalg.inv(_A + 3.0 * jnp.diag(y ** 2)))  # noqa: E731
     g_bad = jax.grad(lambda bb: jnp.sum(solve_root(cubic_system, y0, bb, jac=bad).value))(b)
     assert np.all(np.isnan(np.asarray(g_bad)))
+
+
+def s_curve(y, lam, a):
+    """y^3 - 3y = 6 lam - 3: an S-shaped branch in lam with folds at lam = 5/6 (y = -1) and
+    lam = 1/6 (y = 1); at lam = 0 and lam = 1 the root is unique (y ~ -2.104 and ~ 2.104)."""
+    return y ** 3 - 3.0 * y - (6.0 * lam - 3.0) + 0.0 * a
+
+
+def test_arclength_to_returns_to_the_target_around_two_folds():
+    y_start = jnp.asarray([-2.1038034027355366])  # root of y^3 - 3y + 3
+    assert abs(float(s_curve(y_start, 0.0, 0.0)[0])) < 1e-12
+    h = cont.homotopy(s_curve, y_start, 0.0, 0.0, 1.0, h0=0.05, h_min=1e-6)
+    assert not bool(h.success)
+    assert float(h.lam_reached) == pytest.approx(5 / 6, abs=2e-3)  # stops at the first fold
+    y1, br = cont.arclength_to(s_curve, h.value, 0.0, float(h.lam_reached), 1.0, ds=0.02, n_steps=400,
+                               lam_bounds=(0.0, 1.0))
+    assert y1 is not None
+    folds = sorted(f for f, _ in br.folds)
+    assert folds == pytest.approx([1 / 6, 5 / 6], abs=1e-6)
+    r = solve_root(lambda y, a: s_curve(y, 1.0, a), jnp.asarray(y1), 0.0)
+    assert r.status == "successful"
+    assert float(r.value[0]) == pytest.approx(2.1038034027355366, abs=1e-10)  # the unique root at lam = 1
+
+
+def test_arclength_to_reports_none_when_the_branch_does_not_return():
+    """A single fold (y^2 = lam0 - lam) turns back for good: no point at the target."""
+    fold = lambda y, lam, a: y ** 2 - (0.5 - lam) + 0.0 * a  # noqa: E731
+    y1, br = cont.arclength_to(fold, jnp.asarray([-0.7071067811865476]), 0.0, 0.0, 1.0, ds=0.02, n_steps=200,
+                               lam_bounds=(0.0, 1.0))
+    assert y1 is None
+    assert len(br.folds) == 1 and br.folds[0][0] == pytest.approx(0.5, abs=1e-6)

@@ -189,12 +189,13 @@ class Outcomes(eqx.Module):
     log_Um: jax.Array  # (N,) log E[pi_n] / p_n^(1-alpha)
 
 
-def equilibrium_objects(params: Params, w, Lm, s=1.0) -> Outcomes:
+def equilibrium_objects(params: Params, w, Lm, s=1.0, logD=None) -> Outcomes:
     """Evaluate eqs. (8), (9), (11), (13), (19) at wages ``w`` and managers ``Lm`` (shapes (N,))."""
     p = params
     k, log_zeta, log_eta = _consts(p)
     logw, logLm = jnp.log(w), jnp.log(Lm)
-    logK = jnp.log(p.T)[:, None] + _log_openness(p, s) - (p.beta * p.theta) * logw[None, :]
+    logD = _log_openness(p, s) if logD is None else logD
+    logK = jnp.log(p.T)[:, None] + logD - (p.beta * p.theta) * logw[None, :]
     # One exponential pass gives both Phi (8) (a log-sum-exp) and x (9) (a softmax).
     kmax = jax.lax.stop_gradient(jnp.max(logK, axis=1, keepdims=True))
     e = jnp.exp(logK - kmax)
@@ -215,7 +216,7 @@ def equilibrium_objects(params: Params, w, Lm, s=1.0) -> Outcomes:
                     log_Uw=log_Uw, log_Um=log_Um)
 
 
-def residual(y, params: Params, s=1.0):
+def residual(y, params: Params, s=1.0, logD=None):
     """Equilibrium residual, shape (2N+2,), at ``y = (log w, log L^m, log U_w, log U_m)``.
 
     Rows: worker indifference (16) [N], manager indifference (14) [N], adding up of
@@ -223,7 +224,7 @@ def residual(y, params: Params, s=1.0):
     """
     N = params.T.shape[-1]
     logw, logLm, lUw, lUm = y[:N], y[N:2 * N], y[2 * N], y[2 * N + 1]
-    o = equilibrium_objects(params, jnp.exp(logw), jnp.exp(logLm), s)
+    o = equilibrium_objects(params, jnp.exp(logw), jnp.exp(logLm), s, logD)
     return jnp.concatenate([
         o.log_Uw - lUw,
         o.log_Um - lUm,
@@ -232,12 +233,12 @@ def residual(y, params: Params, s=1.0):
     ])
 
 
-def _blocks(y, params: Params, s=1.0):
+def _blocks(y, params: Params, s=1.0, logD=None):
     """Blocks of the analytic Jacobian of :func:`residual` (one N x N GEMM, ``M^T X``)."""
     p = params
     N = p.T.shape[-1]
     a, l = y[:N], y[N:2 * N]
-    o = equilibrium_objects(p, jnp.exp(a), jnp.exp(l), s)
+    o = equilibrium_objects(p, jnp.exp(a), jnp.exp(l), s, logD)
     k, _, _ = _consts(p)
     bt = p.beta * p.theta
     g = p.gamma / (1 - p.beta)
@@ -268,7 +269,7 @@ def _assemble(b, dtype):
     return jnp.concatenate([row1, row2, row3, row4], axis=0)
 
 
-def jacobian(y, params: Params, s=1.0):
+def jacobian(y, params: Params, s=1.0, logD=None):
     """Analytic Jacobian dF/dy of :func:`residual`, shape (2N+2, 2N+2).
 
     Built from the structure of (8), (9), (13), (19): with X = [x_nc] and M = [L^p_nc],
@@ -276,7 +277,7 @@ def jacobian(y, params: Params, s=1.0):
     k = 1/(theta(1-beta)). One N x N matrix product (BLAS) instead of 2N+2 forward-mode
     passes; checked against ``jax.jacfwd`` in the tests.
     """
-    return _assemble(_blocks(y, params, s), y.dtype)
+    return _assemble(_blocks(y, params, s, logD), y.dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -309,13 +310,17 @@ class SchurLinearization(Linearization):
 
     Equations reordered as d = (manager - worker) rows (N) and e = (worker rows, (17), (18));
     unknowns as l = log L^m (N) and u = (log w, log U_w, log U_m). Then
-    J' = [[g I, H], [K, L]], S = L - K H / g, and a solve costs one (N+2) LU solve and a few
-    N x N products. ``J`` (the full matrix) is kept for products and norms.
+    J' = [[g I, H], [K, L]] with H = [-(I + k beta theta X), 1, -1], S = L - K H / g, and a
+    solve costs one (N+2) LU solve and a few N x N products. The full matrix is never
+    assembled: products use its blocks (``Da`` = d log p / d log w, ``Dl`` = d log p / d log L^m).
     """
 
-    J: jax.Array
-    K: jax.Array  # (N+2, N): e-rows, l-columns
-    X: jax.Array  # (N, N): H = [-(I + k beta theta X), 1, -1]
+    Da: jax.Array  # (N, N)
+    Dl: jax.Array  # (N, N)
+    X: jax.Array  # (N, N) fragmentation shares x_nc
+    sh: jax.Array  # (N,) L^m_n / L^m: row (17) in the l columns
+    rP_a: jax.Array  # (N,) row (18) in the log w columns
+    rP_l: jax.Array  # (N,) row (18) in the l columns
     kbt: jax.Array
     g: jax.Array
     S: LUFactor
@@ -327,31 +332,55 @@ class SchurLinearization(Linearization):
     def _HT(self, w):
         return jnp.concatenate([-(w + self.kbt * (self.X.T @ w)), jnp.stack([jnp.sum(w), -jnp.sum(w)])])
 
+    def _K(self, v):
+        return jnp.concatenate([-(self.Dl @ v), jnp.stack([self.sh @ v, self.rP_l @ v])])
+
+    def _KT(self, w):
+        N = self.X.shape[0]
+        return -(self.Dl.T @ w[:N]) + w[N] * self.sh + w[N + 1] * self.rP_l
+
     def solve(self, b, trans: bool = False):
         N = self.X.shape[0]
         if not trans:
             r_d = b[N:2 * N] - b[:N]
             r_e = jnp.concatenate([b[:N], b[2 * N:]])
-            x_u = lu_solve(self.S, r_e - (self.K @ r_d) / self.g)
+            x_u = lu_solve(self.S, r_e - self._K(r_d) / self.g)
             x_l = (r_d - self._H(x_u)) / self.g
             return jnp.concatenate([x_u[:N], x_l, x_u[N:]])
         b_l = b[N:2 * N]
         b_u = jnp.concatenate([b[:N], b[2 * N:]])
         lam_e = lu_solve(self.S, b_u - self._HT(b_l) / self.g, trans=True)
-        lam_d = (b_l - self.K.T @ lam_e) / self.g
+        lam_d = (b_l - self._KT(lam_e)) / self.g
         # back from the reordered rows: r' = (r_w, r_L, r_P; r_m - r_w)
         return jnp.concatenate([lam_e[:N] - lam_d, lam_d, lam_e[N:]])
 
     def mv(self, v, trans: bool = False):
-        return self.J.T @ v if trans else self.J @ v
+        N = self.X.shape[0]
+        if not trans:
+            va, vl = v[:N], v[N:2 * N]
+            base = self.Da @ va + self.Dl @ vl
+            r1 = va - base - v[2 * N]
+            r2 = -self.kbt * (self.X @ va) - base + self.g * vl - v[2 * N + 1]
+            return jnp.concatenate([r1, r2, jnp.stack([self.sh @ vl, self.rP_a @ va + self.rP_l @ vl])])
+        u1, u2, u3, u4 = v[:N], v[N:2 * N], v[2 * N], v[2 * N + 1]
+        s12 = u1 + u2
+        ta = u1 - self.Da.T @ s12 - self.kbt * (self.X.T @ u2) + u4 * self.rP_a
+        tl = -(self.Dl.T @ s12) + self.g * u2 + u3 * self.sh + u4 * self.rP_l
+        return jnp.concatenate([ta, tl, jnp.stack([-jnp.sum(u1), -jnp.sum(u2)])])
 
     def norm_inf(self):
-        return jnp.linalg.norm(self.J, ord=jnp.inf)
+        N = self.X.shape[0]
+        I = jnp.eye(N, dtype=self.X.dtype)
+        r1 = jnp.sum(jnp.abs(I - self.Da), axis=1) + jnp.sum(jnp.abs(self.Dl), axis=1) + 1.0
+        r2 = jnp.sum(jnp.abs(self.kbt * self.X + self.Da), axis=1) + jnp.sum(jnp.abs(self.g * I - self.Dl), axis=1) + 1.0
+        r3 = jnp.sum(jnp.abs(self.sh))
+        r4 = jnp.sum(jnp.abs(self.rP_a)) + jnp.sum(jnp.abs(self.rP_l))
+        return jnp.maximum(jnp.maximum(jnp.max(r1), jnp.max(r2)), jnp.maximum(r3, r4))
 
 
-def schur_jacobian(y, params: Params, s=1.0) -> SchurLinearization:
+def schur_jacobian(y, params: Params, s=1.0, logD=None) -> SchurLinearization:
     """The factorised Jacobian of :func:`residual` at ``y`` (Schur complement; needs gamma > 0)."""
-    b = _blocks(y, params, s)
+    b = _blocks(y, params, s, logD)
     X, I, g, kbt = b["X"], b["I"], b["g"], b["k"] * b["bt"]
     o, A, c = b["o"], b["A"], b["c"]
     dtype = y.dtype
@@ -366,8 +395,9 @@ def schur_jacobian(y, params: Params, s=1.0) -> SchurLinearization:
     rowP = jnp.concatenate([jnp.sum(b["dLp_da"] + dLp_dl_H, axis=0) / b["sLp"],
                             jnp.stack([-(1 + g) / g, (1 + g) / g])])[None, :]
     S = jnp.concatenate([top, rowL.astype(dtype), rowP.astype(dtype)], axis=0)
-    K = jnp.concatenate([-b["dlp_dl"], sh[None, :], (jnp.sum(b["dLp_dl"], axis=0) / b["sLp"])[None, :]], axis=0)
-    return SchurLinearization(J=_assemble(b, dtype), K=K, X=X, kbt=kbt, g=g, S=lu_factor(S))
+    return SchurLinearization(Da=b["dlp_da"], Dl=b["dlp_dl"], X=X, sh=sh,
+                              rP_a=jnp.sum(b["dLp_da"], axis=0) / b["sLp"],
+                              rP_l=jnp.sum(b["dLp_dl"], axis=0) / b["sLp"], kbt=kbt, g=g, S=lu_factor(S))
 
 
 def autarky(params: Params):
@@ -517,8 +547,14 @@ def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold,
         y0, s_reached = h.value, h.lam_reached
     else:
         s_reached = jnp.nan
-    res = solve_root(lambda y, a: residual(y, a), y0, params, tol=tol, max_steps=max_steps, linear_solver=ls,
-                     method=method, jac=lambda y, a: jac_s(y, 1.0, a), reuse_jacobian=True)
+    # log Delta_nc is loop-invariant: computed once (N^2 logarithms) and passed with the
+    # parameters, so that derivatives still reach tau through it.
+    if system == "schur":
+        jac1 = lambda y, a: schur_jacobian(y, a[0], 1.0, a[1])  # noqa: E731
+    else:
+        jac1 = lambda y, a: jacobian(y, a[0], 1.0, a[1])  # noqa: E731
+    res = solve_root(lambda y, a: residual(y, a[0], 1.0, a[1]), y0, (params, _log_openness(params)), tol=tol,
+                     max_steps=max_steps, linear_solver=ls, method=method, jac=jac1, reuse_jacobian=True)
     return _pack(params, res.value, res, s_reached)
 
 
@@ -546,18 +582,14 @@ def _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, n_st
     """The homotopy stopped at a fold before s = 1: follow the branch around it by
     pseudo-arclength (eager, dense). If the branch comes back to s = 1, polish there with a
     warm solve; otherwise return the original (failed) solution, whose status says so."""
-    from spatialjax.continuation import pseudo_arclength
+    from spatialjax.continuation import arclength_to
 
     h = _homotopy_jit(params, tol)
-    br = pseudo_arclength(_res_s, h.value, params, float(h.lam_reached), ds=0.02, n_steps=n_steps,
-                          lam_min=0.0, lam_max=1.0 + 1e-12, jac=_jac_s)
-    hit = np.flatnonzero((br.lam[:-1] - 1.0) * (br.lam[1:] - 1.0) <= 0)
-    if len(hit) == 0:
+    y0, _ = arclength_to(_res_s, h.value, params, float(h.lam_reached), 1.0, ds=0.02, n_steps=n_steps,
+                         lam_bounds=(0.0, 1.0), jac=_jac_s)
+    if y0 is None:
         return sol
-    k = int(hit[0])
-    w = (1.0 - br.lam[k]) / (br.lam[k + 1] - br.lam[k]) if br.lam[k + 1] != br.lam[k] else 0.0
-    y0 = jnp.asarray(br.y[k] + w * (br.y[k + 1] - br.y[k]))
-    new = _solve_jit(params, y0, tol, max_steps, linear_solver, method, False, system)
+    new = _solve_jit(params, jnp.asarray(y0), tol, max_steps, linear_solver, method, False, system)
     if not bool(new.converged):
         return sol
     return eqx.tree_at(lambda q: q.homotopy_reached, new, jnp.asarray(1.0, new.y.dtype))
@@ -692,7 +724,8 @@ def invert_housing(alpha, W, w, normalize: int = 0):
 
 
 def synthetic_economy(N: int, seed: int = 0, *, alpha=TABLE5["alpha"], beta=TABLE5["beta"], theta=TABLE5["theta"],
-                      gamma=TABLE5["gamma"], delta_d=TABLE5["delta_d"], delta_I=TABLE5["delta_I"], lam=1.0):
+                      gamma=TABLE5["gamma"], delta_d=TABLE5["delta_d"], delta_I=TABLE5["delta_I"], lam=1.0,
+                      side: float | None = None):
     """An N-city economy with a known interior equilibrium (for tests and benchmarks).
 
     Draws realistic targets (Zipf city sizes, skill shares and wages rising with size,
@@ -701,7 +734,12 @@ def synthetic_economy(N: int, seed: int = 0, *, alpha=TABLE5["alpha"], beta=TABL
     ``lam`` is the common pair cost lambda_nc of (29): it sets how fragmented the economy is
     (mean share of managers producing outside their city about 0.03 / 0.32 / 0.54 at
     N = 100 / 300 / 722 with lam = 1; lam = 0.5 gives a far more integrated economy whose
-    inverted equilibrium sits very close to a fold). Returns ``(params, y_true)``.
+    inverted equilibrium sits very close to a fold). Cities sit uniformly in a square of side
+    ``side`` (distance units of (29), d_nc = 1 + Euclidean distance); the default is 30 up to
+    N = 722 and grows as 30 sqrt(N / 722) beyond, so that larger N adds territory at the same
+    city density instead of packing ever more cities into the same square (which makes the
+    economy ever more integrated: mean fragmentation share 0.83 at N = 3000 in a 30 x 30
+    square, with the inverted equilibrium near a fold). Returns ``(params, y_true)``.
 
     Several interior equilibria can coexist (small cities' manager counts respond with
     elasticity (1-beta)/gamma ~ 47): at N = 722, lam = 1 the cold start from autarky finds
@@ -715,7 +753,9 @@ def synthetic_economy(N: int, seed: int = 0, *, alpha=TABLE5["alpha"], beta=TABL
     skill = 1 / (1 + np.exp(-(-1.0 + 0.08 * (logsize - logsize.mean()) + 0.05 * rng.standard_normal(N))))
     Lm = skill * size
     w = np.exp(0.05 * (logsize - logsize.mean()) + 0.03 * rng.standard_normal(N))
-    loc = rng.uniform(0, 30.0, size=(N, 2))
+    if side is None:
+        side = 30.0 * np.sqrt(max(N, 722) / 722)
+    loc = rng.uniform(0, float(side), size=(N, 2))
     dist = 1.0 + np.sqrt(((loc[:, None, :] - loc[None, :, :]) ** 2).sum(-1))
     q = np.clip(1.0 + 0.2 * (logsize - logsize.mean()) + 0.3 * rng.standard_normal(N), 0.0, None)
     tau = np.asarray(fragmentation_costs(dist, q, delta_d, delta_I, lam=lam))
