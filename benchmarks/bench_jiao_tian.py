@@ -86,12 +86,12 @@ def _device_memory() -> dict | None:
     return {k: int(v) for k, v in st.items() if k in keep}
 
 
-def _economy(N: int, seed: int, perturb: float):
+def _economy(N: int, seed: int, perturb: float, lam: float = 1.0):
     import numpy as np
 
     from spatialjax.models import jiao_tian as jt
 
-    params, y_true = jt.synthetic_economy(N, seed)
+    params, y_true = jt.synthetic_economy(N, seed, lam=lam)
     y_true = np.asarray(y_true)
     rng = np.random.default_rng(seed + 1000)
     y0 = y_true.copy()
@@ -161,7 +161,7 @@ def phase_ours(a) -> dict:
     from spatialjax.models import jiao_tian as jt
 
     N = a.N
-    params, y_true, y0 = _economy(N, a.seed, a.perturb)
+    params, y_true, y0 = _economy(N, a.seed, a.perturb, a.lam)
     # all leaves as float64 arrays so that jax.grad differentiates theta, gamma, ... too
     params = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64), params)
     y0j = jnp.asarray(y0)
@@ -288,7 +288,7 @@ def phase_cold(a) -> dict:
     from spatialjax.models import jiao_tian as jt
 
     N = a.N
-    params, y_true, _ = _economy(N, a.seed, a.perturb)
+    params, y_true, _ = _economy(N, a.seed, a.perturb, a.lam)
     _log(f"N={N} cold start (first call includes compilation)")
     _emit({"N": N, "verdict": "timeout", "status": "timeout (no cold solve finished within the budget)",
            "timeout_s": a.cold_timeout})
@@ -332,7 +332,7 @@ def phase_baselines(a) -> dict:
     from spatialjax.models import jiao_tian as jt
 
     N = a.N
-    params, y_true, y0 = _economy(N, a.seed, a.perturb)
+    params, y_true, y0 = _economy(N, a.seed, a.perturb, a.lam)
     q = B.np_params(params)
     prior = json.loads(a.prior) if a.prior else None
     damped_grid, appg_grid = _grid(a, N, prior)
@@ -392,7 +392,7 @@ def _vm_hwm(pid: int) -> int | None:
 
 def _run_child(a, phase: str, N: int, timeout: float, prior: dict | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", phase, "--_N", str(N)]
-    for k in ("seed", "perturb", "tol", "repeats", "dist_tol", "fd_full_max", "fd_sample", "fd_rel_step",
+    for k in ("seed", "lam", "perturb", "tol", "repeats", "dist_tol", "fd_full_max", "fd_sample", "fd_rel_step",
               "fd_budget", "repeat_budget",
               "cold_timeout", "baseline_budget", "max_iter", "scipy_max_n", "scipy_maxfev", "grid_max_n"):
         if getattr(a, k) is not None:
@@ -507,7 +507,6 @@ def _table(results: dict) -> str:
     for N, r in results["sizes"].items():
         ours = r.get("ours", {})
         w = ours.get("warm", {})
-        ours_t = w.get("median_s") if w.get("verdict") == "ok" else None
         c = r.get("cold", {})
         lines.append(f"{N:>5} {'ours cold (homotopy)':<24} {'':<22} {_fmt(c.get('first_call_s') or c.get('timeout_s')):>9} "
                      f"{c.get('verdict', '-'):<18} {_fmt(c.get('residual'), '.1e'):>8} {_fmt(c.get('dist'), '.1e'):>8} {'':>7}")
@@ -599,6 +598,8 @@ def main(argv=None) -> int:
                                                          "reduced grids and budgets")
     ap.add_argument("--phases", nargs="+", default=["ours", "cold", "baselines"], choices=list(PHASES))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lam", type=float, default=1.0,
+                    help="common pair cost lambda of (29) in jt.synthetic_economy (sets how integrated the economy is)")
     ap.add_argument("--perturb", type=float, default=0.01, help="std of the noise on log w, log L^m of the warm start")
     ap.add_argument("--tol", type=float, default=1e-10, help="max-norm residual tolerance, all methods")
     ap.add_argument("--dist-tol", type=float, default=1e-6, help="max|y - y_true| for a solve to count as 'ok'")

@@ -334,7 +334,7 @@ def _lm(F, y0, *, tol, max_steps, jac=None):
 
 
 def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 10, norm_iters: int = 12, key_seed: int = 0,
-                       jac=None):
+                       jac=None, return_linearization: bool = False):
     """Estimate ``(sigma_min, ||J||_2)`` of ``J = dF/dy`` at ``y``.
 
     Dense: inverse power iteration on ``(J^T J)^{-1}`` with one LU factorisation
@@ -342,6 +342,8 @@ def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 10, norm_ite
     and power iteration with JVP/VJP for the norm. ``iters`` inverse iterations (each gains a
     factor (sigma_1/sigma_2)^2 on the smallest singular direction), ``norm_iters`` power
     iterations for ``||J||_2`` (only used as a scale for the singularity threshold).
+    ``return_linearization=True`` (dense only) also returns the factorised Jacobian, so that
+    the backward pass of an implicit derivative can reuse it.
     """
     n = y.shape[0]
     v = jax.random.normal(jax.random.PRNGKey(key_seed), (n,), dtype=y.dtype)
@@ -384,6 +386,8 @@ def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 10, norm_ite
     sigma_min = 1.0 / jnp.sqrt(lam_inv[-1])
     jac_norm = jnp.sqrt(lam[-1])
     sigma_min = jnp.where(jnp.isfinite(sigma_min), sigma_min, 0.0)
+    if return_linearization:
+        return sigma_min, jac_norm, (lin if linear_solver == "dense" else None)
     return sigma_min, jac_norm
 
 
@@ -472,7 +476,11 @@ def solve_root(
         return lambda y: jac(y, a)
 
     def forward(d, y0):
+        return forward_lin(d, y0)[0]
+
+    def forward_lin(d, y0):
         F = lambda y: F_of(y, d)  # noqa: E731
+        lin = None
         if method == "lm":
             y, f, k = _lm(F, y0, tol=tol, max_steps=max_steps, jac=J_of(d))
         elif reuse_jacobian and linear_solver == "dense":
@@ -483,7 +491,8 @@ def solve_root(
         res = _norm_inf(f)
         finite = jnp.all(jnp.isfinite(y)) & jnp.isfinite(res)
         if diagnose:
-            smin, jn = jacobian_sigma_min(F, y, linear_solver=linear_solver, jac=J_of(d))
+            smin, jn, lin = jacobian_sigma_min(F, y, linear_solver=linear_solver, jac=J_of(d),
+                                               return_linearization=True)
         else:
             smin, jn = jnp.asarray(jnp.nan, y.dtype), jnp.asarray(jnp.nan, y.dtype)
         conv = finite & (res <= tol)
@@ -492,7 +501,7 @@ def solve_root(
         # and keeps ||F|| ~ sigma_min^2).
         singular = conv & ((smin < singular_rtol * jn) | (res > error_rtol * smin))
         code = jnp.where(~finite, 3, jnp.where(~conv, jnp.where(k >= max_steps, 1, 2), jnp.where(singular, 4, 0)))
-        return y, res, k, smin, jn, code
+        return (y, res, k, smin, jn, code), lin
 
     @eqx.filter_custom_vjp
     def _solve(d, y0):
@@ -500,19 +509,21 @@ def solve_root(
 
     @_solve.def_fwd
     def _fwd(perturbed, d, y0):
-        out = forward(d, y0)
-        return out, (out[0], out[5])
+        out, lin = forward_lin(d, y0)
+        # The factorised Jacobian at the solution (from the conditioning diagnostic) is
+        # kept for the adjoint solve: the backward pass then costs two triangular solves.
+        return out, (out[0], out[5], lin)
 
     @_solve.def_bwd
     def _bwd(saved, cts, perturbed, d, y0):
-        y, code = saved
+        y, code, lin_saved = saved
         ybar = cts[0]
         if ybar is None:
             return jax.tree.map(lambda _: None, d)
         diff, static = eqx.partition(d, eqx.is_inexact_array)
         Fy = lambda yy: F_of(yy, d)  # noqa: E731
         if linear_solver == "dense":
-            lin = linearize(Fy, y, J_of(d))
+            lin = lin_saved if lin_saved is not None else linearize(Fy, y, J_of(d))
             lam = lin.solve(ybar, trans=True)
             r = lin.mv(lam, trans=True) - ybar
             scale = lin.norm_inf() * _norm_inf(lam) + _norm_inf(ybar)

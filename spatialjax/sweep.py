@@ -32,12 +32,14 @@ Typical use::
     print(res.summary())
     res.values.value   # shape (B, n)
 
-Known issue (jax 0.10.2, CPU backend): with *forced* host devices
-(``--xla_force_host_platform_device_count``) on a 2-core machine, a vmapped Newton solve of
-moderate size (n = 80, 2 or 4 scenarios per device) was seen to deadlock inside XLA's CPU
-runtime -- also with a plain ``jit`` of sharded inputs and with no collectives in the
-compiled program, so not specific to this module. Real multi-GPU meshes and the default
-single CPU device are unaffected by that setting.
+Known issue (jax 0.10.2, CPU backend): with several host devices
+(``--xla_force_host_platform_device_count``), jaxlib's *batched* LAPACK kernels (the LU of
+a vmapped Newton solve) can deadlock: two device programs each wait in
+``jax::ParallelBatchMap`` for work on an exhausted thread pool (seen with 2 or 4 devices
+and 2 scenarios per device, N = 100 Jiao-Tian solves; native stacks via gdb). On such
+meshes :func:`sweep` therefore evaluates each device's slice with ``jax.lax.map``
+(``inner="auto"``), which runs unbatched kernels; ``inner="vmap"`` forces the batched
+program. GPUs and a single CPU device are unaffected.
 
 This module is generic: it never imports a model.
 """
@@ -190,15 +192,24 @@ def unstack(batched: Any, *, name: str = "batched") -> list[Any]:
 
 
 @eqx.filter_jit
-def _sharded_vmap(fn, mesh, dyn, static):
-    """``vmap(fn)`` over the leading axis of ``dyn`` (array leaves), sharded on ``mesh``.
+def _sharded_vmap(fn, mesh, dyn, static, inner="vmap"):
+    """``vmap(fn)`` (or ``lax.map(fn)`` with ``inner="map"``) over the leading axis of
+    ``dyn`` (array leaves), sharded on ``mesh``.
 
-    ``fn``, ``mesh`` and ``static`` are static (hashed) by ``filter_jit``: one compilation
-    per (function, mesh, static part, shapes), reused across chunks and calls.
+    ``fn``, ``mesh``, ``static`` and ``inner`` are static (hashed) by ``filter_jit``: one
+    compilation per (function, mesh, static part, shapes), reused across chunks and calls.
     """
     out_static = {}
 
+    def one(d1):
+        out = fn(eqx.combine(d1, static))
+        o_dyn, o_static = eqx.partition(out, eqx.is_array)
+        out_static["v"] = o_static
+        return o_dyn
+
     def local(d):
+        if inner == "map":
+            return jax.lax.map(one, d)
         out = eqx.filter_vmap(fn)(eqx.combine(d, static))
         o_dyn, o_static = eqx.partition(out, eqx.is_array)
         out_static["v"] = o_static
@@ -273,6 +284,7 @@ class SweepResult:
             sharded over -- equals ``n_devices`` when the sweep really ran sharded.
         n_chunks: number of chunks; ``chunk_size`` scenarios (padded) per chunk.
         n_padded: number of padding scenarios computed and discarded, in total.
+        inner: ``"vmap"`` or ``"map"``: how each device evaluated its slice.
     """
 
     values: Any
@@ -285,6 +297,7 @@ class SweepResult:
     n_chunks: int
     chunk_size: int
     n_padded: int
+    inner: str = "vmap"
 
     @property
     def size(self) -> int:
@@ -316,7 +329,7 @@ class SweepResult:
                 parts.append(s)
             listed = ", ".join(parts) + (f", ... ({nf - max_listed} more)" if nf > max_listed else "")
         rows = [("scenarios", self.size),
-                ("devices", self.n_devices),
+                ("devices", f"{self.n_devices} ({self.inner} per device)"),
                 ("chunks x chunk size", f"{self.n_chunks} x {self.chunk_size}"),
                 ("padding scenarios (discarded)", self.n_padded),
                 ("succeeded", self.size - nf),
@@ -366,6 +379,7 @@ def sweep(
     devices: Sequence[jax.Device] | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    inner: str = "auto",
 ) -> SweepResult:
     """Evaluate ``fn`` on every scenario of ``batched`` as one vmapped, device-sharded sweep.
 
@@ -383,6 +397,16 @@ def sweep(
             down to a multiple of the device count, at least one scenario per device),
             for memory. All chunks have the same padded shape: one compilation.
         progress: show a tqdm progress bar over the chunks.
+        inner: how each device evaluates its slice of the batch: ``"vmap"`` (one batched
+            program), ``"map"`` (``jax.lax.map``: the scenarios one after the other, each
+            unbatched) or ``"auto"``: ``"map"`` on a mesh of several CPU devices, else
+            ``"vmap"``. On CPU, jaxlib's batched LAPACK kernels (e.g. the LU under ``vmap``)
+            split the batch over a thread pool that two concurrently executing host devices
+            can exhaust: with forced host devices a vmapped Newton solve was seen to
+            deadlock there (2 or 4 devices, 2 scenarios per device; native stacks show both
+            devices waiting in ``jax::LuDecomposition`` / ``ParallelBatchMap``). Unbatched
+            kernels do not do that; on CPU, ``map`` also costs nothing in parallelism that
+            the devices do not already provide.
 
     Returns:
         :class:`SweepResult` with ``values`` (outputs stacked along a leading axis ``B``)
@@ -409,6 +433,11 @@ def sweep(
         chunk = math.ceil(B / nd) * nd
     n_chunks = math.ceil(B / chunk)
 
+    if inner not in ("auto", "vmap", "map"):
+        raise ParameterError("inner", f"must be 'auto', 'vmap' or 'map'; got {inner!r}")
+    if inner == "auto":
+        inner = "map" if (nd > 1 and all(d.platform == "cpu" for d in devs)) else "vmap"
+
     mesh = Mesh(np.asarray(devs, dtype=object), (_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(_AXIS))
     dyn, static = eqx.partition(batched, _is_array)
@@ -425,7 +454,7 @@ def sweep(
         for lo in starts:
             hi = min(lo + chunk, B)
             d = jax.device_put(_take(dyn, lo, hi, chunk), sharding)
-            out = _sharded_vmap(fn, mesh, d, static)
+            out = _sharded_vmap(fn, mesh, d, static, inner)
             arrs = [x for x in jax.tree.leaves(out) if isinstance(x, jax.Array)]
             out_devices.append(min((len(x.sharding.device_set) for x in arrs), default=nd))
             if bar is not None:
@@ -457,4 +486,4 @@ def sweep(
     failed = np.flatnonzero(~ok)
     return SweepResult(values=values, ok=ok, failed=failed, criterion=criterion, status=names,
                        n_devices=nd, n_output_devices=min(out_devices), n_chunks=n_chunks,
-                       chunk_size=chunk, n_padded=n_chunks * chunk - B)
+                       chunk_size=chunk, n_padded=n_chunks * chunk - B, inner=inner)

@@ -247,6 +247,7 @@ _MULTI = textwrap.dedent(
     one = [jax.devices()[0]]
     ref = eqx.filter_jit(eqx.filter_vmap(fn))(jax.device_put(batched, one[0]))
     res1 = sweep(fn, batched, devices=one)
+    resv = sweep(fn, batched, inner="vmap")  # the batched program on every device (toy: no LAPACK)
     ch = sweep(fn, stack(sc[:B] + sc[:3]), batch_size=8)  # B = 16: two chunks, stays sharded
     print(json.dumps({
         "n_devices": len(jax.devices()),
@@ -258,6 +259,9 @@ _MULTI = textwrap.dedent(
         "max_diff_vs_one_device": float(np.max(np.abs(np.asarray(res.values.value)
                                                       - np.asarray(res1.values.value)))),
         "one_device_output_devices": res1.n_output_devices,
+        "inner_auto": res.inner, "inner_one": res1.inner, "inner_forced": resv.inner,
+        "max_diff_vmap_inner": float(np.max(np.abs(np.asarray(resv.values.value) - np.asarray(ref.value)))),
+        "vmap_inner_output_devices": resv.n_output_devices,
         "failed": res.failed.tolist(),
         "ref_failed": np.flatnonzero(~np.asarray(ref.converged)).tolist(),
         "chunked_value_devices": len(ch.values.value.sharding.device_set),
@@ -282,6 +286,8 @@ def test_multi_device_sharded_sweep(tmp_path):
     assert out["sweep_devices"] == 8
     assert out["padded_output_devices"] == 8  # the computation really ran on all 8 devices
     assert out["one_device_output_devices"] == 1
+    assert (out["inner_auto"], out["inner_one"], out["inner_forced"]) == ("map", "vmap", "vmap")
+    assert out["max_diff_vmap_inner"] <= 1e-12 and out["vmap_inner_output_devices"] == 8
     assert out["n_padded"] == 3
     assert out["shape"] == [13, 2]
     assert out["max_diff_vs_vmap"] <= 1e-12
@@ -290,3 +296,44 @@ def test_multi_device_sharded_sweep(tmp_path):
     assert out["chunked_n_chunks"] == 2
     assert out["chunked_value_devices"] == 8  # B = 16 divisible by 8: values stay sharded
     assert out["chunked_max_diff"] <= 1e-12
+
+
+_MULTI_JT = textwrap.dedent(
+    """
+    import json, sys
+    import equinox as eqx, jax, jax.numpy as jnp, numpy as np
+    import spatialjax
+    from spatialjax.models import jiao_tian as jt
+    from spatialjax.sweep import stack, sweep
+
+    p, y = jt.synthetic_economy(100, 0)
+    base = jt.solve(p, y)
+    sc = [eqx.tree_at(lambda q: q.T, p, p.T * (1 + 0.001 * i)) for i in range(8)]
+    fn = lambda q: jt.solve(q, base).solve
+    res = sweep(fn, stack(sc))
+    loop = np.stack([np.asarray(jt.solve(q, base).y) for q in sc])
+    print(json.dumps({"n_devices": len(jax.devices()), "sweep_devices": res.n_devices, "inner": res.inner,
+                      "failed": res.failed.tolist(),
+                      "max_diff_vs_loop": float(np.max(np.abs(np.asarray(res.values.value) - loop)))}))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_dev", [2, 4])
+def test_multi_device_jiao_tian_sweep_does_not_deadlock(tmp_path, n_dev):
+    """2 and 4 forced host devices, 2+ scenarios per device, N = 100 Newton solves: jaxlib's
+    batched LU deadlocked here under vmap; the sweep's per-device lax.map must finish and
+    equal the loop of single solves."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n_dev}").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    script = tmp_path / "multi_jt.py"
+    script.write_text(_MULTI_JT)
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["n_devices"] == n_dev and out["sweep_devices"] == n_dev
+    assert out["inner"] == "map"
+    assert out["failed"] == []
+    assert out["max_diff_vs_loop"] <= 1e-10

@@ -679,7 +679,7 @@ class Equilibria(list):
 def _full_from_logs(p, ls, lW, lR, lN, lL, x, lw):
     """Residuals of the primitive system at levels (logs): (3), (9), (12), (14), (6)."""
     s = jnp.exp(ls)
-    W, R, N, L = jnp.exp(lW), jnp.exp(lR), jnp.exp(lN), jnp.exp(lL)
+    W, R, N = jnp.exp(lW), jnp.exp(lR), jnp.exp(lN)
     lB = jnp.array([0.0, jnp.log(p.b), 0.0])
     lD = jnp.array([0.0, jnp.log(p.d), 0.0])
     dist = jnp.abs(jnp.arange(3)[:, None] - jnp.arange(3)[None, :])
