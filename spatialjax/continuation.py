@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spatialjax.solver import RESULTS, _newton, jacobian_sigma_min, solve_root
+from spatialjax.solver import RESULTS, _newton, _shamanskii, jacobian_sigma_min, solve_root
 
 __all__ = ["homotopy", "HomotopyResult", "trace_path", "Path", "pseudo_arclength", "Branch", "arclength_to",
            "multistart"]
@@ -45,7 +45,7 @@ class HomotopyResult(eqx.Module):
 
 def homotopy(fn, y0, args, lam0=0.0, lam1=1.0, *, h0=0.05, h_min=1e-5, h_max=0.25,
              max_corrector=12, tol=1e-9, max_steps=2000, linear_solver="dense",
-             max_krylov=400, jac=None, max_correction=0.05) -> HomotopyResult:
+             max_krylov=400, jac=None, max_correction=0.05, reuse_jacobian=False) -> HomotopyResult:
     """Continue the root of ``fn(y, lam, args)`` from ``(y0, lam0)`` to ``lam1``.
 
     ``y0`` must solve ``fn(., lam0, args) = 0`` (e.g. a closed form). Pure JAX; the result
@@ -53,7 +53,9 @@ def homotopy(fn, y0, args, lam0=0.0, lam1=1.0, *, h0=0.05, h_min=1e-5, h_max=0.2
     ``jac``: optional dense Jacobian ``(y, lam, args) -> dF/dy``. ``max_correction``: a step
     is rejected (and halved) when the corrector moves ``y`` by more than this in max-norm
     from the secant prediction, which keeps the path on its branch instead of jumping to
-    another equilibrium.
+    another equilibrium. ``reuse_jacobian``: dense corrector with one factorisation reused
+    while it contracts (Shamanskii steps, see :func:`spatialjax.solver.solve_root`); much
+    cheaper per continuation step when a factorisation is expensive (large N).
     """
     args = jax.lax.stop_gradient(args)
     y0 = jax.lax.stop_gradient(jnp.asarray(y0))
@@ -77,13 +79,16 @@ def homotopy(fn, y0, args, lam0=0.0, lam1=1.0, *, h0=0.05, h_min=1e-5, h_max=0.2
         y_pred = y + slope * (lam_new - lam)
         F = lambda yy: fn(yy, lam_new, args)  # noqa: E731
         Jf = None if jac is None else (lambda yy: jac(yy, lam_new, args))
-        y_c, f_c, kk = _newton(F, y_pred, tol=tol, max_steps=max_corrector, linear_solver=linear_solver,
-                               max_krylov=max_krylov, jac=Jf)
+        if reuse_jacobian and linear_solver == "dense":
+            y_c, f_c, kk = _shamanskii(F, y_pred, tol=tol, max_steps=max_corrector, jac=Jf)
+        else:
+            y_c, f_c, kk = _newton(F, y_pred, tol=tol, max_steps=max_corrector, linear_solver=linear_solver,
+                                   max_krylov=max_krylov, jac=Jf)
         # Branch-jumping guard: a corrector that moves far from the predictor has most likely
         # converged onto another branch; reject the step and halve it.
         ok = jnp.all(jnp.isfinite(y_c)) & (jnp.max(jnp.abs(f_c)) <= tol) & \
             (jnp.max(jnp.abs(y_c - y_pred)) <= max_correction)
-        easy = (kk <= 4) & (jnp.max(jnp.abs(y_c - y_pred)) <= 0.25 * max_correction)
+        easy = (kk <= (8 if reuse_jacobian else 4)) & (jnp.max(jnp.abs(y_c - y_pred)) <= 0.25 * max_correction)
         y2 = jnp.where(ok, y_c, y)
         lam2 = jnp.where(ok, lam_new, lam)
         yp2 = jnp.where(ok, y, yp)

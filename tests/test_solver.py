@@ -263,6 +263,17 @@ def test_homotopy_reaches_lam1_on_regular_path():
     assert float(h.lam_reached) == 1.0
     np.testing.assert_allclose(np.asarray(h.value ** 3 + h.value), np.asarray(p), atol=1e-8)
     assert int(h.steps) >= 4  # h_max = 0.25 forces at least four steps
+    # the same path with a reused factorisation in the corrector (Shamanskii steps)
+    hr = jax.jit(lambda y0, pp: cont.homotopy(cubic_homotopy, y0, pp, 0.0, 1.0, reuse_jacobian=True))(jnp.zeros(2), p)
+    assert bool(hr.success)
+    np.testing.assert_allclose(np.asarray(hr.value), np.asarray(h.value), atol=1e-8)
+
+
+def test_homotopy_with_reused_jacobian_stops_before_fold():
+    h = cont.homotopy(fold_fn, jnp.asarray([-1.0]), None, -1.0, 0.5, h0=0.1, reuse_jacobian=True)
+    assert not bool(h.success)
+    assert -0.05 < float(h.lam_reached) <= 0.0  # never claims a point beyond the fold
+    assert abs(float(h.value[0]) ** 2 + float(h.lam_reached)) < 1e-8
 
 
 def fold_fn(y, lam, p):

@@ -543,7 +543,8 @@ def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold,
     jac_s = _jac_fn(system)
     if cold:
         h = homotopy(lambda y, s, a: residual(y, a, s), autarky(params), params, 0.0, 1.0, h0=0.1, h_max=0.25,
-                     h_min=1e-6, tol=max(tol, 1e-9), max_corrector=15, linear_solver=ls, jac=jac_s)
+                     h_min=1e-6, tol=max(tol, 1e-9), max_corrector=15, linear_solver=ls, jac=jac_s,
+                     reuse_jacobian=True)
         y0, s_reached = h.value, h.lam_reached
     else:
         s_reached = jnp.nan
@@ -569,9 +570,13 @@ def _jac_s(y, s, p):
     return jacobian(y, p, s)
 
 
+def _schur_s(y, s, p):
+    return schur_jacobian(y, p, s)
+
+
 _homotopy_jit = eqx.filter_jit(lambda p, tol: homotopy(_res_s, autarky(p), p, 0.0, 1.0, h0=0.1, h_max=0.25,
                                                        h_min=1e-6, tol=max(tol, 1e-9), max_corrector=15,
-                                                       jac=_jac_s))
+                                                       jac=_schur_s, reuse_jacobian=True))
 
 
 def _is_traced(x) -> bool:
