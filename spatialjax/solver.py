@@ -286,35 +286,41 @@ def _shamanskii(F, y0, *, tol, max_steps, jac=None):
     the residual by less than a factor 4, or after a failed line search with a reused
     factor. A reused step costs two triangular solves instead of a Jacobian and an LU; for
     warm starts (counterfactuals from a baseline) one factorisation is usually enough.
-    Failure codes as in :func:`_newton` (1: line search failed, 2: linear solve failed)."""
+    Failure codes as in :func:`_newton` (1: line search failed, 2: linear solve failed).
 
-    def factor(y):
-        return linearize(F, y, jac)
-
-    f0, m0 = _merit(F, y0)
-    lu0 = factor(y0)
+    Two nested loops: the outer one factors, the inner one takes chord steps with that
+    factorisation as a loop constant (no factor is carried or copied through a ``cond``)."""
     DONE = 9  # internal: converged to round-off, stop
 
-    def cond(c):
-        y, f, m, k, code, lu, refactor = c
+    def running(f, k, code):
         return (code == 0) & (k < max_steps) & (_norm_inf(f) > 1e-3 * tol)
 
-    def body(c):
-        y, f, m, k, code, lu, refactor = c
-        lu = jax.lax.cond(refactor & (k > 0), lambda: factor(y), lambda: lu)
-        fresh = refactor | (k == 0)
-        dy = lu.solve(-f)
-        ok = jnp.all(jnp.isfinite(dy))
-        dy = jnp.where(ok, dy, 0.0)
+    def outer_body(c):
+        y, f, m, k, code = c
+        lin = linearize(F, y, jac)
 
-        y_new, f_new, m_new, accepted, mn = _armijo_step(F, y, f, m, dy, ok)
-        at_tol = _norm_inf(f) <= tol
-        code_new = jnp.where(accepted | ~fresh, 0, jnp.where(at_tol, DONE, jnp.where(ok, 1, 2)))
-        refactor_next = (~accepted) | (mn > m / 16.0)
-        return y_new, f_new, m_new, k + 1, code_new.astype(code.dtype), lu, refactor_next
+        def inner_cond(ci):
+            y, f, m, k, code, fresh, brk = ci
+            return running(f, k, code) & ~brk
 
+        def inner_body(ci):
+            y, f, m, k, code, fresh, brk = ci
+            dy = lin.solve(-f)
+            ok = jnp.all(jnp.isfinite(dy))
+            dy = jnp.where(ok, dy, 0.0)
+            y_new, f_new, m_new, accepted, mn = _armijo_step(F, y, f, m, dy, ok)
+            at_tol = _norm_inf(f) <= tol
+            code_new = jnp.where(accepted | ~fresh, 0, jnp.where(at_tol, DONE, jnp.where(ok, 1, 2)))
+            brk_new = (~accepted) | (mn > m / 16.0)
+            return y_new, f_new, m_new, k + 1, code_new.astype(code.dtype), jnp.asarray(False), brk_new
+
+        y, f, m, k, code, _, _ = jax.lax.while_loop(inner_cond, inner_body,
+                                                    (y, f, m, k, code, jnp.asarray(True), jnp.asarray(False)))
+        return y, f, m, k, code
+
+    f0, m0 = _merit(F, y0)
     zero = jnp.asarray(0, jnp.int32)
-    y, f, m, k, code, _, _ = jax.lax.while_loop(cond, body, (y0, f0, m0, zero, zero, lu0, jnp.asarray(False)))
+    y, f, m, k, code = jax.lax.while_loop(lambda c: running(c[1], c[3], c[4]), outer_body, (y0, f0, m0, zero, zero))
     return y, f, k
 
 
