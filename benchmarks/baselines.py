@@ -202,20 +202,26 @@ def damped_fixed_point(p: NPParams, y0: np.ndarray, *, damping: float = 0.1, tol
     for it in range(max_iter + 1):
         o = np_objects(p, logw, logLm, logTD)
         res, y = _max_resid(p, o, logw, logLm)
-        if not np.isfinite(res):
-            status = "nonfinite"
-            break
-        if res <= tol:
-            status = "converged"
-            break
-        if it == max_iter:
-            break
-        if time_budget is not None and time.perf_counter() - t0 > time_budget:
-            status = "timeout"
+        status = _stop(res, tol, it, max_iter, t0, time_budget)
+        if status != "running":
             break
         logw, logLm = damped_step(p, logw, logLm, damping, o=o, logTD=logTD)
     return BaselineResult("damped_fixed_point", y, status, res, it, time.perf_counter() - t0,
                           dict(damping=damping, tol=tol, max_iter=max_iter))
+
+
+def _stop(res, tol, it, max_iter, t0, time_budget) -> str:
+    """Status of a fixed-point iteration after evaluating the residual at iteration ``it``:
+    "nonfinite", "converged", "max_iter", "timeout", or "running" (go on)."""
+    if not np.isfinite(res):
+        return "nonfinite"
+    if res <= tol:
+        return "converged"
+    if it == max_iter:
+        return "max_iter"
+    if time_budget is not None and time.perf_counter() - t0 > time_budget:
+        return "timeout"
+    return "running"
 
 
 def _managers_from_wages(p: NPParams, logw, logPhi):
@@ -271,16 +277,8 @@ def appendix_g(p: NPParams, y0: np.ndarray, *, aux: float = 0.0, damping: float 
         lw = _level_wages(p, logw, logLm, logTD)
         o = np_objects(p, lw, logLm, logTD)
         res, y = _max_resid(p, o, lw, logLm)
-        if not np.isfinite(res):
-            status = "nonfinite"
-            break
-        if res <= tol:
-            status = "converged"
-            break
-        if it == max_iter:
-            break
-        if time_budget is not None and time.perf_counter() - t0 > time_budget:
-            status = "timeout"
+        status = _stop(res, tol, it, max_iter, t0, time_budget)
+        if status != "running":
             break
         logw = (1 - damping) * logw + damping * appendix_g_map(p, logw, aux, logTD=logTD, logPhi=logPhi)
     return BaselineResult("appendix_g", y, status, res, it, time.perf_counter() - t0,

@@ -300,7 +300,8 @@ def arclength_to(fn, y0, args, lam0, lam_target, *, ds=0.02, n_steps=200, lam_bo
                           lam_max=hi + 1e-12, direction=direction, tol=tol, jac=jac)
     d = br.lam - lam_target
     hit = np.flatnonzero(d[:-1] * d[1:] <= 0)
-    hit = hit[br.lam[hit] != lam0] if len(hit) > 1 else hit  # not the starting point itself
+    if lam0 == lam_target:
+        hit = hit[hit > 0]  # the starting point itself does not count
     if len(hit) == 0:
         return None, br
     k = int(hit[0])

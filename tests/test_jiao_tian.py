@@ -349,6 +349,14 @@ def test_phi_and_shares_match_definitions(synth8):
     np.testing.assert_allclose(np.asarray(s.Epi), Epi, rtol=1e-12)
 
 
+def _random_economy_and_point(rng, N, *, log_tau_min, gamma_min):
+    """Random Params (T, H, tau, gamma) and a random point y (not an equilibrium)."""
+    tau = np.exp(rng.uniform(log_tau_min, 1, (N, N)))
+    np.fill_diagonal(tau, 1.0)
+    p = make_params(np.exp(rng.normal(size=N)), tau, H=np.exp(rng.normal(size=N)), gamma=rng.uniform(gamma_min, 0.3))
+    return p, jnp.asarray(rng.normal(size=2 * N + 2) * 0.5)
+
+
 _jac_analytic = jax.jit(jt.jacobian)
 _jac_fwd = jax.jit(jax.jacfwd(jt.residual))
 
@@ -357,10 +365,7 @@ _jac_fwd = jax.jit(jax.jacfwd(jt.residual))
 def test_analytic_jacobian_equals_jacfwd(seed):
     rng = np.random.default_rng(seed)
     N = 5
-    tau = np.exp(rng.uniform(0, 1, (N, N)))
-    np.fill_diagonal(tau, 1.0)
-    p = make_params(np.exp(rng.normal(size=N)), tau, H=np.exp(rng.normal(size=N)), gamma=rng.uniform(0, 0.3))
-    y = jnp.asarray(rng.normal(size=2 * N + 2) * 0.5)
+    p, y = _random_economy_and_point(rng, N, log_tau_min=0.0, gamma_min=0.0)
     s = float(rng.uniform(0.05, 0.95))
     J = _jac_analytic(y, p, s)
     Jf = _jac_fwd(y, p, s)
@@ -374,10 +379,7 @@ def test_schur_linearization_solves_the_full_jacobian(seed):
     J^T x = b for the full (2N+2) Jacobian, away from equilibrium and at s < 1."""
     rng = np.random.default_rng(seed)
     N = 6
-    tau = np.exp(rng.uniform(0.2, 1, (N, N)))
-    np.fill_diagonal(tau, 1.0)
-    p = make_params(np.exp(rng.normal(size=N)), tau, H=np.exp(rng.normal(size=N)), gamma=rng.uniform(0.02, 0.3))
-    y = jnp.asarray(rng.normal(size=2 * N + 2) * 0.5)
+    p, y = _random_economy_and_point(rng, N, log_tau_min=0.2, gamma_min=0.02)
     b = jnp.asarray(rng.normal(size=2 * N + 2))
     for s in (1.0, 0.4):
         J = np.asarray(_jac_fwd(y, p, s))
@@ -624,6 +626,13 @@ def test_params_with_traced_tau_inside_jit():
                                     H=np.ones(2)).tau)
     tau = jnp.array([[1.0, 2.0], [2.0, 1.0]])
     np.testing.assert_array_equal(np.asarray(f(tau)), np.asarray(tau))
+
+
+@pytest.mark.parametrize("side", [0.0, -5.0, float("nan")])
+def test_synthetic_economy_rejects_bad_territory(side):
+    with pytest.raises(ParameterError, match="positive") as ei:
+        jt.synthetic_economy(8, 0, side=side)
+    assert ei.value.field == "side"
 
 
 def test_bad_warm_start_shape():

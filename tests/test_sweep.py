@@ -186,6 +186,9 @@ def test_inconsistent_batch_raises():
         sweep(solve_toy, stack(scenarios(2)), batch_size=0)
     with pytest.raises(ParameterError, match="devices"):
         sweep(solve_toy, stack(scenarios(2)), devices=[])
+    with pytest.raises(ParameterError, match="'auto', 'vmap' or 'map'") as ei:
+        sweep(solve_toy, stack(scenarios(2)), inner="pmap")
+    assert ei.value.field == "inner"
     with pytest.raises(ParameterError, match="fn"):
         sweep(3, stack(scenarios(2)))
 
@@ -272,16 +275,22 @@ _MULTI = textwrap.dedent(
 )
 
 
-def test_multi_device_sharded_sweep(tmp_path):
-    """8 forced host devices: B = 13 padded to 16, sharded 2 per device, equal to plain vmap."""
+def _run_on_forced_devices(source: str, n_devices: int, tmp_path) -> dict:
+    """Run ``source`` in a fresh interpreter with ``n_devices`` forced CPU devices; return the
+    JSON object it prints last."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n_devices}").strip()
     env["JAX_PLATFORMS"] = "cpu"
-    script = tmp_path / "multi.py"
-    script.write_text(_MULTI)
+    script = tmp_path / f"multi_{n_devices}.py"
+    script.write_text(source)
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_multi_device_sharded_sweep(tmp_path):
+    """8 forced host devices: B = 13 padded to 16, sharded 2 per device, equal to plain vmap."""
+    out = _run_on_forced_devices(_MULTI, 8, tmp_path)
     assert out["n_devices"] == 8
     assert out["sweep_devices"] == 8
     assert out["padded_output_devices"] == 8  # the computation really ran on all 8 devices
@@ -325,14 +334,7 @@ def test_multi_device_jiao_tian_sweep_does_not_deadlock(tmp_path, n_dev):
     """2 and 4 forced host devices, 2+ scenarios per device, N = 100 Newton solves: jaxlib's
     batched LU deadlocked here under vmap; the sweep's per-device lax.map must finish and
     equal the loop of single solves."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n_dev}").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    script = tmp_path / "multi_jt.py"
-    script.write_text(_MULTI_JT)
-    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _run_on_forced_devices(_MULTI_JT, n_dev, tmp_path)
     assert out["n_devices"] == n_dev and out["sweep_devices"] == n_dev
     assert out["inner"] == "map"
     assert out["failed"] == []

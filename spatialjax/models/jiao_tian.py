@@ -173,6 +173,12 @@ def _log_openness(p: Params, s=1.0):
     return jnp.log(_openness(p, s))
 
 
+def _log_kernel(p: Params, logw, s=1.0, logD=None):
+    """log K_nc = log T_n + log Delta_nc(s) - beta theta log w_c, shape (N, N): the terms of (8)-(9)."""
+    logD = _log_openness(p, s) if logD is None else logD
+    return jnp.log(p.T)[:, None] + logD - (p.beta * p.theta) * logw[None, :]
+
+
 class Outcomes(eqx.Module):
     """All equilibrium objects at given (w, L^m). Shapes (N,) unless stated."""
 
@@ -194,8 +200,7 @@ def equilibrium_objects(params: Params, w, Lm, s=1.0, logD=None) -> Outcomes:
     p = params
     k, log_zeta, log_eta = _consts(p)
     logw, logLm = jnp.log(w), jnp.log(Lm)
-    logD = _log_openness(p, s) if logD is None else logD
-    logK = jnp.log(p.T)[:, None] + logD - (p.beta * p.theta) * logw[None, :]
+    logK = _log_kernel(p, logw, s, logD)
     # One exponential pass gives both Phi (8) (a log-sum-exp) and x (9) (a softmax).
     kmax = jax.lax.stop_gradient(jnp.max(logK, axis=1, keepdims=True))
     e = jnp.exp(logK - kmax)
@@ -301,7 +306,7 @@ def log_Lm_from_wages(params: Params, logw, lUw, lUm):
     """log L^m_n implied by wages and the two utility levels, eq. (53) (needs gamma > 0)."""
     p = params
     k, log_zeta, _ = _consts(p)
-    logPhi = jax.nn.logsumexp(jnp.log(p.T)[:, None] + _log_openness(p) - (p.beta * p.theta) * logw[None, :], axis=1)
+    logPhi = jax.nn.logsumexp(_log_kernel(p, logw), axis=1)  # (8)
     return (lUm - lUw + logw - log_zeta - k * logPhi) * ((1 - p.beta) / p.gamma)
 
 
@@ -529,39 +534,6 @@ def _y_from_data(params: Params, w, Lm):
 SCHUR_MIN_G = 1e-3  # below this pivot gamma/(1-beta), "auto" uses the dense LU (Schur growth ~ 1/g)
 
 
-def _jac_fn(system):
-    """The Jacobian used by Newton: Schur-complement factorisation (gamma > 0) or dense."""
-    if system == "schur":
-        return lambda y, s, a: schur_jacobian(y, a, s)
-    return lambda y, s, a: jacobian(y, a, s)
-
-
-def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold, system="schur"):
-    N = params.T.shape[-1]
-    n = N + 2 if system == "schur" else 2 * N + 2
-    ls = linear_solver if linear_solver != "auto" else ("dense" if n <= 6100 else "gmres")
-    jac_s = _jac_fn(system)
-    if cold:
-        h = homotopy(lambda y, s, a: residual(y, a, s), autarky(params), params, 0.0, 1.0, h0=0.1, h_max=0.25,
-                     h_min=1e-6, tol=max(tol, 1e-9), max_corrector=15, linear_solver=ls, jac=jac_s,
-                     reuse_jacobian=True)
-        y0, s_reached = h.value, h.lam_reached
-    else:
-        s_reached = jnp.nan
-    # log Delta_nc is loop-invariant: computed once (N^2 logarithms) and passed with the
-    # parameters, so that derivatives still reach tau through it.
-    if system == "schur":
-        jac1 = lambda y, a: schur_jacobian(y, a[0], 1.0, a[1])  # noqa: E731
-    else:
-        jac1 = lambda y, a: jacobian(y, a[0], 1.0, a[1])  # noqa: E731
-    res = solve_root(lambda y, a: residual(y, a[0], 1.0, a[1]), y0, (params, _log_openness(params)), tol=tol,
-                     max_steps=max_steps, linear_solver=ls, method=method, jac=jac1, reuse_jacobian=True)
-    return _pack(params, res.value, res, s_reached)
-
-
-_solve_jit = eqx.filter_jit(_solve_impl)
-
-
 def _res_s(y, s, p):
     return residual(y, p, s)
 
@@ -574,22 +546,51 @@ def _schur_s(y, s, p):
     return schur_jacobian(y, p, s)
 
 
-_homotopy_jit = eqx.filter_jit(lambda p, tol: homotopy(_res_s, autarky(p), p, 0.0, 1.0, h0=0.1, h_max=0.25,
-                                                       h_min=1e-6, tol=max(tol, 1e-9), max_corrector=15,
-                                                       jac=_schur_s, reuse_jacobian=True))
+# The Jacobian Newton uses, by ``system``: Schur-complement factorisation (gamma > 0) or dense.
+_JACOBIANS = {"schur": _schur_s, "dense": _jac_s}
+
+
+def _cold_homotopy(params: Params, tol, system, linear_solver="dense"):
+    """Continue the equilibrium from the autarky closed form (Prop. 3) along s: 0 -> 1."""
+    return homotopy(_res_s, autarky(params), params, 0.0, 1.0, h0=0.1, h_max=0.25, h_min=1e-6,
+                    tol=max(tol, 1e-9), max_corrector=15, linear_solver=linear_solver, jac=_JACOBIANS[system],
+                    reuse_jacobian=True)
+
+
+def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold, system="schur"):
+    N = params.T.shape[-1]
+    n = N + 2 if system == "schur" else 2 * N + 2
+    ls = linear_solver if linear_solver != "auto" else ("dense" if n <= 6100 else "gmres")
+    if cold:
+        h = _cold_homotopy(params, tol, system, ls)
+        y0, s_reached = h.value, h.lam_reached
+    else:
+        s_reached = jnp.nan
+    # log Delta_nc is loop-invariant: computed once (N^2 logarithms) and passed with the
+    # parameters, so that derivatives still reach tau through it.
+    jac1 = schur_jacobian if system == "schur" else jacobian
+    res = solve_root(lambda y, a: residual(y, a[0], 1.0, a[1]), y0, (params, _log_openness(params)), tol=tol,
+                     max_steps=max_steps, linear_solver=ls, method=method,
+                     jac=lambda y, a: jac1(y, a[0], 1.0, a[1]), reuse_jacobian=True)
+    return _pack(params, res.value, res, s_reached)
+
+
+_solve_jit = eqx.filter_jit(_solve_impl)
+_homotopy_jit = eqx.filter_jit(_cold_homotopy)
 
 
 def _is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, n_steps=200, system="dense"):
+def _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, system, n_steps=200):
     """The homotopy stopped at a fold before s = 1: follow the branch around it by
     pseudo-arclength (eager, dense). If the branch comes back to s = 1, polish there with a
     warm solve; otherwise return the original (failed) solution, whose status says so."""
     from spatialjax.continuation import arclength_to
 
-    h = _homotopy_jit(params, tol)
+    # The same homotopy as the cold start (same Jacobian, same steps), so it stops where that did.
+    h = _homotopy_jit(params, tol, system)
     y0, _ = arclength_to(_res_s, h.value, params, float(h.lam_reached), 1.0, ds=0.02, n_steps=n_steps,
                          lam_bounds=(0.0, 1.0), jac=_jac_s)
     if y0 is None:
@@ -641,7 +642,7 @@ def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, l
     y_start = jnp.zeros(2 * params.T.shape[-1] + 2) if cold else _y_from_warm(params, y0)
     sol = _solve_jit(params, y_start, tol, max_steps, linear_solver, method, cold, system)
     if cold and fold_fallback and not _is_traced(sol.y) and not bool(sol.converged):
-        sol = _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, system=system)
+        sol = _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, system)
     if throw:
         raise_if_failed(sol.solve, "Jiao-Tian equilibrium solve")
     return sol
@@ -762,6 +763,8 @@ def synthetic_economy(N: int, seed: int = 0, *, alpha=TABLE5["alpha"], beta=TABL
     w = np.exp(0.05 * (logsize - logsize.mean()) + 0.03 * rng.standard_normal(N))
     if side is None:
         side = 30.0 * np.sqrt(max(N, 722) / 722)
+    elif not (np.isfinite(side) and side > 0):
+        raise ParameterError("side", f"the side of the square territory must be a positive number; got {side!r}")
     loc = rng.uniform(0, float(side), size=(N, 2))
     dist = 1.0 + np.sqrt(((loc[:, None, :] - loc[None, :, :]) ** 2).sum(-1))
     q = np.clip(1.0 + 0.2 * (logsize - logsize.mean()) + 0.3 * rng.standard_normal(N), 0.0, None)
