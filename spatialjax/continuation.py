@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spatialjax.solver import RESULTS, _newton, _shamanskii, jacobian_sigma_min, solve_root
+from spatialjax.solver import DENSE_MAX, RESULTS, jacobian_sigma_min, newton_iterate, shamanskii_iterate, solve_root
 
-__all__ = ["homotopy", "HomotopyResult", "trace_path", "Path", "pseudo_arclength", "Branch", "arclength_to",
+__all__ = ["homotopy", "HomotopyResult", "trace_path", "TracedPath", "pseudo_arclength", "Branch", "arclength_to",
            "multistart"]
 
 
@@ -80,9 +80,9 @@ def homotopy(fn, y0, args, lam0=0.0, lam1=1.0, *, h0=0.05, h_min=1e-5, h_max=0.2
         F = lambda yy: fn(yy, lam_new, args)  # noqa: E731
         Jf = None if jac is None else (lambda yy: jac(yy, lam_new, args))
         if reuse_jacobian and linear_solver == "dense":
-            y_c, f_c, kk = _shamanskii(F, y_pred, tol=tol, max_steps=max_corrector, jac=Jf)
+            y_c, f_c, kk = shamanskii_iterate(F, y_pred, tol=tol, max_steps=max_corrector, jac=Jf)
         else:
-            y_c, f_c, kk = _newton(F, y_pred, tol=tol, max_steps=max_corrector, linear_solver=linear_solver,
+            y_c, f_c, kk = newton_iterate(F, y_pred, tol=tol, max_steps=max_corrector, linear_solver=linear_solver,
                                    max_krylov=max_krylov, jac=Jf)
         # Branch-jumping guard: a corrector that moves far from the predictor has most likely
         # converged onto another branch; reject the step and halve it.
@@ -105,7 +105,7 @@ def homotopy(fn, y0, args, lam0=0.0, lam1=1.0, *, h0=0.05, h_min=1e-5, h_max=0.2
 
 
 @dataclass
-class Path:
+class TracedPath:
     """Solutions along a grid of the continuation parameter (:func:`trace_path`)."""
 
     lam: np.ndarray  # (m,) the grid points reached
@@ -126,7 +126,7 @@ class Path:
 
 
 def trace_path(fn, y0, args, lams, *, tol=1e-10, h_min=1e-6, max_corrector=20, linear_solver="auto",
-               progress=None) -> Path:
+               progress=None) -> TracedPath:
     """Natural continuation of ``fn(y, lam, args) = 0`` over the grid ``lams``.
 
     Between grid points the step is subdivided adaptively (via :func:`homotopy`). At the
@@ -136,7 +136,7 @@ def trace_path(fn, y0, args, lams, *, tol=1e-10, h_min=1e-6, max_corrector=20, l
     """
     lams = np.asarray(lams, dtype=np.float64)
     n = np.shape(y0)[0]
-    ls = ("dense" if n <= 1600 else "gmres") if linear_solver == "auto" else linear_solver
+    ls = ("dense" if n <= DENSE_MAX else "gmres") if linear_solver == "auto" else linear_solver
 
     @eqx.filter_jit
     def first(y, lam, a):
@@ -155,7 +155,7 @@ def trace_path(fn, y0, args, lams, *, tol=1e-10, h_min=1e-6, max_corrector=20, l
     ys, res, smins, conv, lam_out = [np.asarray(r0.value)], [float(r0.residual)], [float(r0.sigma_min)], \
         [bool(r0.converged)], [lams[0]]
     if not bool(r0.converged):
-        return Path(np.array(lam_out), np.array(ys), np.array(res), np.array(smins), np.array(conv),
+        return TracedPath(np.array(lam_out), np.array(ys), np.array(res), np.array(smins), np.array(conv),
                     fold_at=float(lams[0]), message=f"no equilibrium at the start lam={lams[0]}: {r0.status}")
     y = r0.value
     fold_at, msg = None, ""
@@ -175,7 +175,7 @@ def trace_path(fn, y0, args, lams, *, tol=1e-10, h_min=1e-6, max_corrector=20, l
         smins.append(float(smin))
         conv.append(True)
         lam_out.append(lams[i])
-    return Path(np.array(lam_out), np.array(ys), np.array(res), np.array(smins), np.array(conv), fold_at=fold_at,
+    return TracedPath(np.array(lam_out), np.array(ys), np.array(res), np.array(smins), np.array(conv), fold_at=fold_at,
                 message=msg)
 
 

@@ -45,9 +45,15 @@ import optimistix as optx
 
 from spatialjax.errors import ConvergenceError, SingularJacobianError
 from spatialjax.tables import format_kv
+from spatialjax.validation import is_traced
 
 __all__ = ["RESULTS", "SolveResult", "solve_root", "jacobian_sigma_min", "LUFactor", "lu_factor", "lu_solve",
-           "Linearization", "DenseLinearization", "linearize"]
+           "Linearization", "DenseLinearization", "linearize", "newton_iterate", "shamanskii_iterate", "DENSE_MAX",
+           "raise_if_failed"]
+
+# Largest system factorised densely by ``linear_solver="auto"``; above it Newton-Krylov (GMRES).
+# At n = 6100 one LU costs about 2 s on 2 CPU cores. Used by every caller that picks a solver.
+DENSE_MAX = 6100
 
 
 class RESULTS(eqx.Enumeration):
@@ -245,8 +251,11 @@ def _armijo_step(F, y, f, m, dy, ok):
             accepted, mn)
 
 
-def _newton(F, y0, *, tol, max_steps, linear_solver, max_krylov, jac=None):
-    """Newton's method with Armijo backtracking on ``0.5 ||F||^2``. Pure JAX (while_loop)."""
+def newton_iterate(F, y0, *, tol, max_steps, linear_solver, max_krylov, jac=None):
+    """Newton's method with Armijo backtracking on ``0.5 ||F||^2``. Pure JAX (while_loop).
+
+    The raw iteration (no diagnostics, no custom VJP): returns ``(y, F(y), iterations)``.
+    Building block of :func:`solve_root` and of the continuation correctors."""
 
     f0, m0 = _merit(F, y0)
 
@@ -280,13 +289,13 @@ def _newton(F, y0, *, tol, max_steps, linear_solver, max_krylov, jac=None):
     return y, f, k
 
 
-def _shamanskii(F, y0, *, tol, max_steps, jac=None):
+def shamanskii_iterate(F, y0, *, tol, max_steps, jac=None):
     """Dense Newton that reuses one LU factorisation while it contracts well (Shamanskii /
     chord steps): the Jacobian is refactored only at the start, after a step that reduced
     the residual by less than a factor 4, or after a failed line search with a reused
     factor. A reused step costs two triangular solves instead of a Jacobian and an LU; for
     warm starts (counterfactuals from a baseline) one factorisation is usually enough.
-    Failure codes as in :func:`_newton` (1: line search failed, 2: linear solve failed).
+    Failure codes as in :func:`newton_iterate` (1: line search failed, 2: linear solve failed).
 
     Two nested loops: the outer one factors, the inner one takes chord steps with that
     factorisation as a loop constant (no factor is carried or copied through a ``cond``)."""
@@ -330,7 +339,7 @@ def _lm(F, y0, *, tol, max_steps, jac=None):
                              adjoint=optx.RecursiveCheckpointAdjoint())
     y = sol.value
     # The LM solver stops on its own criterion; polish with Newton steps for the tolerance.
-    y, f, k = _newton(F, y, tol=tol, max_steps=20, linear_solver="dense", max_krylov=0, jac=jac)
+    y, f, k = newton_iterate(F, y, tol=tol, max_steps=20, linear_solver="dense", max_krylov=0, jac=jac)
     return y, f, sol.stats["num_steps"] + k
 
 
@@ -417,7 +426,7 @@ def solve_root(
     adjoint_rtol: float = 1e-6,
     diagnose: bool = True,
     throw: bool = False,
-    dense_max: int = 6100,
+    dense_max: int = DENSE_MAX,
     jac: Callable[[jax.Array, Any], jax.Array] | None = None,
     reuse_jacobian: bool = False,
 ) -> SolveResult:
@@ -440,7 +449,8 @@ def solve_root(
             backward pass; a worse solve yields a NaN cotangent.
         diagnose: estimate ``sigma_min`` (costs about one extra Newton step).
         throw: raise :class:`ConvergenceError` / :class:`SingularJacobianError` instead of
-            returning a failed result. Only valid outside ``jit``/``vmap``.
+            returning a failed result. Under ``jit``/``vmap`` the check runs when the compiled
+            computation finishes (``equinox.error_if``) and raises a runtime error.
         jac: optional ``(y, args) -> dF/dy`` exploiting the model's structure: a dense
             ``(n, n)`` array, or a :class:`Linearization` (a factorised Jacobian with
             ``solve``/``mv``/``norm_inf``, e.g. a Schur complement); default ``jax.jacfwd``.
@@ -490,9 +500,9 @@ def solve_root(
         if method == "lm":
             y, f, k = _lm(F, y0, tol=tol, max_steps=max_steps, jac=J_of(d))
         elif reuse_jacobian and linear_solver == "dense":
-            y, f, k = _shamanskii(F, y0, tol=tol, max_steps=max_steps, jac=J_of(d))
+            y, f, k = shamanskii_iterate(F, y0, tol=tol, max_steps=max_steps, jac=J_of(d))
         else:
-            y, f, k = _newton(F, y0, tol=tol, max_steps=max_steps, linear_solver=linear_solver,
+            y, f, k = newton_iterate(F, y0, tol=tol, max_steps=max_steps, linear_solver=linear_solver,
                               max_krylov=max_krylov, jac=J_of(d))
         res = _norm_inf(f)
         finite = jnp.all(jnp.isfinite(y)) & jnp.isfinite(res)
@@ -554,14 +564,23 @@ def solve_root(
                                                        RESULTS.where(code == 3, RESULTS.nonfinite, RESULTS.singular))))
     out = SolveResult(value=y, result=result, residual=res, steps=k, sigma_min=smin, jac_norm=jn)
     if throw:
-        raise_if_failed(out)
+        if is_traced(res):
+            # Under jit/vmap the status is not known at trace time: a runtime check raises
+            # when the compiled solve finishes with any status other than ``successful``.
+            y = eqx.error_if(y, code != 0, "solve_root: the equilibrium solve did not succeed (status "
+                             "max_steps_reached, stalled, nonfinite or singular); call with throw=False "
+                             "and read .status/.residual/.sigma_min for details")
+            out = eqx.tree_at(lambda o: o.value, out, y)
+        else:
+            raise_if_failed(out)
     return out
 
 
 def raise_if_failed(res: SolveResult, what: str = "equilibrium solve") -> None:
     """Raise a clear error for a failed (concrete, unbatched) :class:`SolveResult`."""
-    if isinstance(res.residual, jax.core.Tracer):
-        raise ValueError("throw=True is only available outside jit/vmap; use throw=False and check .result")
+    if is_traced(res.residual):
+        raise ValueError("raise_if_failed needs a concrete result (outside jit/vmap); inside, use "
+                         "solve_root(..., throw=True), which checks at run time, or throw=False and .result")
     name = res.status if isinstance(res.status, str) else None
     if name is None:
         bad = [s for s in res.status if s != "successful"]

@@ -9,9 +9,14 @@ import jax
 from spatialjax.errors import ParameterError
 
 
+def is_traced(x) -> bool:
+    """True when ``x`` is an abstract value under ``jit``/``vmap``/``grad`` (no concrete number)."""
+    return isinstance(x, jax.core.Tracer)
+
+
 def _concrete(x):
     """Return a NumPy array if ``x`` is concrete, else ``None`` (a tracer)."""
-    if isinstance(x, jax.core.Tracer):
+    if is_traced(x):
         return None
     try:
         return np.asarray(x)

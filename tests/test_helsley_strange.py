@@ -469,8 +469,8 @@ def test_bad_params_name_the_field(kw, field):
 
 def test_bad_arguments_name_the_field():
     p = hs.default_params()
-    with pytest.raises(TypeError):
-        hs.Params(delta=1.0)   # unknown key
+    with pytest.raises(ParameterError, match="^delta: unknown parameter"):
+        hs.Params(delta=1.0)   # unknown key: named, not a bare TypeError
     for bad in (2, -1, 0.5, True):
         with pytest.raises(ParameterError, match="^i:"):
             hs.type_optimum(p, bad)

@@ -478,3 +478,29 @@ def test_arclength_to_reports_none_when_the_branch_does_not_return():
                                lam_bounds=(0.0, 1.0))
     assert y1 is None
     assert len(br.folds) == 1 and br.folds[0][0] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_throw_under_jit_raises_at_run_time_and_passes_when_solved():
+    """``throw=True`` inside ``jit`` cannot raise at trace time; it must raise when the compiled
+    solve ends unsuccessfully, and must not when it succeeds (the value is then the root)."""
+    import jax
+    import jax.numpy as jnp
+    import pytest
+
+    from spatialjax.solver import solve_root
+
+    f = lambda y, a: y ** 2 + a  # noqa: E731  (no real root for a > 0)
+    solve = jax.jit(lambda a: solve_root(f, jnp.array([1.0]), a, throw=True).value)
+    assert float(solve(-4.0)[0]) == pytest.approx(2.0, rel=1e-12)
+    with pytest.raises(Exception, match="did not succeed"):
+        solve(1.0).block_until_ready()
+
+
+def test_helsley_strange_unknown_parameter_is_a_parameter_error():
+    import pytest
+
+    from spatialjax.errors import ParameterError
+    from spatialjax.models import helsley_strange as hs
+
+    with pytest.raises(ParameterError, match="thetta: unknown parameter; allowed"):
+        hs.Params(thetta=[[2.0, 1.0], [1.0, 2.0]])

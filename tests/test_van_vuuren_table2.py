@@ -7,7 +7,6 @@ same equations (firm optimality, free entry, reservation wage, location), (iii) 
 printed vs computed with stated tolerances, and re-derived values pinned where we miss.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,8 +15,9 @@ import pytest
 from spatialjax.errors import ParameterError
 from spatialjax.models import van_vuuren as vv
 
-DATA = Path(__file__).resolve().parents[1] / "data_moments"
-PAPER = pd.read_csv(DATA / "van_vuuren_table2.csv", comment="#")
+from spatialjax.io import data_path
+
+PAPER = pd.read_csv(data_path("van_vuuren_table2.csv"), comment="#")
 A_VALUES = tuple(PAPER.a)
 ALPHA, DELTA = 8.0, 0.1
 

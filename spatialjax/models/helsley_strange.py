@@ -59,7 +59,7 @@ import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ConvergenceError, ParameterError
 from spatialjax.scalar import bisect
 from spatialjax.tables import format_kv, format_table
-from spatialjax.validation import check_finite, check_positive, check_shape
+from spatialjax.validation import check_finite, check_positive, check_shape, is_traced
 
 Array = jax.Array
 
@@ -78,7 +78,7 @@ __all__ = [
 # ----------------------------------------------------------------------------------------
 
 def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+    return not is_traced(x)
 
 
 class Params(eqx.Module):
@@ -110,7 +110,10 @@ class Params(eqx.Module):
     c: Optional[Callable] = eqx.field(static=True, default=None)
 
     def __init__(self, alpha=1.0, beta=1.0, gamma=0.5, t=0.5, theta=None, V0=None, N=None, *,
-                 g=None, c=None, aux=None):
+                 g=None, c=None, aux=None, **unknown):
+        if unknown:
+            bad = sorted(unknown)[0]
+            raise ParameterError(bad, "unknown parameter; allowed: alpha, beta, gamma, t, theta, V0, N, g, c, aux")
         if g is not None and not callable(g):
             raise ParameterError("g", f"must be a callable g(params, n) -> (I,) array; got {type(g).__name__}")
         if c is not None and not callable(c):

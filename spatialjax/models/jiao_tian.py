@@ -45,9 +45,9 @@ from jax.scipy.special import gammaln
 import spatialjax  # noqa: F401  (x64)
 from spatialjax.continuation import homotopy
 from spatialjax.errors import ParameterError
-from spatialjax.solver import Linearization, LUFactor, SolveResult, lu_factor, lu_solve, raise_if_failed, solve_root
+from spatialjax.solver import DENSE_MAX, Linearization, LUFactor, SolveResult, lu_factor, lu_solve, raise_if_failed, solve_root
 from spatialjax.tables import format_table
-from spatialjax.validation import check_finite, check_positive, check_shape, _concrete
+from spatialjax.validation import check_finite, check_positive, check_shape, _concrete, is_traced
 
 __all__ = [
     "Params", "Solution", "solve", "welfare", "residual", "autarky", "equilibrium_objects", "jacobian",
@@ -560,7 +560,7 @@ def _cold_homotopy(params: Params, tol, system, linear_solver="dense"):
 def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold, system="schur"):
     N = params.T.shape[-1]
     n = N + 2 if system == "schur" else 2 * N + 2
-    ls = linear_solver if linear_solver != "auto" else ("dense" if n <= 6100 else "gmres")
+    ls = linear_solver if linear_solver != "auto" else ("dense" if n <= DENSE_MAX else "gmres")
     if cold:
         h = _cold_homotopy(params, tol, system, ls)
         y0, s_reached = h.value, h.lam_reached
@@ -579,8 +579,7 @@ _solve_jit = eqx.filter_jit(_solve_impl)
 _homotopy_jit = eqx.filter_jit(_cold_homotopy)
 
 
-def _is_traced(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
+_is_traced = is_traced
 
 
 def _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, system, n_steps=200):

@@ -55,7 +55,7 @@ import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ConvergenceError, ParameterError
 from spatialjax.scalar import bisect
 from spatialjax.tables import format_table
-from spatialjax.validation import check_finite, check_interval, check_positive
+from spatialjax.validation import check_finite, check_interval, check_positive, is_traced
 
 __all__ = [
     "Params", "MarketEquilibrium", "Equilibria", "PlannerResult", "solve_market", "solve_planner",
@@ -156,7 +156,7 @@ class Params(eqx.Module):
 
 
 def _concrete(x):
-    if isinstance(x, jax.core.Tracer):
+    if is_traced(x):
         return None
     return np.asarray(x)
 
@@ -1256,17 +1256,20 @@ def table2(a_values=(1.0, 0.75, 0.6, 0.55, 0.5, 0.25, 0.1), *, paper: bool = Tru
     Returns a pandas DataFrame with one row per (a, side), side in ("planner", "market"; one
     market row per equilibrium found, config "none" if none): a, side, config, u, v, du,
     s_du (= s(du + u/2)), omega, p_low, residual and, with ``paper=True``, the printed
-    values ``paper_*`` (from ``data_moments/van_vuuren_table2.csv``, where the a value is
-    printed) and relative gaps ``gap_*`` = ours / printed - 1 (for du and p_low the absolute
+    values ``paper_*`` (from the package data file ``spatialjax/data/van_vuuren_table2.csv``,
+    where the a value is printed; a missing file is an error, never a silently shorter table) and relative gaps ``gap_*`` = ours / printed - 1 (for du and p_low the absolute
     difference).  See ``data_moments/van_vuuren_table2.md`` for the row-by-row discussion."""
     import pandas as pd
 
     ref = None
     if paper:
-        from pathlib import Path
-        path = Path(__file__).resolve().parents[2] / "data_moments" / "van_vuuren_table2.csv"
-        if path.exists():
-            ref = pd.read_csv(path, comment="#")
+        from spatialjax.io import data_path
+
+        path = data_path("van_vuuren_table2.csv")
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: the printed Table 2 values are missing from the installed package; "
+                                    f"reinstall spatialjax or call table2(paper=False)")
+        ref = pd.read_csv(path, comment="#")
     rows = []
     for a in a_values:
         P = Params.panel_b(a, tau=TABLE2_TAU)
