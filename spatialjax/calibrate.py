@@ -916,10 +916,16 @@ def plot_estimates(result, setup: ParameterSetup, path: Path, *, title: str = ""
         ax.set_yticklabels([r["parameter"]])
         ax.set_ylim(-1, 1)
         ax.margins(x=0.3)
-    axes[0, 0].legend(fontsize=8, loc="upper right")
+    h, lab = [], []
+    for ax in axes[:, 0]:
+        for hh, ll in zip(*ax.get_legend_handles_labels()):
+            if ll not in lab:
+                h.append(hh)
+                lab.append(ll)
     if title:
-        axes[0, 0].set_title(title, fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.1 if k > 1 else 0.18, 1, 1))
+    fig.legend(h, lab, loc="lower center", ncol=len(lab), fontsize=8, frameon=False)
     atomic.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return Path(path)
