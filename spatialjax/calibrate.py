@@ -225,7 +225,7 @@ _ESTIMATION_SPECS = {
                       description="weighting matrix: identity, diagonal (1/var of each moment), fixed (the "
                                   "problem's W), two-step efficient, iterated to convergence, or continuously "
                                   "updated (cue)"),
-    "cov": Spec("str", default=None, allowed=("robust", "cluster", "hac"),
+    "cov": Spec("str", allowed=("robust", "cluster", "hac"),
                 description="moment covariance S: heteroskedasticity-robust, clustered (needs clusters) or "
                             "Newey-West HAC (needs hac_lags); default robust, or cluster when clusters is set"),
     "clusters": Spec("str", description="name of the cluster column in the problem's per-observation data"),
@@ -378,10 +378,8 @@ def _validate_parameters(raw, names: dict, file: str) -> dict:
             if "value" in p:
                 raise ParameterError(f"{where}.value", "only for fixed parameters (estimate = false); use start")
             s = p["start"]
-            interior = lo < s < hi if transform != "none" else lo <= s <= hi
-            if not interior:
-                raise ParameterError(f"{where}.start", f"must lie {'strictly ' if transform != 'none' else ''}"
-                                                       f"inside bounds [{lo}, {hi}]; got {s}")
+            if not lo < s < hi:  # the estimator maps bounds to an open interval (exp / logistic transform)
+                raise ParameterError(f"{where}.start", f"must lie strictly inside bounds [{lo}, {hi}]; got {s}")
             if "start_box" in p:
                 a, b = p["start_box"]
                 if not (a < b and lo <= a and b <= hi):
@@ -711,30 +709,61 @@ def run_calibration(config_path, output_dir, *, resume: bool = False, progress: 
 
 
 def _estimator_call(problem: Problem, cfg: dict, setup: ParameterSetup, file: str) -> dict:
-    """Map ``[estimation]`` (over the problem's defaults) to the estimator's arguments."""
+    """Map ``[estimation]`` (over the problem's defaults in ``Problem.estimator``) to the
+    estimator's arguments; raise ParameterError for settings the problem cannot take."""
     import numpy as np
 
     est = dict(cfg["estimation"])
     base = dict(problem.estimator)
     base_opts = dict(base.pop("options", {}) or {})
+    where = f"{file}: estimation"
     weighting = est.get("weighting", base.get("weighting", "two-step"))
     clusters_col = est.get("clusters")
-    cov = est.get("cov") or ("cluster" if clusters_col else base.get("cov", "robust"))
-    clusters = base.get("clusters")
-    if clusters_col is not None:
-        if problem.kind != "micro" or problem.columns is None:
-            raise ParameterError(f"{file}: estimation.clusters", "this problem has no per-observation data to "
-                                                                 "cluster (minimum-distance problem)")
-        cols = list(problem.columns.columns) if hasattr(problem.columns, "columns") else list(problem.columns)
-        if clusters_col not in cols:
-            raise ParameterError(f"{file}: estimation.clusters", f"column {clusters_col!r} not in data file "
-                                                                 f"{problem.data_file or ''}; columns: {cols}")
-        clusters = np.asarray(problem.columns[clusters_col])
-    if weighting == "fixed" and problem.W is None and "W" not in base_opts:
-        raise ParameterError(f"{file}: estimation.weighting", "\"fixed\" needs a weighting matrix from the problem; "
-                                                              "this problem has none")
-    if problem.kind == "minimum_distance" and weighting not in ("fixed", "two-step", "identity"):
-        pass  # the estimator checks what it supports
+    if problem.kind not in ("micro", "minimum_distance"):
+        raise ValueError(f"Problem.kind: must be 'micro' or 'minimum_distance'; got {problem.kind!r}")
+    W = None
+    if problem.kind == "minimum_distance":
+        for key in ("cov", "clusters", "hac_lags"):
+            if key in est:
+                raise ParameterError(f"{where}.{key}", "not used by a minimum-distance problem (the covariance of "
+                                                       "the targets comes from the problem)")
+        if weighting == "fixed":
+            W = problem.W
+        elif weighting == "identity":
+            W = np.eye(len(np.asarray(problem.m_hat)))
+        elif weighting == "two-step":  # efficient: W = cov_m_hat^{-1}
+            if problem.cov_m_hat is None:
+                raise ParameterError(f"{where}.weighting", "\"two-step\" (efficient, W = cov(m_hat)^-1) needs the "
+                                                           "covariance of the targets; this problem has none: use "
+                                                           "\"fixed\" or \"identity\"")
+        else:
+            raise ParameterError(f"{where}.weighting", f"for a minimum-distance problem must be one of ['identity', "
+                                                       f"'fixed', 'two-step']; got {weighting!r}")
+        if weighting == "fixed" and W is None:
+            raise ParameterError(f"{where}.weighting", "\"fixed\" needs a weighting matrix from the problem; "
+                                                       "this problem has none")
+        cov, clusters = None, None
+    else:
+        cov = est.get("cov") or ("cluster" if clusters_col else base.get("cov", "robust"))
+        clusters = base.get("clusters") if cov == "cluster" else None
+        if clusters_col is not None:
+            if problem.columns is None:
+                raise ParameterError(f"{where}.clusters", "this problem has no per-observation columns to cluster on")
+            cols = list(problem.columns.columns) if hasattr(problem.columns, "columns") else list(problem.columns)
+            if clusters_col not in cols:
+                raise ParameterError(f"{where}.clusters", f"column {clusters_col!r} not in data file "
+                                                          f"{problem.data_file or '(the problem data)'}; columns: {cols}")
+            clusters = np.asarray(problem.columns[clusters_col])
+        if cov == "cluster" and clusters is None:
+            raise ParameterError(f"{where}.clusters", "missing (required when cov = \"cluster\")")
+        if weighting == "fixed":
+            if problem.W is None and "W" not in base_opts:
+                raise ParameterError(f"{where}.weighting", "\"fixed\" needs a weighting matrix from the problem; "
+                                                           "this problem has none")
+            if problem.W is not None:
+                base_opts["W"] = problem.W
+        else:
+            base_opts.pop("W", None)
     options = dict(base_opts)
     for key in ("optimizer", "max_iter", "gtol", "xtol", "ftol", "multistart", "hac_lags", "jacobian"):
         if key in est:
@@ -742,17 +771,15 @@ def _estimator_call(problem: Problem, cfg: dict, setup: ParameterSetup, file: st
     if options.get("multistart", 1) > 1:
         options["start_box"] = {n: setup.start_box[n] for n in setup.estimated}
         options["seed"] = cfg["calibration"]["seed"]
-    if problem.W is not None and weighting == "fixed" and problem.kind == "micro":
-        options["W"] = problem.W
-    true = dict(problem.true_params or {})
+    true = {n: v for n, v in (problem.true_params or {}).items() if n in setup.estimated}
     true.update({n: v for n, v in setup.true.items() if n in setup.estimated})
-    if true:
-        options["true_params"] = {n: true[n] for n in setup.estimated if n in true}
+    if true:  # a column in the estimator's tables (NaN where not given)
+        options["true_params"] = true
     if problem.moment_names is not None:
         options["moment_names"] = list(problem.moment_names)
     bounds = problem.bounds if problem.bounds is not None else (setup.bounds or None)
     return {"weighting": weighting, "cov": cov, "clusters": clusters, "clusters_column": clusters_col,
-            "bounds": bounds, "options": options, "W": problem.W if weighting == "fixed" else None}
+            "bounds": bounds, "options": options, "W": W}
 
 
 def _as_float(x):
@@ -775,50 +802,21 @@ def _n_obs(problem: Problem):
     return int(leaves[0].shape[0]) if leaves and getattr(leaves[0], "ndim", 0) else None
 
 
-def _moment_values(problem: Problem, params, setup: ParameterSetup):
-    """``(names, data, model, se)`` of each moment at the estimates."""
-    import numpy as np
-
-    if problem.kind == "micro":
-        g = problem.moments(params, problem.data)
-        g = np.asarray(g[0] if isinstance(g, tuple) else g)
-        n, k = g.shape
-        model = g.mean(axis=0)
-        S = g.T @ g / n  # not centred, as in spatialjax.gmm
-        se = np.sqrt(np.diag(S) / n)
-        data = np.zeros(k)
-    else:
-        m = problem.moments(params)
-        model = np.asarray(m[0] if isinstance(m, tuple) else m)
-        k = model.shape[0]
-        data = np.asarray(problem.m_hat, dtype=float)
-        se = np.sqrt(np.diag(np.asarray(problem.cov_m_hat))) if problem.cov_m_hat is not None else np.full(k, np.nan)
-    names = list(problem.moment_names) if problem.moment_names is not None else [f"m{i}" for i in range(k)]
-    return names, data, model, se
-
-
-def _tree_get(tree, name):
-    if isinstance(tree, Mapping):
-        return tree[name]
-    return getattr(tree, name)
-
-
 def estimates_table(result, setup: ParameterSetup):
-    """A DataFrame with one row per parameter: estimate, se, t, 95% interval, true, fixed."""
+    """A DataFrame with one row per parameter (the problem's order): estimate, se, t, the
+    confidence interval at the estimator's level (95% by default), true value, fixed."""
     import pandas as pd
 
-    z = 1.959963984540054
+    idx = {n: i for i, n in enumerate(result.param_names)}
     rows = []
     for n in setup.names:
-        if n in setup.estimated:
-            est, se = _as_float(_tree_get(result.params, n)), _as_float(_tree_get(result.se, n))
-            ok = se is not None and math.isfinite(se)
-            rows.append({"parameter": n, "estimate": est, "se": se if ok else math.nan,
-                         "t": est / se if ok and se > 0 else math.nan,
-                         "ci_low": est - z * se if ok else math.nan, "ci_high": est + z * se if ok else math.nan,
-                         "true": setup.true.get(n, math.nan), "fixed": False})
+        if n in setup.estimated and n in idx:
+            i = idx[n]
+            rows.append({"parameter": n, "estimate": float(result.theta[i]), "se": float(result.se_flat[i]),
+                         "t": float(result.tstat[i]), "ci_low": float(result.ci_low[i]),
+                         "ci_high": float(result.ci_high[i]), "true": setup.true.get(n, math.nan), "fixed": False})
         else:
-            rows.append({"parameter": n, "estimate": setup.fixed[n], "se": math.nan, "t": math.nan,
+            rows.append({"parameter": n, "estimate": setup.fixed.get(n, math.nan), "se": math.nan, "t": math.nan,
                          "ci_low": math.nan, "ci_high": math.nan, "true": setup.true.get(n, math.nan),
                          "fixed": True})
     return pd.DataFrame(rows)
@@ -843,19 +841,12 @@ def write_outputs(problem: Problem, result, cfg: dict, raw: dict, setup: Paramet
 
     est = estimates_table(result, setup)
     table("estimates", est)
-    names, data, model, se = _moment_values(problem, result.params, setup)
-    mom = pd.DataFrame({"moment": names, "data": data, "model": model, "difference": model - data, "se": se})
-    table("moments", mom)
-    lam = getattr(result, "sensitivity", None)
-    if isinstance(lam, Mapping):  # the estimator may return several sensitivity measures
-        lam = lam.get("Lambda", lam.get("lambda", next(iter(lam.values()), None)))
-    lam = None if lam is None else np.asarray(lam, dtype=float)
-    if lam is not None and lam.ndim == 2 and lam.shape == (len(setup.estimated), len(names)):
-        sens = pd.DataFrame(lam, columns=names)
-        sens.insert(0, "parameter", setup.estimated)
-    else:
-        sens = pd.DataFrame({"parameter": setup.estimated})
-    table("sensitivity", sens)
+    names = list(result.moment_names)
+    table("moments", result.moments_frame())
+    order = [n for n in setup.estimated if n in result.param_names]
+    sens = result.sensitivity_frame().loc[order]
+    sens.index.name = "parameter"
+    table("sensitivity", sens.reset_index())
 
     title = cfg["calibration"]["title"] or cfg["calibration"]["problem"]
     header = [title, f"config: {file}", f"problem: {cfg['calibration']['problem']}",
@@ -876,10 +867,16 @@ def write_outputs(problem: Problem, result, cfg: dict, raw: dict, setup: Paramet
         "parameters": params,
         "J": _as_float(result.J), "J_df": int(result.J_df) if result.J_df is not None else None,
         "J_pvalue": _as_float(result.J_pvalue),
-        "converged": bool(result.converged), "status": str(result.status),
+        "converged": bool(result.converged), "status": str(result.status), "message": result.message,
+        "weak_identification": {"flag": bool(result.weak_identification.get("flag")),
+                                "direction": result.weak_identification.get("text", "")},
         "weighting": call["weighting"], "cov": call["cov"], "clusters": call["clusters_column"],
-        "n_obs": _n_obs(problem), "n_moments": len(names),
-        "cov_params": {"parameters": setup.estimated, "matrix": np.asarray(result.cov, dtype=float)},
+        "n_obs": _n_obs(problem) if result.n_obs is None else int(result.n_obs), "n_moments": len(names),
+        "level": float(result.level), "objective": _as_float(result.objective),
+        "convergence": {k: result.convergence.get(k) for k in ("optimizer", "iterations", "stop_reason",
+                                                                 "n_objective_evals", "n_failed_evals", "stages",
+                                                                 "multistart")},
+        "cov_params": {"parameters": list(result.param_names), "matrix": np.asarray(result.cov, dtype=float)},
         "problem": cfg["calibration"]["problem"], "title": cfg["calibration"]["title"],
         "config_file": file, "config": raw,
         "spatialjax_version": spatialjax.__version__,

@@ -63,15 +63,8 @@ def run(args) -> int:
 
 
 def _weak_identification(result) -> str:
-    """A description of the weakly identified direction when the estimator flags one, else ''."""
-    for attr in ("weak_identification", "weakly_identified", "weak_direction"):
-        v = getattr(result, attr, None)
-        if v is None or v is False:
-            continue
-        if isinstance(v, str):
-            return v
-        if v is True:
-            return str(result.status)
-        return str(v)
-    status = str(getattr(result, "status", ""))
-    return status if "weak" in status or "singular" in status else ""
+    """The weakly identified direction (in parameter names) when the estimator flags one, else ''."""
+    wi = getattr(result, "weak_identification", None) or {}
+    if wi.get("flag"):
+        return wi.get("text") or "G'WG is (near-)singular"
+    return ""
