@@ -1,0 +1,509 @@
+"""Calibration of Jiao & Tian (2024) as one stacked GMM: inversions, moments, full-solution mode.
+
+The paper (Section 5.2, Table 5) calibrates sequentially and reports no standard errors:
+gravity (34) for delta^d, delta^I; the manager-income regression (31) for theta (1 - beta);
+gamma from the wage-size elasticity; H_n from (35) and T_n from (36). Here the same pieces
+are stacked into one just- or over-identified GMM problem estimated by :mod:`spatialjax.gmm`,
+with parameters ``theta, gamma, delta_d, delta_I`` (``alpha``, ``beta`` fixed at Table 5:
+``1 - alpha = 0.24``, ``beta = 0.53`` from the literature), so standard errors, the J test and
+the names flow into every table.
+
+**Observation unit: the city.** The micro GMM has N observations. Row n of the moment matrix
+holds (i) the gravity score contributions of all pairs whose headquarters city is n (so the
+gravity inference is clustered by headquarters city), (ii) the manager-income moment of the
+managers sampled in n, divided by the mean sample size per city (so the stacked moment is a
+proper average over cities), and (iii) the instrument moments of city n. Because all moment
+blocks of a city sit in one row, the estimated S = (1/N) sum_n g_n g_n' captures their
+correlation (e.g. Poisson noise in city n's links and sampling noise in its managers' incomes
+both move its inverted T_n).
+
+**Gravity, eqs. (9), (29)-(30), (32).** X_nc = L^m_n x_nc (32), so
+log E[X_nc] = o_n + d_c - theta delta^d log d_nc - theta delta^I q_n q_c - theta lam 1[n != c]
+(origin effect o_n = log L^m_n T_n / Phi_n, destination effect d_c = -beta theta log w_c).
+Own-city pairs have tau_nn = 1, so the common pair cost lam of (29) is *not* absorbed by the
+fixed effects: it is the coefficient nu = theta lam of an own-pair dummy. Estimated by Poisson
+pseudo maximum likelihood (zeros in X_nc are data). The 2N fixed effects and nu are profiled
+out (:func:`ppml_fixed_effects`: alternating closed-form updates, then a Newton polish whose
+derivative is the implicit-function one), and the GMM moments are the FWL-partialled slope
+scores sum_c (X_nc - mu_nc) x~_nc (the regressors with the mu-weighted projection on the fixed
+effect directions removed, as ``ppmlhdfe`` does), so the sandwich standard errors of the
+slopes are those of the joint estimator with all fixed effects. The paper's log-linear (34)
+on positive counts is the documented alternative (``gravity = "loglinear"``: OLS of log X_nc
+on the same design, biased under Poisson noise by Jensen's inequality, E log X != log E X).
+
+**theta (1 - beta) from manager incomes, eq. (31).** Within city n manager income is Fréchet
+with shape kappa = theta (1 - beta) and a city scale (L^m_n)^(gamma theta) Phi_n (12), which the
+paper absorbs by city fixed effects in the regression (31). Here: the Fréchet likelihood with
+the city scale concentrated out. With u_i = pi_i^(-kappa) (exponential within a city), the
+profile score of m_n managers is m_n/kappa - sum log pi_i + m_n sum u_i log pi_i / sum u_i; its
+expectation is exactly 1/kappa whatever m_n (Beta-Dirichlet algebra: u_i / sum u ~ Beta(1, m-1)
+independent of sum u ~ Gamma(m)). The moment uses (m_n - 1)/kappa instead of m_n/kappa, so it
+has mean zero exactly at the truth (the incidental-parameter correction, as for a within
+variance), and cities with one sampled manager contribute nothing.
+
+**gamma from the technology equation.** With T_n inverted exactly from (36), the model
+reproduces the observed wages and allocation for *any* gamma, so the wage-city-size elasticity
+that the paper targets carries no information about gamma: changing gamma is undone by the
+re-inverted T_n (which is why the paper's Table 10 is flat). Identification comes from a
+restriction on the fundamentals instead: log T_n = x_n' pi + xi_n with E[z_n xi_n] = 0 for
+the instruments z_n. By (36), log T_n(gamma) = a_n - gamma theta log L^m_n, where a_n collects the
+observed wages and the fragmentation potential, so xi_n(gamma) is linear in gamma; gamma is the
+coefficient on the endogenous log L^m_n in a linear IV regression of a_n on x_n, and it is
+identified by instruments excluded from the T equation that shift where managers live (in
+the replica: the housing-supply shifters, which move L^m_n through (11), (14) but not T_n).
+A gamma that is too high leaves xi_n(gamma) negatively correlated with those shifters. The
+nuisance coefficients pi are concentrated out (OLS on x_n, exact because xi is linear in pi),
+and the moments are z~_n xi_n with z~ the excluded instruments partialled on x (FWL), so their
+sandwich accounts for the estimated pi. The fragmentation potential uses the fitted (29)
+(common lam = nu / theta from the gravity block), not the count inversion (33), which is
+undefined where X_nc = 0.
+
+**Full-solution mode** (``mode = "full-solution"``): fundamentals parametric,
+log T_n = x_n' pi and log H_n = x^H_n' rho (pi, rho estimated as nuisance GMM parameters named
+``pi_<shifter>``, ``rho_<shifter>``), and every objective evaluation *solves* the N-city
+equilibrium with :func:`spatialjax.models.jiao_tian.solve`, warm-started from the observed
+allocation. Moments: gravity and income as above plus E[z_n (log y^data_n - log y_n(params))] = 0
+for y = L^m, L^p, w (z with a constant). Gradients come by implicit differentiation through
+the solve (:func:`spatialjax.solver.solve_root`'s checked adjoint); an evaluation whose
+solve fails returns ``ok = False`` (the GMM layer rejects it as +inf and counts it). Because the
+data were generated with xi_n != 0 and the allocation is a non-linear function of xi, these
+moments hold only up to O(var xi) terms (with the stiff manager block, L^m_n responds to T_n with
+elasticity ~ (1-beta)/(gamma theta) ~ 11): the mode is consistent only as var xi -> 0; the
+inversion mode is exact.
+
+Inversions (differentiable, pure JAX): :func:`tau_from_counts` (33), :func:`invert_housing` (35),
+:func:`invert_technology` (36).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import types
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import spatialjax  # noqa: F401  (x64)
+from spatialjax.calibrate import Problem
+from spatialjax.errors import ParameterError
+from spatialjax.models import jiao_tian as jt
+
+__all__ = [
+    "PARAM_NAMES", "tau_from_counts", "invert_housing", "invert_technology", "log_technology", "gravity_design",
+    "ppml_fixed_effects", "gravity_moments", "income_moments", "technology_iv_moments", "prepare",
+    "inversion_moments", "full_solution_moments", "build_problem", "calibrated_baseline", "report",
+    "CONFIG_SCHEMA", "standin_replica",
+]
+
+PARAM_NAMES = ("theta", "gamma", "delta_d", "delta_I")
+LABEL = "model-generated on real US geography"
+
+
+# ---------------------------------------------------------------------------------------
+# Inversions (33), (35), (36)
+# ---------------------------------------------------------------------------------------
+
+
+def tau_from_counts(X, w, beta, theta):
+    """Fragmentation costs from link counts, eq. (33): tau_nc = (w_c^(beta theta) X_nc / (w_n^(beta theta) X_nn))^(-1/theta).
+
+    Args: X (N, N) counts (HQ city n, subsidiary city c), w (N,) wages, beta, theta.
+    Returns (N, N) with tau_nn = 1. Where X_nc = 0 (or X_nn = 0) tau_nc is undefined (infinite
+    cost is not identified from a zero count with finite data): those entries are NaN. The
+    estimation never uses (33); it uses the PPML gravity scores, for which zeros are data.
+    """
+    X = jnp.asarray(X, jnp.float64)
+    logw = jnp.log(jnp.asarray(w))
+    diag = jnp.diagonal(X)
+    pos = (X > 0) & (diag[:, None] > 0)
+    logX = jnp.log(jnp.where(pos, X, 1.0))
+    logratio = beta * theta * (logw[None, :] - logw[:, None]) + logX - jnp.log(jnp.where(diag > 0, diag, 1.0))[:, None]
+    tau = jnp.where(pos, jnp.exp(-logratio / theta), jnp.nan)
+    N = X.shape[0]
+    return jnp.where(jnp.eye(N, dtype=bool), 1.0, tau)
+
+
+def invert_housing(alpha, W, w, normalize: int = 0):
+    """Housing supply from (35): H_n / H_n' = (W_n / w_n^(1/(1-alpha))) / (W_n' / w_n'^(1/(1-alpha))); H[normalize] = 1."""
+    return jt.invert_housing(alpha, W, w, normalize)
+
+
+def log_technology(alpha, beta, theta, gamma, log_tau, w, Lm, normalize: int = 0):
+    """log T_n backed out from manager indifference (36) given log tau_nc (N, N), w_n, L^m_n; log T[normalize] = 0.
+
+    (1/(theta(1-beta))) log T_n = log w_n - gamma/(1-beta) log L^m_n - (1/(theta(1-beta))) log sum_k (tau_nk w_k^beta)^(-theta) + const.
+    """
+    del alpha
+    k = 1.0 / (theta * (1 - beta))
+    N = log_tau.shape[0]
+    log_tau = jnp.where(jnp.eye(N, dtype=bool), 0.0, log_tau)
+    S = jax.nn.logsumexp(-theta * (log_tau + beta * jnp.log(w)[None, :]), axis=1)
+    logT = (jnp.log(w) - gamma / (1 - beta) * jnp.log(Lm)) / k - S
+    return logT - logT[normalize]
+
+
+def invert_technology(alpha, beta, theta, gamma, tau, w, Lm, normalize: int = 0):
+    """T_n from (36) (:func:`spatialjax.models.jiao_tian.invert_technology`); T[normalize] = 1."""
+    return jt.invert_technology(alpha, beta, theta, gamma, tau, w, Lm, normalize)
+
+
+# ---------------------------------------------------------------------------------------
+# Gravity: PPML with profiled origin, destination and own-pair effects
+# ---------------------------------------------------------------------------------------
+
+
+def gravity_design(dist, q):
+    """Slope regressors of log E[X_nc], shape (2, N, N): log d_nc and q_n q_c off the diagonal (0 on it, tau_nn = 1)."""
+    dist = jnp.asarray(dist)
+    N = dist.shape[0]
+    off = 1.0 - jnp.eye(N)
+    logd = jnp.log(jnp.where(off > 0, dist, 1.0)) * off
+    qq = jnp.outer(q, q) * off
+    return jnp.stack([logd, qq])
+
+
+def _fe_hessian_solve(mu, f_o, f_d, f_nu):
+    """Solve (D' diag(mu) D) eta = f for the fixed-effect design D = (origin n, destination c >= 1,
+    own-pair dummy), by eliminating the diagonal origin block (Schur complement of size N).
+    ``f_o`` (N, m), ``f_d`` (N-1, m), ``f_nu`` (m,). Returns (eta_o, eta_d, eta_nu)."""
+    r = jnp.sum(mu, axis=1)
+    col = jnp.sum(mu, axis=0)
+    md = jnp.diagonal(mu)
+    B = jnp.concatenate([mu[:, 1:], md[:, None]], axis=1)  # (N, N): o rows x (d_1.., nu)
+    C = jnp.zeros((mu.shape[0], mu.shape[0]), mu.dtype)
+    N = mu.shape[0]
+    C = C.at[: N - 1, : N - 1].set(jnp.diag(col[1:]))
+    C = C.at[: N - 1, N - 1].set(md[1:]).at[N - 1, : N - 1].set(md[1:]).at[N - 1, N - 1].set(jnp.sum(md))
+    S = C - B.T @ (B / r[:, None])
+    rhs = jnp.concatenate([f_d, f_nu[None, :]], axis=0) - B.T @ (f_o / r[:, None])
+    y = jnp.linalg.solve(S, rhs)
+    y_o = (f_o - B @ y) / r[:, None]
+    return y_o, y[: N - 1], y[N - 1]
+
+
+def _log_mu(eta, xb):
+    o, d, nu = eta
+    N = o.shape[0]
+    dd = jnp.concatenate([jnp.zeros(1, o.dtype), d])
+    return o[:, None] + dd[None, :] + nu * jnp.eye(N, dtype=o.dtype) + xb
+
+
+def ppml_fixed_effects(X, xb, *, tol: float = 1e-11, max_iter: int = 5000):
+    """Profile the PPML fixed effects for a given slope index ``xb`` (N, N) = sum_k b_k x_k.
+
+    Solves the score equations of o_n (origin), d_c (destination, d_0 = 0) and nu (own-pair
+    dummy) by alternating closed-form updates (o_n = log sum_c X_nc - log sum_c exp(d_c + ...), etc.),
+    then takes one Newton step ``eta* + (D'MD)^-1 F(eta*, b)`` with ``eta*`` held constant, whose
+    value is ``eta*`` to rounding and whose derivative in ``b`` is the implicit-function
+    derivative ``-(D'MD)^-1 D'M x``. Returns ``(eta, mu, max_score, iterations)``.
+    """
+    X = jnp.asarray(X)
+    N = X.shape[0]
+    eye = jnp.eye(N, dtype=X.dtype)
+    R = jnp.sum(X, axis=1)
+    Cc = jnp.sum(X, axis=0)
+    Dsum = jnp.sum(jnp.diagonal(X))
+    xb0 = jax.lax.stop_gradient(xb)
+    logR, logC, logD = jnp.log(R), jnp.log(Cc), jnp.log(Dsum)
+
+    def sweep(eta):
+        o, d, nu = eta
+        dd = jnp.concatenate([jnp.zeros(1, X.dtype), d])
+        base = xb0 + nu * eye
+        o = logR - jax.nn.logsumexp(dd[None, :] + base, axis=1)
+        dd = logC - jax.nn.logsumexp(o[:, None] + base, axis=0)
+        o = o + dd[0]
+        dd = dd - dd[0]
+        nu = logD - jax.nn.logsumexp(o + dd + jnp.diagonal(xb0))
+        return (o, dd[1:], nu)
+
+    def score_max(eta):
+        mu = jnp.exp(_log_mu(eta, xb0))
+        E = X - mu
+        return jnp.maximum(jnp.max(jnp.abs(jnp.sum(E, 1)) / R), jnp.maximum(jnp.max(jnp.abs(jnp.sum(E, 0)) / Cc),
+                                                                            jnp.abs(jnp.sum(jnp.diagonal(E))) / Dsum))
+
+    def cond(c):
+        eta, it, err = c
+        return (err > tol) & (it < max_iter)
+
+    def body(c):
+        eta, it, _ = c
+        for _ in range(10):
+            eta = sweep(eta)
+        return eta, it + 10, score_max(eta)
+
+    eta0 = (logR - jnp.log(N), logC[1:] - logC[0], jnp.asarray(0.0, X.dtype))
+    eta, it, err = jax.lax.while_loop(cond, body, (eta0, 0, jnp.asarray(jnp.inf, X.dtype)))
+    eta = jax.lax.stop_gradient(eta)
+    # Newton polish (value: eta* to rounding; derivative: implicit function theorem).
+    mu_s = jax.lax.stop_gradient(jnp.exp(_log_mu(eta, xb0)))
+    E = X - jnp.exp(_log_mu(eta, xb))
+    f_o = jnp.sum(E, axis=1)[:, None]
+    f_d = jnp.sum(E, axis=0)[1:, None]
+    f_nu = jnp.sum(jnp.diagonal(E))[None]
+    s_o, s_d, s_nu = _fe_hessian_solve(mu_s, f_o, f_d, f_nu)
+    eta = (eta[0] + s_o[:, 0], eta[1] + s_d[:, 0], eta[2] + s_nu[0])
+    mu = jnp.exp(_log_mu(eta, xb))
+    return eta, mu, err, it
+
+
+def _partial_fe(mu, xs):
+    """mu-weighted FWL partialling of the regressors ``xs`` (K, N, N) on the fixed-effect design."""
+    K = xs.shape[0]
+    mx = mu[None] * xs
+    f_o = jnp.sum(mx, axis=2).T  # (N, K)
+    f_d = jnp.sum(mx, axis=1).T[1:]  # (N-1, K)
+    f_nu = jnp.sum(jnp.diagonal(mx, axis1=1, axis2=2), axis=1)  # (K,)
+    p_o, p_d, p_nu = _fe_hessian_solve(mu, f_o, f_d, f_nu)
+    N = mu.shape[0]
+    p_dd = jnp.concatenate([jnp.zeros((1, K), mu.dtype), p_d], axis=0)
+    fit = p_o.T[:, :, None] + p_dd.T[:, None, :] + p_nu[:, None, None] * jnp.eye(N, dtype=mu.dtype)[None]
+    return xs - fit
+
+
+def gravity_moments(b, X, xs, *, method: str = "ppml", tol: float = 1e-11):
+    """Per-origin-city gravity moments, shape (N, K), and the profiled own-pair coefficient nu.
+
+    ``b`` (K,): slopes of log E[X_nc] on ``xs`` (K, N, N) (b = (-theta delta^d, -theta delta^I)).
+    ``method="ppml"``: partialled PPML scores sum_c (X_nc - mu_nc) x~_nc (FWL, mu-weighted).
+    ``method="loglinear"``: the paper's (34) on positive counts, OLS normal equations
+    sum_c 1[X_nc > 0] (log X_nc - fitted) x~_nc with x~ partialled (unweighted) on the fixed effects.
+    Returns ``(g, nu, max_score)``; nu = theta lam (own-pair dummy, the common pair cost of (29)).
+    """
+    xb = jnp.tensordot(b, xs, axes=1)
+    if method == "ppml":
+        eta, mu, err, _ = ppml_fixed_effects(X, xb, tol=tol)
+        xt = _partial_fe(jax.lax.stop_gradient(mu), xs)
+        g = jnp.sum((X - mu)[None] * xt, axis=2).T
+        return g, eta[2], err
+    if method == "loglinear":
+        P = (X > 0).astype(X.dtype)
+        y = jnp.log(jnp.where(X > 0, X, 1.0))
+        # Linear FE projection with weights 1[X > 0] (exact, differentiable).
+        r = y - xb
+        f_o = jnp.sum(P * r, axis=1)[:, None]
+        f_d = jnp.sum(P * r, axis=0)[1:, None]
+        f_nu = jnp.sum(jnp.diagonal(P * r))[None]
+        e_o, e_d, e_nu = _fe_hessian_solve(P, f_o, f_d, f_nu)
+        eta = (e_o[:, 0], e_d[:, 0], e_nu[0])
+        resid = P * (y - _log_mu(eta, xb))
+        xt = _partial_fe(P, xs)
+        g = jnp.sum(resid[None] * xt, axis=2).T
+        return g, eta[2], jnp.asarray(0.0)
+    raise ParameterError("gravity", f"must be 'ppml' or 'loglinear'; got {method!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Manager incomes (31) and the technology restriction (gamma)
+# ---------------------------------------------------------------------------------------
+
+
+def income_moments(kappa, log_income, city, N: int):
+    """Per-city Fréchet shape moment for kappa = theta (1 - beta) (eq. (31), city scale concentrated out).
+
+    g_n = [(m_n - 1)/kappa - sum_i log pi_i + m_n sum_i u_i log pi_i / sum_i u_i] / mean(m), u_i = pi_i^(-kappa);
+    E g_n = 0 exactly at the true kappa for every m_n (see the module docstring); 0 for m_n <= 1.
+    """
+    m = jax.ops.segment_sum(jnp.ones_like(log_income), city, num_segments=N)
+    s_log = jax.ops.segment_sum(log_income, city, num_segments=N)
+    a = -kappa * log_income
+    amax = jax.lax.stop_gradient(jax.ops.segment_max(a, city, num_segments=N))
+    amax = jnp.where(jnp.isfinite(amax), amax, 0.0)
+    e = jnp.exp(a - amax[city])
+    se = jax.ops.segment_sum(e, city, num_segments=N)
+    sel = jax.ops.segment_sum(e * log_income, city, num_segments=N)
+    ratio = sel / jnp.where(se > 0, se, 1.0)
+    g = (m - 1) / kappa - s_log + m * ratio
+    g = jnp.where(m > 1, g, 0.0)
+    return g / jnp.mean(m)
+
+
+def technology_iv_moments(logT, Mx, Zt):
+    """IV moments z~_n xi_n, shape (N, k_ex): xi = M_x log T (pi concentrated out by OLS on x), z~ = M_x z_excluded."""
+    xi = Mx @ logT
+    return Zt * xi[:, None], xi
+
+
+# ---------------------------------------------------------------------------------------
+# Data preparation and the stacked moment functions
+# ---------------------------------------------------------------------------------------
+
+
+def _annihilator(x):
+    q, _ = np.linalg.qr(x)
+    return np.eye(x.shape[0]) - q @ q.T
+
+
+def prepare(data, *, technology_shifters, housing_shifters=(), alpha=jt.TABLE5["alpha"], beta=jt.TABLE5["beta"],
+            gravity: str = "ppml", mode: str = "inversion") -> dict:
+    """Arrays the moment functions need (a dict of jnp arrays plus static entries).
+
+    ``data``: a :class:`spatialjax.models.jiao_tian_data.JTData` (or any object with its fields).
+    ``technology_shifters``: instrument columns x_n that enter log T_n (with a constant); the
+    other instrument columns are the excluded instruments of the gamma moments.
+    ``housing_shifters``: columns that enter log H_n (full-solution mode only).
+    """
+    names = tuple(data.instrument_names)
+    for s in list(technology_shifters) + list(housing_shifters):
+        if s not in names:
+            raise ParameterError("model.technology_shifters" if s in technology_shifters else "model.housing_shifters",
+                                 f"unknown instrument {s!r}; instruments.csv has {list(names)}")
+    excluded = [s for s in names if s not in technology_shifters]
+    if mode == "inversion" and not excluded:
+        raise ParameterError("model.technology_shifters",
+                             "every instrument enters the T equation, so no instrument is excluded and gamma is not "
+                             "identified; leave at least one instrument (e.g. a housing shifter) out")
+    N = len(data.ids)
+    Z = np.asarray(data.Z, float)
+    col = {s: Z[:, i] for i, s in enumerate(names)}
+    x = np.column_stack([np.ones(N)] + [col[s] for s in technology_shifters])
+    Mx = _annihilator(x)
+    Zex = np.column_stack([col[s] for s in excluded]) if excluded else np.zeros((N, 0))
+    Zt = Mx @ Zex
+    Zt = Zt / np.maximum(Zt.std(axis=0), 1e-300)
+    X = np.asarray(data.X, float)
+    for axis, what in ((1, "headquarters (origin)"), (0, "subsidiary (destination)")):
+        s = X.sum(axis=axis)
+        if np.any(s <= 0):
+            i = int(np.flatnonzero(s <= 0)[0])
+            raise ParameterError("links.csv:count", f"city {data.ids[i]} has no links as {what}; its PPML fixed "
+                                                    f"effect is not identified (drop the city or add its links)")
+    if np.sum(np.diagonal(X)) <= 0:
+        raise ParameterError("links.csv:count", "no own-city pairs with positive counts: the common pair cost is not identified")
+    Zall = np.column_stack([np.ones(N), Z])
+    zs = Zall.std(axis=0)
+    zs[0] = 1.0
+    xH = np.column_stack([col[s] for s in housing_shifters]) if housing_shifters else np.zeros((N, 0))
+    out = dict(
+        X=jnp.asarray(X), xs=gravity_design(jnp.asarray(data.dist), jnp.asarray(data.q)),
+        w=jnp.asarray(data.w, float), Lm=jnp.asarray(data.Lm, float), Lp=jnp.asarray(data.Lp, float),
+        W=jnp.asarray(data.W, float), q=jnp.asarray(data.q, float), dist=jnp.asarray(data.dist, float),
+        log_income=jnp.log(jnp.asarray(data.income, float)), income_city=jnp.asarray(data.income_city, jnp.int32),
+        Mx=jnp.asarray(Mx), Zt=jnp.asarray(Zt), x=jnp.asarray(x), xH=jnp.asarray(xH),
+        Zall=jnp.asarray(Zall / zs), alpha=float(alpha), beta=float(beta),
+    )
+    meta = dict(N=N, gravity=gravity, mode=mode, excluded=tuple(excluded), technology_shifters=tuple(technology_shifters),
+                housing_shifters=tuple(housing_shifters))
+    return out, meta
+
+
+def _fitted_log_tau(p, nu, d):
+    """log tau_nc of (29) at the estimates, with the common pair cost lam = nu / theta (own-pair dummy)."""
+    N = d["X"].shape[0]
+    off = 1.0 - jnp.eye(N)
+    lam = nu / p["theta"]
+    return (lam + p["delta_d"] * d["xs"][0] + p["delta_I"] * d["xs"][1]) * off, lam
+
+
+def _gravity_block(p, d, gravity):
+    b = jnp.stack([-p["theta"] * p["delta_d"], -p["theta"] * p["delta_I"]])
+    return gravity_moments(b, d["X"], d["xs"], method=gravity)
+
+
+def inversion_moments(p: dict, d: dict, *, gravity: str = "ppml"):
+    """Stacked moments of the inversion mode, shape (N, 2 + 1 + k_excluded), at parameters ``p``
+    (dict with theta, gamma, delta_d, delta_I): gravity (2), income (1), technology IV (k_ex)."""
+    N = d["X"].shape[0]
+    g_grav, nu, _ = _gravity_block(p, d, gravity)
+    kappa = p["theta"] * (1 - d["beta"])
+    g_inc = income_moments(kappa, d["log_income"], d["income_city"], N)
+    log_tau, _ = _fitted_log_tau(p, nu, d)
+    logT = log_technology(d["alpha"], d["beta"], p["theta"], p["gamma"], log_tau, d["w"], d["Lm"])
+    g_iv, _ = technology_iv_moments(logT, d["Mx"], d["Zt"])
+    return jnp.concatenate([g_grav, g_inc[:, None], g_iv], axis=1)
+
+
+def full_solution_moments(p: dict, d: dict, *, gravity: str = "ppml", pi_names=(), rho_names=(),
+                          tol: float = 1e-10, max_steps: int = 30):
+    """Moments of the full-solution mode and ``ok`` (False when the inner equilibrium solve failed).
+
+    ``p`` holds theta, gamma, delta_d, delta_I and the fundamentals' coefficients
+    ``pi_<name>`` (log T_n = x_n' pi, ``pi_const`` first) and ``rho_<name>`` (log H_n = x^H_n' rho,
+    no constant: the level of H does not move the allocation). Columns: gravity (2), income (1),
+    then z_n (log y^data_n - log y_n) for y = L^m, L^p, w with z = (1, instruments).
+    """
+    N = d["X"].shape[0]
+    g_grav, nu, _ = _gravity_block(p, d, gravity)
+    kappa = p["theta"] * (1 - d["beta"])
+    g_inc = income_moments(kappa, d["log_income"], d["income_city"], N)
+    log_tau, _ = _fitted_log_tau(p, nu, d)
+    pi = jnp.stack([p[k] for k in pi_names])
+    logT = d["x"] @ pi
+    logH = d["xH"] @ jnp.stack([p[k] for k in rho_names]) if rho_names else jnp.zeros(N)
+    params = jt.Params(alpha=jnp.asarray(d["alpha"]), beta=jnp.asarray(d["beta"]), theta=p["theta"], gamma=p["gamma"],
+                       T=jnp.exp(logT), tau=jnp.exp(log_tau), H=jnp.exp(logH),
+                       Lm_total=jnp.sum(d["Lm"]), Lp_total=jnp.sum(d["Lp"]))
+    y0 = jt._y_from_data(jax.lax.stop_gradient(params), d["w"], d["Lm"])
+    sol = jt.solve(params, jax.lax.stop_gradient(y0), tol=tol, max_steps=max_steps)
+    ok = sol.converged & jnp.all(jnp.isfinite(sol.y))
+    e = jnp.stack([jnp.log(d["Lm"]) - jnp.log(sol.Lm), jnp.log(d["Lp"]) - jnp.log(sol.Lp),
+                   jnp.log(d["w"]) - jnp.log(sol.w)], axis=1)  # (N, 3)
+    g_fit = (d["Zall"][:, :, None] * e[:, None, :]).reshape(N, -1)
+    g = jnp.concatenate([g_grav, g_inc[:, None], g_fit], axis=1)
+    return jnp.where(ok, g, jnp.nan), ok
+
+
+# ---------------------------------------------------------------------------------------
+# A stand-in replica (tests and benchmarks; the embedded data come from jiao_tian_data)
+# ---------------------------------------------------------------------------------------
+
+
+def standin_replica(N: int = 60, seed: int = 0, *, xi_sd: float = 0.05, links_per_city: float = 400.0,
+                    managers_per_city: float = 40.0, lam: float = 1.0, side: float | None = None,
+                    params: dict | None = None):
+    """A small economy drawn from the model, with the fields of ``JTData`` (``ids``, ``Lm``, ``Lp``,
+    ``w``, ``W``, ``q``, ``X``, ``dist``, ``Z``, ``instrument_names``, ``income_city``, ``income``,
+    ``meta``): a self-contained stand-in for ``jiao_tian_data.generate_replica`` (random
+    locations in a square instead of the US geography).
+
+    Instruments z1, z2 enter log T_n = 0.3 z1 + 0.2 z2 + xi_n (xi ~ N(0, xi_sd^2)); h1, h2 enter
+    log H_n = 0.4 h1 + 0.2 h2 only (excluded from T). q_n rises with log H_n, with noise.
+    The equilibrium is solved by the cold-start homotopy; links are Poisson with mean
+    proportional to L^m_n x_nc (32); manager incomes are Fréchet draws (12) with shape
+    theta (1 - beta) and mean E[pi_n] (13). Returns ``(data, truth)``.
+    """
+    tp = dict(jt.TABLE5) if params is None else {**jt.TABLE5, **params}
+    rng = np.random.default_rng(seed)
+    if side is None:
+        side = 30.0 * math.sqrt(N / 722)
+    loc = rng.uniform(0, side, size=(N, 2))
+    dist = 1.0 + np.sqrt(((loc[:, None, :] - loc[None, :, :]) ** 2).sum(-1))
+    Z = rng.standard_normal((N, 4))
+    pi = np.array([0.3, 0.2])
+    rho = np.array([0.4, 0.2])
+    xi = xi_sd * rng.standard_normal(N)
+    logT = Z[:, :2] @ pi + xi
+    logH = Z[:, 2:] @ rho
+    q = np.clip(1.0 + 0.3 * (logH - logH.mean()) + 0.3 * rng.standard_normal(N), 0.0, None)
+    tau = np.asarray(jt.fragmentation_costs(dist, q, tp["delta_d"], tp["delta_I"], lam=lam))
+    if np.any(tau < 1):
+        raise ParameterError("lam", "the drawn economy has tau_nc < 1; raise lam")
+    P = jt.Params(alpha=tp["alpha"], beta=tp["beta"], theta=tp["theta"], gamma=tp["gamma"], T=jnp.exp(logT),
+                  tau=jnp.asarray(tau), H=jnp.exp(logH), Lm_total=1.0, Lp_total=2.0)
+    sol = jt.solve(P)
+    if not bool(sol.converged):
+        raise RuntimeError(f"stand-in replica: equilibrium solve failed ({sol.status})")
+    Lm, Lp, w, W = (np.asarray(v) for v in (sol.Lm, sol.Lp, sol.w, sol.W))
+    mean_links = links_per_city * N / Lm.sum() * Lm[:, None] * np.asarray(sol.x)
+    X = rng.poisson(mean_links).astype(float)
+    m = 2 + rng.poisson(managers_per_city * N * Lm / Lm.sum())
+    kappa = tp["theta"] * (1 - tp["beta"])
+    scale = np.asarray(sol.Epi) / math.gamma(1 - 1 / kappa)
+    city = np.repeat(np.arange(N), m)
+    U = rng.uniform(size=city.size)
+    income = scale[city] * (-np.log(U)) ** (-1 / kappa)
+    ids = np.arange(1, N + 1)
+    data = types.SimpleNamespace(
+        ids=ids, Lm=Lm, Lp=Lp, w=w, W=W, q=q, X=X, dist=dist, Z=Z, instrument_names=("z1", "z2", "h1", "h2"),
+        income_city=city, income=income, lat=loc[:, 1], lon=loc[:, 0], names=[f"city {i}" for i in ids],
+        meta=dict(label="model-generated stand-in (random geography)", truth=None))
+    truth = dict(theta=tp["theta"], gamma=tp["gamma"], beta=tp["beta"], alpha=tp["alpha"], delta_d=tp["delta_d"],
+                 delta_I=tp["delta_I"], lam=lam, pi=dict(const=0.0, z1=pi[0], z2=pi[1]), rho=dict(h1=rho[0], h2=rho[1]),
+                 T=np.exp(logT), H=np.exp(logH), xi=xi)
+    data.meta["truth"] = truth
+    return data, truth
