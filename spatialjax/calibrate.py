@@ -686,16 +686,17 @@ def run_calibration(config_path, output_dir, *, resume: bool = False, progress: 
         else:
             result = gmm.minimum_distance(problem.moments, problem.theta0, problem.m_hat, W=call["W"],
                                           cov_m_hat=problem.cov_m_hat, bounds=call["bounds"], options=options)
-    except ParameterError:
-        # rejected by the estimator's own input checks: leave nothing behind
-        if created or not resuming:
-            with contextlib.suppress(OSError):
-                fp_file.unlink()
-            with contextlib.suppress(OSError):
-                state.unlink()
-            with contextlib.suppress(OSError):
-                ckpt_dir.rmdir()
-        _remove_dirs(created)
+    except BaseException as e:
+        # Rejected by the estimator's own input checks, or stopped before its first checkpoint:
+        # leave nothing behind. (Stopped later: the checkpoint stays, for --resume.)
+        if isinstance(e, ParameterError) or not state.exists():
+            if not resuming:
+                for f in (fp_file, state):
+                    with contextlib.suppress(OSError):
+                        f.unlink()
+                with contextlib.suppress(OSError):
+                    ckpt_dir.rmdir()
+            _remove_dirs(created)
         raise
     written = write_outputs(problem, result, cfg, raw, setup, call, out, file=file, echo=echo)
     if cfg["outputs"]["plots"]:
@@ -850,7 +851,8 @@ def write_outputs(problem: Problem, result, cfg: dict, raw: dict, setup: Paramet
 
     title = cfg["calibration"]["title"] or cfg["calibration"]["problem"]
     header = [title, f"config: {file}", f"problem: {cfg['calibration']['problem']}",
-              f"weighting: {call['weighting']}, covariance: {call['cov']}"
+              f"weighting: {result.weighting}"
+              + (f", covariance: {result.cov_type}" if result.cov_type else "")
               + (f" (clusters: {call['clusters_column']})" if call["clusters_column"] else "")]
     if setup.fixed:
         header.append("fixed: " + ", ".join(f"{k} = {v:g}" for k, v in setup.fixed.items()))
@@ -870,7 +872,7 @@ def write_outputs(problem: Problem, result, cfg: dict, raw: dict, setup: Paramet
         "converged": bool(result.converged), "status": str(result.status), "message": result.message,
         "weak_identification": {"flag": bool(result.weak_identification.get("flag")),
                                 "direction": result.weak_identification.get("text", "")},
-        "weighting": call["weighting"], "cov": call["cov"], "clusters": call["clusters_column"],
+        "weighting": result.weighting, "cov": result.cov_type, "clusters": call["clusters_column"],
         "n_obs": _n_obs(problem) if result.n_obs is None else int(result.n_obs), "n_moments": len(names),
         "level": float(result.level), "objective": _as_float(result.objective),
         "convergence": {k: result.convergence.get(k) for k in ("optimizer", "iterations", "stop_reason",
