@@ -507,3 +507,191 @@ def standin_replica(N: int = 60, seed: int = 0, *, xi_sd: float = 0.05, links_pe
                  T=np.exp(logT), H=np.exp(logH), xi=xi)
     data.meta["truth"] = truth
     return data, truth
+
+
+# ---------------------------------------------------------------------------------------
+# The problem module for ``spatialjax calibrate`` (protocol: spatialjax.calibrate)
+# ---------------------------------------------------------------------------------------
+
+
+def _spec(*a, **k):
+    from spatialjax.calibrate import Spec
+
+    return Spec(*a, **k)
+
+
+CONFIG_SCHEMA = {
+    "data": {
+        "cities": _spec("path", required=True, description="cities.csv: city, lat, lon, managers, workers, wage, "
+                                                            "income, internet (+ name, state)"),
+        "links": _spec("path", required=True, description="links.csv: origin (HQ city), destination, count"),
+        "manager_incomes": _spec("path", required=True, description="manager_incomes.csv: city, income"),
+        "instruments": _spec("path", required=True, description="instruments.csv: city, one column per instrument"),
+        "distance_unit_km": _spec("float", range=(0, None), open=True,
+                                  description="great-circle km per model distance unit (default: the loader's)"),
+    },
+    "model": {
+        "mode": _spec("str", default="inversion", allowed=("inversion", "full-solution"),
+                      description="inversion: T, H inverted exactly, gamma from E[z xi] = 0; full-solution: "
+                                  "parametric T, H and the solved equilibrium matched to the data"),
+        "gravity": _spec("str", default="ppml", allowed=("ppml", "loglinear"),
+                         description="gravity moments: PPML scores with profiled fixed effects, or the paper's "
+                                     "log-linear (34) on positive counts"),
+        "technology_shifters": _spec("list[str]", required=True,
+                                     description="instrument columns that enter log T_n (the others are excluded "
+                                                 "instruments for gamma)"),
+        "housing_shifters": _spec("list[str]", default=[],
+                                  description="instrument columns that enter log H_n (full-solution mode)"),
+        "solve_tol": _spec("float", default=1e-10, range=(0, None), open=True,
+                           description="max-norm residual tolerance of the inner equilibrium solves"),
+        "max_newton_steps": _spec("int", default=30, range=(1, None),
+                                  description="Newton iterations of each warm-started inner solve (full-solution)"),
+    },
+    "counterfactuals": {
+        "no_internet": _spec("bool", description="no-internet counterfactual (Section 5.3, Tables 7-8)"),
+        "steps": _spec("int", range=(1, None), description="continuation steps along the shock"),
+        "sensitivity_gamma": _spec("list[float]", range=(0, None), description="gamma values of the Table 10 analog"),
+        "sensitivity_delta_I": _spec("list[float]", description="delta^I values of the Table 11 analog"),
+        "digital_divide": _spec("bool", description="digital-divide policy (Section 5.4)"),
+        "digital_divide_quantile": _spec("float", range=(0, 1), open=True,
+                                         description="under-served: q_n below this quantile"),
+        "digital_divide_target": _spec("float", description="target quality (default: the median of q)"),
+        "elastic_housing_epsilon": _spec("float", range=(0, None),
+                                         description="housing supply elasticity of Appendix K (0 to skip)"),
+        "welfare_gradient": _spec("bool", description="welfare-gradient map d log U / d q_n"),
+        "fd_check_cities": _spec("int", range=(0, None), description="cities checked by finite differences"),
+        "fd_step": _spec("float", range=(0, None), open=True, description="finite-difference step in q_n"),
+        "headline_gradients": _spec("bool", description="gradients and delta-method SEs of headline numbers"),
+        "plots": _spec("bool", description="write the counterfactual plots"),
+        "data_label": _spec("str", description="label of the data in titles and tables"),
+    },
+}
+
+PARAMETERS = {
+    "theta": "Fréchet shape of manager productivity theta (Table 5: 4.11)",
+    "gamma": "agglomeration elasticity gamma (Table 5: 0.010)",
+    "delta_d": "distance elasticity of fragmentation costs delta^d, eq. (29) (Table 5: 0.230)",
+    "delta_I": "internet elasticity of fragmentation costs delta^I, eq. (29) (Table 5: -0.010)",
+    "alpha": "tradable share alpha (1 - alpha = 0.24 housing share; fixed)",
+    "beta": "span of control beta (0.53; fixed)",
+}
+
+
+def check_config(cfg: dict, file: str) -> None:
+    """alpha and beta are fixed (the moments do not identify them); shifter lists are consistent."""
+    for name in ("alpha", "beta"):
+        if cfg["parameters"][name]["estimate"]:
+            raise ParameterError(f"{file}: parameters.{name}.estimate",
+                                 f"must be false: {name} is taken from the literature (Table 5) and no moment "
+                                 f"identifies it; set value = ...")
+    m = cfg["model"]
+    dup = set(m["technology_shifters"]) & set(m["housing_shifters"])
+    if dup:
+        raise ParameterError(f"{file}: model.housing_shifters", f"{sorted(dup)} also in technology_shifters; a "
+                                                               "shifter enters T or H, not both")
+    if m["mode"] == "full-solution" and m["gravity"] != "ppml":
+        raise ParameterError(f"{file}: model.gravity", "full-solution mode uses the PPML gravity moments")
+
+
+def moment_names(meta: dict) -> list[str]:
+    names = ["gravity: log d (PPML score)" if meta["gravity"] == "ppml" else "gravity: log d (OLS, eq. 34)",
+             "gravity: q_n q_c (PPML score)" if meta["gravity"] == "ppml" else "gravity: q_n q_c (OLS, eq. 34)",
+             "manager income: Fréchet shape (31)"]
+    if meta["mode"] == "inversion":
+        names += [f"E[{z} xi] = 0 (T eq.)" for z in meta["excluded"]]
+    else:
+        zs = ["1"] + list(meta["instruments"])
+        names += [f"E[{z} (log {y} data - model)]" for z in zs for y in ("Lm", "Lp", "w")]
+    return names
+
+
+def _ols(x, y):
+    return np.linalg.lstsq(x, y, rcond=None)[0]
+
+
+def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shifters=(), housing_shifters=(),
+                      theta0: dict | None = None, fixed: dict | None = None, bounds: dict | None = None,
+                      solve_tol: float = 1e-10, max_newton_steps: int = 30, true_params: dict | None = None) -> Problem:
+    """The :class:`~spatialjax.calibrate.Problem` for a loaded data set (``JTData`` or a stand-in).
+
+    ``theta0``: start values of the estimated parameters among theta, gamma, delta_d, delta_I;
+    ``fixed``: the others (and alpha, beta). Full-solution mode adds the nuisance coefficients
+    ``pi_const``, ``pi_<x>`` (log T) and ``rho_<h>`` (log H) to the estimated parameters, with
+    starts from OLS of the inverted log T_n (36) and log H_n (35) at the start values.
+    """
+    fixed = dict(fixed or {})
+    alpha = float(fixed.pop("alpha", jt.TABLE5["alpha"]))
+    beta = float(fixed.pop("beta", jt.TABLE5["beta"]))
+    theta0 = {k: float(v) for k, v in (theta0 or {k: jt.TABLE5[k] for k in PARAM_NAMES}).items()}
+    for k in PARAM_NAMES:
+        if k not in theta0 and k not in fixed:
+            raise ParameterError(f"parameters.{k}", "needs a start value (estimated) or a value (fixed)")
+    d, meta = prepare(data, technology_shifters=technology_shifters, housing_shifters=housing_shifters,
+                      alpha=alpha, beta=beta, gravity=gravity, mode=mode)
+    meta["instruments"] = tuple(data.instrument_names)
+    fixed_j = {k: float(v) for k, v in fixed.items()}
+    pi_names = ("pi_const",) + tuple(f"pi_{s}" for s in technology_shifters)
+    rho_names = tuple(f"rho_{s}" for s in housing_shifters)
+    th0 = dict(theta0)
+    bnds = dict(bounds or {})
+    if mode == "full-solution":
+        p0 = {**fixed_j, **theta0}
+        p0j = {k: jnp.asarray(v) for k, v in p0.items()}
+        _, nu, _ = _gravity_block(p0j, d, gravity)
+        log_tau, _ = _fitted_log_tau(p0j, nu, d)
+        logT = np.asarray(log_technology(alpha, beta, p0["theta"], p0["gamma"], log_tau, d["w"], d["Lm"]))
+        pi0 = _ols(np.asarray(d["x"]), logT)
+        th0.update({n: float(v) for n, v in zip(pi_names, pi0)})
+        if rho_names:
+            P = jt.Params(alpha=alpha, beta=beta, theta=p0["theta"], gamma=p0["gamma"], T=jnp.exp(logT),
+                          tau=jnp.exp(log_tau), H=jnp.ones(meta["N"]), Lm_total=float(np.sum(data.Lm)), Lp_total=1.0)
+            o = jt.equilibrium_objects(P, d["w"], d["Lm"])
+            logH = np.log(np.asarray(invert_housing(alpha, o.W, d["w"])))
+            xH = np.column_stack([np.ones(meta["N"]), np.asarray(d["xH"])])
+            rho0 = _ols(xH, logH)[1:]
+            th0.update({n: float(v) for n, v in zip(rho_names, rho0)})
+
+    def g_inv(theta, dd):
+        return inversion_moments({**{k: jnp.asarray(v) for k, v in fixed_j.items()}, **theta}, dd, gravity=gravity)
+
+    def g_full(theta, dd):
+        return full_solution_moments({**{k: jnp.asarray(v) for k, v in fixed_j.items()}, **theta}, dd,
+                                     gravity=gravity, pi_names=pi_names, rho_names=rho_names, tol=solve_tol,
+                                     max_steps=max_newton_steps)
+
+    meta.update(alpha=alpha, beta=beta, fixed=fixed_j, pi_names=pi_names, rho_names=rho_names, data=data,
+                prepared=d)
+    names = moment_names(meta)
+    return Problem(kind="micro", moments=g_inv if mode == "inversion" else g_full, theta0=th0, data=d,
+                   bounds=bnds or None, estimator=dict(weighting="two-step", cov="robust"), moment_names=names,
+                   true_params=true_params, fixed={"alpha": alpha, "beta": beta, **fixed_j}, meta=meta,
+                   n_obs=meta["N"])
+
+
+def _load_data(cfg: dict, base_dir: pathlib.Path):
+    from spatialjax.models import jiao_tian_data as jd
+
+    dc = cfg["data"]
+
+    def p(k):
+        v = pathlib.Path(dc[k])
+        return v if v.is_absolute() else pathlib.Path(base_dir) / v
+
+    kw = {} if dc.get("distance_unit_km") is None else {"distance_unit_km": dc["distance_unit_km"]}
+    return jd.load(p("cities"), p("links"), p("manager_incomes"), p("instruments"), **kw)
+
+
+def build_problem(cfg: dict, base_dir) -> Problem:
+    """Problem-module entry point: read the four data files the config names and build the GMM problem."""
+    from spatialjax.calibrate import parameter_setup
+
+    setup = parameter_setup(cfg)
+    data = _load_data(cfg, pathlib.Path(base_dir))
+    m = cfg["model"]
+    truth = (getattr(data, "meta", None) or {}).get("truth") or None
+    true_params = {k: float(truth[k]) for k in PARAM_NAMES if truth and k in truth and k in setup.estimated} or None
+    return problem_from_data(data, mode=m["mode"], gravity=m["gravity"],
+                             technology_shifters=tuple(m["technology_shifters"]),
+                             housing_shifters=tuple(m["housing_shifters"]), theta0=setup.theta0, fixed=setup.fixed,
+                             bounds=setup.bounds, solve_tol=m["solve_tol"], max_newton_steps=m["max_newton_steps"],
+                             true_params=true_params)
