@@ -644,20 +644,16 @@ def run_calibration(config_path, output_dir, *, resume: bool = False, progress: 
     name = cfg["calibration"]["problem"]
     schema = _problem_schema(mod, name)
     _check_output_dir(out)
-    problem = mod.build_problem(cfg, config_path.parent)
-    if not isinstance(problem, Problem):
-        raise TypeError(f"{name}: build_problem must return spatialjax.calibrate.Problem; "
-                        f"got {type(problem).__name__}")
-    setup = parameter_setup(cfg)
-    call = _estimator_call(problem, cfg, setup, file)
-
     ckpt_dir = out / CHECKPOINT_DIR
     state, fp_file = ckpt_dir / _STATE_FILE, ckpt_dir / _FINGERPRINT_FILE
     fingerprint = {"problem": name, "config": file, "parts": config_fingerprint(cfg, schema, config_path.parent)}
     resuming = False
     if resume:
         if fp_file.is_file() and state.is_file():
-            old = json.loads(fp_file.read_text())
+            try:
+                old = json.loads(fp_file.read_text())
+            except (OSError, ValueError) as e:
+                raise ParameterError("--resume", f"{fp_file} is not readable ({e}); run without --resume") from None
             changed = sorted(k for k in set(old.get("parts", {})) | set(fingerprint["parts"])
                              if old.get("parts", {}).get(k) != fingerprint["parts"].get(k))
             if changed or old.get("problem") != name:
@@ -668,6 +664,13 @@ def run_calibration(config_path, output_dir, *, resume: bool = False, progress: 
         else:
             print(f"spatialjax: no checkpoint in {ckpt_dir}; starting from the config's start values",
                   file=sys.stderr)
+
+    problem = mod.build_problem(cfg, config_path.parent)
+    if not isinstance(problem, Problem):
+        raise TypeError(f"{name}: build_problem must return spatialjax.calibrate.Problem; "
+                        f"got {type(problem).__name__}")
+    setup = parameter_setup(cfg)
+    call = _estimator_call(problem, cfg, setup, file)
 
     from spatialjax import atomic, gmm
 
