@@ -222,9 +222,9 @@ def _tname(v) -> str:
 _ESTIMATION_SPECS = {
     "weighting": Spec("str", default="two-step",
                       allowed=("identity", "diagonal", "fixed", "two-step", "iterated", "cue"),
-                      description="weighting matrix: identity, diagonal (1/var of each moment), fixed (the "
-                                  "problem's W), two-step efficient, iterated to convergence, or continuously "
-                                  "updated (cue)"),
+                      description="weighting matrix: identity, diagonal (second step with diag(S)^-1), fixed "
+                                  "(the problem's W), two-step efficient, iterated to convergence, or continuously "
+                                  "updated (cue); minimum distance: identity, fixed or two-step (= cov(m_hat)^-1)"),
     "cov": Spec("str", allowed=("robust", "cluster", "hac"),
                 description="moment covariance S: heteroskedasticity-robust, clustered (needs clusters) or "
                             "Newey-West HAC (needs hac_lags); default robust, or cluster when clusters is set"),
@@ -269,8 +269,9 @@ PARAMETER_SCHEMA: dict[str, Spec] = {
     "bounds": Spec("list[float]", length=2, finite=False,
                    description="[lower, upper]; TOML's inf / -inf leave a side open"),
     "transform": Spec("str", default="none", allowed=("none", "log", "logit"),
-                      description="reparametrisation enforcing the bounds: log (bounds [lo, inf], default "
-                                  "[0, inf]), logit (finite bounds), none (bounds passed to the optimiser)"),
+                      description="log: a positive parameter (bounds default [0, inf]; theta = lo + exp(u)); "
+                                  "logit: finite bounds (theta = lo + (hi - lo) sigmoid(u)); none: no transform "
+                                  "beyond what given bounds imply (the estimator maps each bounded side the same way)"),
     "true": Spec("float", description="the data-generating value (simulated data): a column beside the estimates"),
     "start_box": Spec("list[float]", length=2, description="[lo, hi] box of multistart draws"),
 }
