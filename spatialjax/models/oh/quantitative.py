@@ -518,16 +518,18 @@ def solve_inverse(params: Params, L, u, *, w1, t_h=0.0, tau_w=0.0, sorting: str 
 # ---------------------------------------------------------------------------------------
 
 
-def moments(params: Params, result) -> dict:
+def moments(params: Params, result, *, housing_groups: int = 4) -> dict:
     """Table 2's ten moments (notes to Table 2), from a solved economy (any object with
-    ``x, y, r, wage, u, income``).
+    ``x, y, r, wage, u, income``). ``housing_groups=2`` gives Table A.2's (Germany) housing
+    difference, top 50% minus bottom 50%, under the same key ``housing_q4_q1``.
 
     * ``wage_q{2,3,4}``: ``avg_k/avg_1 − 1`` with ``avg_k`` the mean bin wage (10) of quartile
       group ``k`` (bins 1–5, 6–10, 11–15, 16–20 at n = 20; equal population weights);
     * ``rent_q{2,3,4}``: the same for rents ``r``;
     * ``housing_mean``: population-weighted mean over bins of the housing spending share
       (housing spending ``(1−ω) r h̄ + ω I`` over total income ``I``);
-    * ``housing_q4_q1``: the share's quartile-4 mean minus its quartile-1 mean;
+    * ``housing_q4_q1``: the share's quartile-4 mean minus its quartile-1 mean (with
+      ``housing_groups=2``: top half minus bottom half);
     * ``replacement_rate``: ``b E[x] / E[w]`` (B.3: income of the unemployed ``b E[x]`` over
       the average wage; ``E[x]`` over all workers, ``E[w]`` over the employed);
     * ``labor_share``: total wages over total output ``Σ(1−u)w / Σ(1−u)xy``.
@@ -539,11 +541,11 @@ def moments(params: Params, result) -> dict:
     share = housing_spending(p, r, result.income) / result.income
     wq = Q @ w
     rq = Q @ r
-    sq = Q @ share
+    sq = jnp.asarray(quartile_weights(n, housing_groups)) @ share
     emp = 1.0 - u
     return {
         "wage_q2": wq[1] / wq[0] - 1.0, "wage_q3": wq[2] / wq[0] - 1.0, "wage_q4": wq[3] / wq[0] - 1.0,
-        "housing_mean": jnp.mean(share), "housing_q4_q1": sq[3] - sq[0],
+        "housing_mean": jnp.mean(share), "housing_q4_q1": sq[-1] - sq[0],
         "replacement_rate": p.b * jnp.mean(x) / (jnp.sum(emp * w) / jnp.sum(emp)),
         "labor_share": jnp.sum(emp * w) / jnp.sum(emp * x * y),
         "rent_q2": rq[1] / rq[0] - 1.0, "rent_q3": rq[2] / rq[0] - 1.0, "rent_q4": rq[3] / rq[0] - 1.0,
@@ -592,8 +594,8 @@ class StandIn(eqx.Module):
         return solve_inverse(params, self.L, self.u, w1=self.w1, t_h=self.t_h, tau_w=self.tau_w, **kw)
 
 
-def standin_profile(params: Params | None = None, n: int = 20, *, log_L0: float = 4.6, log_L_slope: float = 3.2,
-                    w1: float = 40.0, u: float | None = None, regulation: bool = True,
+def standin_profile(params: Params | None = None, n: int = 20, *, log_L0: float = 5.107646487312846,
+                    log_L_slope: float = 3.081813061832728, w1: float = 44.16619290884477, u: float | None = None, regulation: bool = True,
                     income_tax: bool = True) -> StandIn:
     """The documented stand-in for the unpublished bin data (issue 11 §2).
 
@@ -601,15 +603,16 @@ def standin_profile(params: Params | None = None, n: int = 20, *, log_L0: float 
     increasing density profile; log-linear), flat ``u_i = δ/(δ + A)`` — the rate at which
     market tightness ``θ = 1`` with Table 1's ``A`` and ``δ`` (``A`` is calibrated to the
     vacancy/unemployment ratio, about one in 2017) — unless ``u`` is given; ``t_h`` from
-    :func:`regulation_schedule`, ``τ_w`` from :func:`income_tax_schedule` (2017), and ``w1``
+    :func:`regulation_schedule` (at Table 1's ``η_w = 11.31``: the schedule is policy data,
+    held fixed when ``η_w`` is estimated), ``τ_w`` from :func:`income_tax_schedule` (2017), and ``w1``
     the lowest-bin wage. The default shape parameters are those fitted by
     :func:`spatialjax.models.oh.estimation.fit_standin` (``data_moments/oh/standin_profile.csv``).
     """
     params = Params.table1() if params is None else params
     ell = (np.arange(n) + 0.5) / n
     L = jnp.exp(log_L0 + log_L_slope * jnp.asarray(ell))
-    uu = float(params.delta / (params.delta + params.A)) if u is None else u
-    t_h = jnp.asarray(regulation_schedule(n, float(Params.table1().eta_w))) if regulation else jnp.zeros(n)
+    uu = params.delta / (params.delta + params.A) if u is None else jnp.asarray(u, dtype=float)
+    t_h = jnp.asarray(regulation_schedule(n, 11.31)) if regulation else jnp.zeros(n)
     tau_w = income_tax_schedule(L) if income_tax else jnp.zeros(n)
     return StandIn(L=L, u=jnp.full((n,), uu), t_h=t_h, tau_w=tau_w, w1=jnp.asarray(w1, dtype=float))
 
