@@ -24,11 +24,26 @@ def _concrete(x):
         return None
 
 
+def _where(mask: np.ndarray) -> str:
+    """' at index 0, 3' for arrays (first three offending positions); '' for scalars."""
+    if mask.ndim == 0:
+        return ""
+    idx = np.argwhere(mask)[:3]
+    pos = [str(int(i[0])) if len(i) == 1 else str(tuple(int(j) for j in i)) for i in idx]
+    return " at index " + ", ".join(pos)
+
+
+def _values(a: np.ndarray, mask: np.ndarray) -> str:
+    if a.ndim == 0:
+        return repr(a.item())
+    return ", ".join(repr(v) for v in a[mask][:3].tolist())
+
+
 def check_finite(name: str, x) -> None:
     a = _concrete(x)
     if a is not None and not np.all(np.isfinite(a)):
-        bad = np.argwhere(~np.isfinite(a))
-        raise ParameterError(name, f"must be finite; found non-finite value(s) at index {bad[:3].tolist()}")
+        bad = ~np.isfinite(a)
+        raise ParameterError(name, f"must be finite; got {_values(a, bad)}{_where(bad)}")
 
 
 def check_positive(name: str, x, *, strict: bool = True) -> None:
@@ -38,9 +53,8 @@ def check_positive(name: str, x, *, strict: bool = True) -> None:
         return
     bad = a <= 0 if strict else a < 0
     if np.any(bad):
-        where = np.argwhere(np.atleast_1d(bad))[:3].tolist()
         rel = "> 0" if strict else ">= 0"
-        raise ParameterError(name, f"must be {rel}; found {np.atleast_1d(a)[np.atleast_1d(bad)][:3].tolist()} at {where}")
+        raise ParameterError(name, f"must be {rel}; got {_values(a, bad)}{_where(bad)}")
 
 
 def check_interval(name: str, x, lo=None, hi=None, *, lo_open=True, hi_open=True) -> None:
@@ -56,7 +70,7 @@ def check_interval(name: str, x, lo=None, hi=None, *, lo_open=True, hi_open=True
     if not np.all(ok):
         lb = ("(" if lo_open else "[") + (str(lo) if lo is not None else "-inf")
         ub = (str(hi) if hi is not None else "inf") + (")" if hi_open else "]")
-        raise ParameterError(name, f"must lie in {lb}, {ub}; got {np.atleast_1d(a)[~np.atleast_1d(ok)][:3].tolist()}")
+        raise ParameterError(name, f"must lie in {lb}, {ub}; got {_values(a, ~ok)}{_where(~ok)}")
 
 
 def check_shape(name: str, x, shape: tuple) -> None:

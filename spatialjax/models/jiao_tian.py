@@ -60,6 +60,24 @@ __all__ = [
 TABLE5 = dict(alpha=0.76, beta=0.53, gamma=0.010, theta=1.93 / (1 - 0.53), delta_d=0.230, delta_I=-0.010)
 
 
+def _numeric(name: str):
+    """Field converter: lists/tuples become float arrays; strings and other non-numbers are a
+    ParameterError naming the field (instead of a NumPy TypeError deep inside a solve).
+    Arrays, tracers and Python numbers pass through unchanged."""
+
+    def conv(x):
+        if isinstance(x, (str, bytes)) or x is None:
+            raise ParameterError(name, f"must be a number or an array of numbers; got {type(x).__name__} {x!r}")
+        if isinstance(x, (list, tuple)):
+            try:
+                return jnp.asarray(np.asarray(x, dtype=float))
+            except (TypeError, ValueError):
+                raise ParameterError(name, f"must be a number or an array of numbers; got {x!r:.60}") from None
+        return x
+
+    return conv
+
+
 class Params(eqx.Module):
     """Parameters of the Jiao-Tian economy (an ``eqx.Module``: jit/vmap/grad pass through).
 
@@ -75,15 +93,15 @@ class Params(eqx.Module):
         Lp_total: total mass of production workers L^p > 0.
     """
 
-    alpha: Any
-    beta: Any
-    theta: Any
-    gamma: Any
-    T: jax.Array
-    tau: jax.Array
-    H: jax.Array
-    Lm_total: Any = 1.0
-    Lp_total: Any = 2.0
+    alpha: Any = eqx.field(converter=_numeric("alpha"))
+    beta: Any = eqx.field(converter=_numeric("beta"))
+    theta: Any = eqx.field(converter=_numeric("theta"))
+    gamma: Any = eqx.field(converter=_numeric("gamma"))
+    T: jax.Array = eqx.field(converter=_numeric("T"))
+    tau: jax.Array = eqx.field(converter=_numeric("tau"))
+    H: jax.Array = eqx.field(converter=_numeric("H"))
+    Lm_total: Any = eqx.field(default=1.0, converter=_numeric("Lm_total"))
+    Lp_total: Any = eqx.field(default=2.0, converter=_numeric("Lp_total"))
 
     def __check_init__(self):
         validate(self)
@@ -526,6 +544,10 @@ def _y_from_warm(params: Params, warm):
 
 
 def _y_from_data(params: Params, w, Lm):
+    N = params.T.shape[-1]
+    for name, v in (("w", w), ("Lm", Lm)):
+        check_shape(name, v, (N,))
+        check_positive(name, v)
     o = equilibrium_objects(params, jnp.asarray(w), jnp.asarray(Lm))
     return jnp.concatenate([jnp.log(jnp.asarray(w)), jnp.log(jnp.asarray(Lm)),
                             jnp.atleast_1d(jnp.mean(o.log_Uw)), jnp.atleast_1d(jnp.mean(o.log_Um))])
@@ -628,6 +650,11 @@ def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, l
     Works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (derivatives by the implicit
     function theorem at the final root; NaN if the root is not regular).
     """
+    if not isinstance(params, Params):
+        raise ParameterError("params", f"must be a jiao_tian.Params; got {type(params).__name__}")
+    # Validate again here: eqx.tree_at (used for counterfactuals) builds a Params without
+    # running __check_init__, so e.g. a tau with a non-unit diagonal would otherwise "solve".
+    validate(params)
     if system not in ("auto", "schur", "dense"):
         raise ParameterError("system", f"must be 'auto', 'schur' or 'dense'; got {system!r}")
     g, b = _concrete(params.gamma), _concrete(params.beta)
@@ -659,6 +686,9 @@ def welfare(params: Params, sol: Solution):
     equilibrium. Returns a pair of scalars; differentiable with ``jax.grad``.
     """
     del params
+    if not isinstance(sol, Solution):
+        raise ParameterError("sol", f"must be the jiao_tian.Solution returned by solve(); got {type(sol).__name__} "
+                                    f"(welfare is read from the solved equilibrium, not recomputed from an array)")
     return sol.log_Uw, sol.log_Um
 
 
@@ -752,6 +782,8 @@ def synthetic_economy(N: int, seed: int = 0, *, alpha=TABLE5["alpha"], beta=TABL
     elasticity (1-beta)/gamma ~ 47): at N = 722, lam = 1 the cold start from autarky finds
     an interior equilibrium that differs from ``y_true`` in two small cities.
     """
+    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
+        raise ParameterError("N", f"the number of cities must be an integer >= 1; got {N!r}")
     rng = np.random.default_rng(seed)
     rank = np.arange(1, N + 1)
     size = rank ** -1.05 * np.exp(0.1 * rng.standard_normal(N))
@@ -802,6 +834,9 @@ def tau_from_openness(N: int, theta, Delta, upgraded: int | None = None, Delta_b
     ``upgraded=None``: every pair has openness ``Delta``. ``upgraded=c`` (0-based): only pairs
     involving city c; the others have ``Delta_base`` (default 1e-12, i.e. autarky).
     """
+    D_c = _concrete(Delta)
+    if D_c is not None and (not np.all(np.isfinite(D_c)) or np.any(D_c < 0)):
+        raise ParameterError("Delta", f"ICT openness Delta = tau^(-theta) must lie in [0, inf); got {np.ravel(D_c)[:3].tolist()}")
     eye = jnp.eye(N)
     if upgraded is None:
         M = jnp.ones((N, N))
