@@ -17,6 +17,9 @@ Problem-module protocol (e.g. ``spatialjax/models/jiao_tian_calibration.py``):
   has, in the order of the tables; or a function ``PARAMETERS(cfg) -> dict`` when the names
   depend on the (validated) problem sections (e.g. the regressors of a linear model). Every
   name needs a ``[parameters.<name>]`` table in the config and no other name is accepted.
+* ``KIND: str`` — optional: ``"micro"`` or ``"minimum_distance"`` (what ``build_problem``
+  will return), so that ``[estimation]`` settings the estimator cannot take are rejected before
+  the problem is built.
 * ``check_config(cfg: dict, file: str) -> None`` — optional: cross-field checks of the
   validated config; raises :class:`~spatialjax.errors.ParameterError` naming ``file: section.key``.
 * ``build_problem(cfg: dict, base_dir: pathlib.Path) -> Problem`` — ``cfg`` is the whole
@@ -460,6 +463,9 @@ def load_config(path) -> tuple[dict, dict, Any]:
     mod = resolve_problem(name, f"{file}: calibration.problem")
     cfg = validate_config(raw, _problem_schema(mod, name), file, parameters=mod.PARAMETERS, base_dir=path.parent)
     _check_estimation(cfg, file)
+    kind = getattr(mod, "KIND", None)
+    if kind is not None:
+        _check_kind(cfg, kind, file)
     check = getattr(mod, "check_config", None)
     if check is not None:
         check(cfg, file)
@@ -483,6 +489,26 @@ def _check_estimation(cfg: dict, file: str) -> None:
         if no_box:
             raise ParameterError(f"{file}: parameters.{no_box[0]}.start_box",
                                  "missing (required for every estimated parameter when estimation.multistart > 1)")
+
+
+_MD_WEIGHTINGS = ("identity", "fixed", "two-step")
+
+
+def _check_kind(cfg: dict, kind: str, file: str) -> None:
+    """``[estimation]`` settings that a minimum-distance problem cannot take."""
+    if kind not in ("micro", "minimum_distance"):
+        raise ValueError(f"Problem kind must be 'micro' or 'minimum_distance'; got {kind!r}")
+    if kind != "minimum_distance":
+        return
+    est = cfg["estimation"]
+    for key in ("cov", "clusters", "hac_lags"):
+        if key in est:
+            raise ParameterError(f"{file}: estimation.{key}", "not used by a minimum-distance problem (the "
+                                                              "covariance of the targets comes from the problem)")
+    w = est.get("weighting", "two-step")
+    if w not in _MD_WEIGHTINGS:
+        raise ParameterError(f"{file}: estimation.weighting", f"for a minimum-distance problem must be one of "
+                                                              f"{list(_MD_WEIGHTINGS)}; got {w!r}")
 
 
 @dataclass
@@ -724,14 +750,9 @@ def _estimator_call(problem: Problem, cfg: dict, setup: ParameterSetup, file: st
     where = f"{file}: estimation"
     weighting = est.get("weighting", base.get("weighting", "two-step"))
     clusters_col = est.get("clusters")
-    if problem.kind not in ("micro", "minimum_distance"):
-        raise ValueError(f"Problem.kind: must be 'micro' or 'minimum_distance'; got {problem.kind!r}")
     W = None
+    _check_kind({"estimation": dict(est, weighting=weighting)}, problem.kind, file)
     if problem.kind == "minimum_distance":
-        for key in ("cov", "clusters", "hac_lags"):
-            if key in est:
-                raise ParameterError(f"{where}.{key}", "not used by a minimum-distance problem (the covariance of "
-                                                       "the targets comes from the problem)")
         if weighting == "fixed":
             W = problem.W
         elif weighting == "identity":
@@ -741,9 +762,6 @@ def _estimator_call(problem: Problem, cfg: dict, setup: ParameterSetup, file: st
                 raise ParameterError(f"{where}.weighting", "\"two-step\" (efficient, W = cov(m_hat)^-1) needs the "
                                                            "covariance of the targets; this problem has none: use "
                                                            "\"fixed\" or \"identity\"")
-        else:
-            raise ParameterError(f"{where}.weighting", f"for a minimum-distance problem must be one of ['identity', "
-                                                       f"'fixed', 'two-step']; got {weighting!r}")
         if weighting == "fixed" and W is None:
             raise ParameterError(f"{where}.weighting", "\"fixed\" needs a weighting matrix from the problem; "
                                                        "this problem has none")

@@ -32,6 +32,8 @@ CONST = "const"
 class LinearIV:
     """Linear IV by GMM: ``g_i(beta) = z_i (y_i - x_i' beta)`` on the rows of ``[data] file``."""
 
+    KIND = "micro"
+
     CONFIG_SCHEMA = {
         "data": {
             "file": Spec("path", required=True, description="CSV or Parquet file, one row per observation"),
@@ -122,6 +124,8 @@ class ToyEquilibrium:
     A failed inner solve returns ``ok = False`` and the estimator rejects that evaluation.
     """
 
+    KIND = "minimum_distance"
+
     CONFIG_SCHEMA = {
         "model": {
             "regions": Spec("int", default=8, range=(2, 200), description="number of regions J"),
@@ -150,6 +154,9 @@ class ToyEquilibrium:
             if "true" not in p:
                 raise ParameterError(f"{file}: parameters.{n}.true", "missing: the data are simulated from the "
                                                                      "true values (required for every parameter)")
+        if cfg["estimation"].get("weighting") == "fixed":
+            raise ParameterError(f"{file}: estimation.weighting", "\"fixed\" needs a weighting matrix; this problem "
+                                                                  "has none (use \"two-step\" or \"identity\")")
         k, n_est = 2 * cfg["model"]["regions"], sum(p["estimate"] for p in cfg["parameters"].values())
         if k < n_est:
             raise ParameterError(f"{file}: model.regions", f"{k} moments for {n_est} parameters: under-identified")
@@ -180,7 +187,7 @@ class ToyEquilibrium:
         from spatialjax.solver import solve_root
 
         y0 = jnp.full(x.shape, jnp.log(Lbar / x.shape[0]))
-        sol = solve_root(cls.residual, y0, (theta, x, z, Lbar), tol=1e-12, max_steps=60, diagnose=False)
+        sol = solve_root(cls.residual, y0, (theta, x, z, Lbar), tol=1e-12, max_steps=60)
         y = sol.value
         return y, theta["a0"] + theta["a1"] * x - theta["alpha"] * y, sol
 
@@ -195,7 +202,9 @@ class ToyEquilibrium:
         x, z = jnp.asarray(x), jnp.asarray(z)
         setup = parameter_setup(cfg)
         true = {n: jnp.asarray(v) for n, v in setup.true.items()}
-        yt, lwt, sol = cls.solve(true, x, z, Lbar)
+        import equinox as eqx
+
+        yt, lwt, sol = eqx.filter_jit(cls.solve)(true, x, z, Lbar)
         if not bool(sol.converged):
             raise ParameterError("parameters.*.true", f"the equilibrium at the true values did not solve "
                                                       f"(status {sol.status}, residual {float(sol.residual):.2e})")
