@@ -415,3 +415,34 @@ def test_help_and_usage(capsys):
     with pytest.raises(SystemExit) as e:  # the command is listed at the top level
         main(["--help"])
     assert "calibrate" in capsys.readouterr().out
+
+
+def test_not_converged_and_weakly_identified_exit_1_with_outputs(tmp_path):
+    """Exit 1 (said on stderr) when the estimation stops before converging or when the design is
+    rank deficient (x3 = 2 x1: the weak direction is named); the outputs are written with the status."""
+    cfg = example_cfg()
+    cfg["estimation"]["max_iter"] = 2
+    (tmp_path / "short.toml").write_text(dump_toml(cfg))
+    rc, stdout, err = run_main(["calibrate", str(tmp_path / "short.toml"), "-o", str(tmp_path / "a"), "-q"])
+    assert rc == 1
+    assert "did not converge" in err and "not_converged" in err
+    est = json.loads((tmp_path / "a" / "estimates.json").read_text())
+    assert est["converged"] is False and est["status"] == "not_converged"
+    assert est["convergence"]["stop_reason"] == "max_iter"
+    assert "not_converged" in (tmp_path / "a" / "summary.txt").read_text()
+
+    df = pd.read_csv(DATA)
+    df["x3"] = 2.0 * df["x1"]
+    df.to_csv(tmp_path / "collinear.csv", index=False, float_format="%.17g")
+    cfg = example_cfg()
+    cfg["data"]["file"] = "collinear.csv"
+    cfg["data"]["regressors"] = ["x1", "x3", "x2"]
+    cfg["parameters"]["x3"] = {"start": 0.0}
+    (tmp_path / "weak.toml").write_text(dump_toml(cfg))
+    rc, stdout, err = run_main(["calibrate", str(tmp_path / "weak.toml"), "-o", str(tmp_path / "b"), "-q"])
+    assert rc == 1
+    assert "weakly identified" in err and "x1" in err and "x3" in err, err
+    est = json.loads((tmp_path / "b" / "estimates.json").read_text())
+    assert est["status"] == "weakly_identified" and est["weak_identification"]["flag"] is True
+    assert est["parameters"]["x1"]["se"] is None  # no standard errors that mean nothing
+    assert check_complete(tmp_path / "b") >= 7
