@@ -31,8 +31,9 @@ Continuation. A counterfactual with shock Delta log tau is followed along
 log tau(s) = log tau + s Delta log tau, s = 0 -> 1, by warm-started solves on a grid of s (secant
 predictor; a step that fails is halved, at most ``max_halvings`` times). At every step the
 degeneracy diagnostic is checked: the solve must converge to a regular root (``status``
-"successful", i.e. sigma_min(J) not negligible), move y by at most ``max_jump`` in max-norm
-(log units) from the previous point, and keep min_n L^m_n above ``degeneracy_rtol`` times its
+"successful", i.e. sigma_min(J) not negligible), move y by at most ``max_jump`` (default 1) in
+max-norm (log units) from the previous point (a continuous branch passes this test once the step
+is small enough; a jump to another equilibrium at a finite distance does not), and keep min_n L^m_n above ``degeneracy_rtol`` times its
 baseline value (a cold solve of the shocked economy can land on the all-managers-in-one-city
 equilibrium). A branch that folds, jumps or degenerates is reported with that status and the s it
 reached, never replaced by a cold solve's other equilibrium.
@@ -342,11 +343,11 @@ def elastic_residual(y, params: jt.Params, epsilon, logD=None):
     N = params.T.shape[-1]
     logw, logLm = y[:N], y[N:2 * N]
     o = jt.equilibrium_objects(params, jnp.exp(logw), jnp.exp(logLm), 1.0, logD)
-    logp = jnp.log(o.p) / (1.0 + epsilon)
-    a1 = 1.0 - params.alpha
+    # (1-alpha) log p_inelastic - (1-alpha) log p_elastic, exactly 0 at eps = 0 (bitwise jt.residual)
+    corr = (1.0 - params.alpha) * jnp.log(o.p) * (epsilon / (1.0 + epsilon))
     return jnp.concatenate([
-        logw - a1 * logp - y[2 * N],
-        jnp.log(o.Epi) - a1 * logp - y[2 * N + 1],
+        o.log_Uw + corr - y[2 * N],
+        o.log_Um + corr - y[2 * N + 1],
         jnp.atleast_1d(jnp.log(jnp.sum(o.Lm)) - jnp.log(params.Lm_total)),
         jnp.atleast_1d(jnp.log(jnp.sum(o.Lp)) - jnp.log(params.Lp_total)),
     ])
@@ -657,7 +658,7 @@ def _solver_for(epsilon: float) -> Callable:
     return solve
 
 
-def _follow(params0: jt.Params, dlogtau, y_base, solve, *, steps: int, max_halvings: int = 4, max_jump: float = 0.5,
+def _follow(params0: jt.Params, dlogtau, y_base, solve, *, steps: int, max_halvings: int = 4, max_jump: float = 1.0,
             degeneracy_rtol: float = 1e-3):
     """Follow the equilibrium along log tau(s) = log tau_0 + s dlogtau, s: 0 -> 1 (warm starts, secant
     predictor, step halving). Returns ``(eq at the last accepted s, s_reached, status, path, n_solves)``."""
@@ -687,7 +688,7 @@ def _follow(params0: jt.Params, dlogtau, y_base, solve, *, steps: int, max_halvi
                 why = "fold" if eq.status == "singular" else eq.status
             elif eq.min_Lm < degeneracy_rtol * min_base:
                 why = "degenerate"
-            elif jump > max_jump * (h / h0):
+            elif jump > max_jump:
                 why = "branch_jump"
             else:
                 ok = True
