@@ -177,6 +177,9 @@ def test_fixed_parameter_robust_run_matches_closed_form(tmp_path, capsys):
     text = text.replace('clusters = "cluster"', 'cov = "robust"')
     text = text.replace("[parameters.x1]\nstart = 0.0", "[parameters.x1]\nestimate = false\nvalue = 0.5")
     text = text.replace('formats = ["csv"]', 'formats = ["csv", "parquet"]').replace("plots = true", "plots = false")
+    text = text.replace("max_iter = 200", "max_iter = 200\nmultistart = 2")  # start 2 drawn from start_box
+    text = text.replace("[parameters.const]\nstart = 0.0", "[parameters.const]\nstart = 0.0\nstart_box = [-2.0, 2.0]")
+    text = text.replace("[parameters.x2]\nstart = 0.0", "[parameters.x2]\nstart = 0.0\nstart_box = [-3.0, 0.0]")
     (tmp_path / "fixed.toml").write_text(text)
     out = tmp_path / "out"
     result, written = cal.run_calibration(tmp_path / "fixed.toml", out, resume=True, progress=False)
@@ -204,6 +207,8 @@ def test_fixed_parameter_robust_run_matches_closed_form(tmp_path, capsys):
     assert est["parameters"]["x1"] == {"estimate": 0.5, "se": None, "t": None, "ci_low": None, "ci_high": None,
                                        "true": 0.5, "fixed": True}
     assert est["J_df"] == 3 and est["cov"] == "robust" and est["clusters"] is None
+    assert len(est["convergence"]["multistart"]) == 2  # both starts ran (first stage)
+    assert result.convergence["multistart_starts"][0] != result.convergence["multistart_starts"][1]
     assert set(written) >= {"estimates.csv", "estimates.parquet", "moments.parquet", "sensitivity.parquet",
                             "summary.txt", "estimates.json"}
     assert "estimates.png" not in written and not (out / "estimates.png").exists()
