@@ -248,19 +248,24 @@ def _parse_bounds(bounds, transforms, theta0_flat, names, leafinfo, theta0_tree)
 
     if bounds is not None:
         items = None
+        is_pair = lambda x: isinstance(x, tuple) and len(x) == 2  # noqa: E731
         if isinstance(bounds, dict) and all(isinstance(k, str) and (k in elem or k in ranges) for k in bounds):
             items = list(bounds.items())
         else:
-            is_pair = lambda x: isinstance(x, tuple) and len(x) == 2  # noqa: E731
             try:
                 bl, btd = jax.tree_util.tree_flatten(bounds, is_leaf=lambda x: is_pair(x) or x is None)
                 td = jax.tree_util.tree_structure(theta0_tree)
-                if btd.num_leaves != td.num_leaves:
-                    raise ValueError
+                same = btd == td
+            except Exception:  # noqa: BLE001
+                same = False
+            if same:
                 items = [(leafinfo[i][0], b) for i, b in enumerate(bl) if b is not None]
-            except Exception:
+            elif isinstance(bounds, dict):
+                bad = [k for k in bounds if not (isinstance(k, str) and (k in elem or k in ranges))]
+                raise ParameterError(f"bounds.{bad[0]}", f"unknown parameter name; allowed: {names}")
+            else:
                 raise ParameterError("bounds", "must be a dict name -> (lo, hi) or a PyTree of (lo, hi) pairs "
-                                     "with the structure of theta0") from None
+                                     "with the structure of theta0")
         for name, b in items:
             if b is None:
                 continue
@@ -318,10 +323,14 @@ def _check_options(options, allowed):
     if out["jacobian"] not in ("autodiff", "fd"):
         raise ParameterError("options.jacobian", f"must be 'autodiff' or 'fd'; got {out['jacobian']!r}")
     for key in ("gtol", "xtol", "ftol", "iter_tol", "weak_rtol", "s_rcond", "learning_rate"):
+        if key not in out:
+            continue
         v = out[key]
         if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
             raise ParameterError(f"options.{key}", f"must be a finite number >= 0; got {v!r}")
     for key in ("max_iter", "max_ls", "multistart", "max_rounds"):
+        if key not in out:
+            continue
         v = out[key]
         if not (isinstance(v, (int, np.integer)) and v >= 1):
             raise ParameterError(f"options.{key}", f"must be an integer >= 1; got {v!r}")
@@ -428,10 +437,14 @@ def _dec(obj):
 # ---------------------------------------------------------------------------------------
 
 
+_JIT_CACHE: dict = {}
+
+
 class _Problem:
     """Everything the driver needs: the jitted objective/gradient/residual functions."""
 
-    def __init__(self, *, kind, fn, data, unravel, transform, p, k, n, cov, clusters, n_clusters, options, m_hat=None):
+    def __init__(self, *, kind, fn, data, unravel, transform, p, k, n, cov, clusters, n_clusters, options, tree_key,
+                 m_hat=None):
         self.kind, self.fn, self.data, self.unravel, self.tr = kind, fn, data, unravel, transform
         self.p, self.k, self.n, self.cov, self.options = p, k, n, cov, options
         self.clusters, self.n_clusters = clusters, n_clusters
@@ -442,7 +455,29 @@ class _Problem:
             self.hac_lags = int(math.floor(4 * (n / 100) ** (2 / 9))) if L is None else int(L)
         self.fd = options["jacobian"] == "fd"
         self.n_evals = {"objective": 0, "gradient": 0, "failed": 0}
-        self._build()
+        # Compiled functions are cached across calls (Monte Carlo, bootstrap, multistart): the
+        # key holds everything the traced code depends on apart from its array arguments.
+        cl = None if clusters is None else np.asarray(clusters).tobytes()
+        key = (fn, kind, cov, options["center"], options["cluster_correction"], self.hac_lags, n_clusters, cl,
+               self.fd, options["fd_step"], tree_key, transform.kinds.tobytes(), transform.lo.tobytes(),
+               transform.hi.tobytes())
+        try:
+            fns = _JIT_CACHE.pop(key)
+        except (KeyError, TypeError):
+            fns = None
+        if fns is None:
+            self._build()
+            fns = {a: getattr(self, a) for a in ("_vg_W", "_rj_W", "_vg_cue", "_rj_cue", "_natural_stats")
+                   if hasattr(self, a)}
+        else:
+            for a, f in fns.items():
+                setattr(self, a, f)
+        try:
+            _JIT_CACHE[key] = fns
+            while len(_JIT_CACHE) > 16:
+                _JIT_CACHE.pop(next(iter(_JIT_CACHE)))
+        except TypeError:  # an unhashable moment function: no caching
+            pass
 
     # -- moments as functions of the natural flat parameter vector -------------------
     def _gi(self, th, data):
@@ -722,11 +757,26 @@ def _lm_step(prob, st, L, opt):
     return st
 
 
-def _adam_init(prob, u0, W, opt):
-    import optax
+_ADAM_CACHE: dict = {}
 
+
+def _adam_fns(lr, p):
+    """optax Adam with jitted init/update (cached per learning rate and size)."""
+    key = (float(lr), int(p))
+    if key not in _ADAM_CACHE:
+        import optax
+
+        tx = optax.adam(lr)
+        init = jax.jit(tx.init)
+        td = jax.tree_util.tree_structure(init(jnp.zeros(p)))
+        _ADAM_CACHE[key] = (init, jax.jit(tx.update), td)
+    return _ADAM_CACHE[key]
+
+
+def _adam_init(prob, u0, W, opt):
     f, g, ok = prob.value_grad(u0, W)
-    ostate = optax.adam(opt["learning_rate"]).init(jnp.asarray(u0))
+    init, _, _ = _adam_fns(opt["learning_rate"], len(u0))
+    ostate = init(jnp.asarray(u0))
     st = {"method": "adam", "u": np.asarray(u0, float), "f": f, "g": g, "ok": ok, "it": 0, "lr_scale": 1.0,
           "adam": [np.asarray(x) for x in jax.tree_util.tree_leaves(ostate)], "done": False, "reason": None}
     if not ok:
@@ -735,14 +785,11 @@ def _adam_init(prob, u0, W, opt):
 
 
 def _adam_step(prob, st, W, opt):
-    import optax
-
     u = jnp.asarray(st["u"])
-    tx = optax.adam(opt["learning_rate"])
-    td = jax.tree_util.tree_structure(tx.init(u))
+    _, update, td = _adam_fns(opt["learning_rate"], len(st["u"]))
     ostate = jax.tree_util.tree_unflatten(td, [jnp.asarray(x) for x in st["adam"]])
     for _ in range(opt["max_ls"]):
-        upd, new_state = tx.update(jnp.asarray(st["g"]), ostate, u)
+        upd, new_state = update(jnp.asarray(st["g"]), ostate, u)
         un = np.asarray(u + st["lr_scale"] * upd)
         fn, gn, ok = prob.value_grad(un, W)
         if ok:
@@ -1018,8 +1065,8 @@ class Result:
         convergence: iterations, ``stop_reason`` (gradient / step / objective / max_iter /
             line_search), objective path, evaluations, failed evaluations, stages, multistart.
         status: ``"converged"``, ``"converged_no_se"`` (fixed W, no covariance of the targets),
-            ``"weakly_identified"``, ``"singular_S"``, ``"not_converged"``, ``"max_rounds_reached"``,
-            ``"failed"``; ``message`` explains it. ``converged``: the optimiser stopped on a
+            ``"weakly_identified"``, ``"at_bound"`` (a bounded parameter on its bound: no SEs),
+            ``"singular_S"``, ``"not_converged"``, ``"max_rounds_reached"``, ``"failed"``; ``message`` explains it. ``converged``: the optimiser stopped on a
             gradient/step/objective criterion at an evaluation with ok True.
     """
 
@@ -1384,6 +1431,17 @@ def _assemble(prob: _Problem, drv_state, *, kind, weighting, cov_type, names, mn
                 status = status or "converged_no_se"
                 message = se_reason or "fixed W without a covariance of m_hat: standard errors are not available"
             hj = _hjdp(G, W, Om, efficient, opt["s_rcond"])
+    # a bounded parameter at (numerically on) its bound: the estimate is constrained and the usual
+    # asymptotics do not apply, so no SEs
+    tr = prob.tr
+    width = np.where(np.isfinite(tr.hi - tr.lo), tr.hi - tr.lo, 1.0 + np.abs(theta))
+    near = (tr.kinds > 0) & ((np.abs(theta - tr.lo) <= 1e-8 * width) | (np.abs(tr.hi - theta) <= 1e-8 * width))
+    at_bound = [names[i] for i in np.flatnonzero(near)]
+    if final_ok and at_bound and status in (None, "converged_no_se"):
+        status = "at_bound"
+        message = (f"parameter(s) {at_bound} at a bound: the estimate is constrained; standard errors are not "
+                   "reported (the asymptotic distribution at a boundary is not normal)")
+        cov = np.full((p, p), np.nan)
     if status is None:
         status = "converged" if opt_conv else "not_converged"
         if not opt_conv:
@@ -1436,6 +1494,7 @@ def _assemble(prob: _Problem, drv_state, *, kind, weighting, cov_type, names, mn
         if stages else [],
         "wall_s": float(st.get("wall_s", 0.0)),
         "hac_lags": prob.hac_lags,
+        "at_bound": at_bound,
     }
     to_tree = lambda v: jax.tree.map(np.asarray, unravel(jnp.asarray(v)))  # noqa: E731
     return Result(
@@ -1443,7 +1502,8 @@ def _assemble(prob: _Problem, drv_state, *, kind, weighting, cov_type, names, mn
         ci_low=ci_low, ci_high=ci_high, J=float(J), J_df=int(J_df), J_pvalue=float(J_p), objective=Q, W=W,
         S=S if kind == "micro" else None, G=G, Omega=Omega, sensitivity=Lam, hjdp=hj, weak_identification=wi,
         convergence=conv, status=status, message=message,
-        converged=bool(final_ok and opt_conv and status not in ("failed", "max_rounds_reached", "not_converged")),
+        converged=bool(final_ok and opt_conv and status not in ("failed", "max_rounds_reached", "not_converged",
+                                                                "singular_S")),
         param_names=list(names), moment_names=list(mnames), n_obs=n if kind == "micro" else prob.n, kind=kind,
         weighting=weighting, cov_type=cov_type, gbar=gb, moments=moments,
         transform_jacobian=prob.tr.jacobian_diag(u_hat), level=opt["level"], true_params=true_flat,
@@ -1469,6 +1529,7 @@ def _prep_theta(theta0, opt):
         names = [str(x) for x in opt["param_names"]]
     if len(flat0) == 0:
         raise ParameterError("theta0", "has no parameters")
+    opt["_tree_key"] = (jax.tree_util.tree_structure(theta0), tuple(s for _, s in leafinfo))
     if not np.all(np.isfinite(flat0)):
         i = int(np.argmax(~np.isfinite(flat0)))
         raise ParameterError(f"theta0.{names[i]}", f"must be finite; got {flat0[i]}")
@@ -1590,7 +1651,7 @@ def estimate(g: Callable, theta0, data, *, weighting: str = "two-step", cov: str
     tr = _parse_bounds(bounds, opt["transforms"], flat0, names, leafinfo, theta0)
     true_flat = _flat_true(opt["true_params"], names, leafinfo, theta0)
     prob = _Problem(kind="micro", fn=g, data=data, unravel=unravel, transform=tr, p=p, k=k, n=n, cov=cov,
-                    clusters=cl, n_clusters=ncl, options=opt)
+                    clusters=cl, n_clusters=ncl, options=opt, tree_key=opt["_tree_key"])
     u0 = tr.to_unconstrained(flat0)
     starts = _starts(u0, tr, names, opt)
     fingerprint = {"kind": "micro", "param_names": list(names), "k": k, "n_obs": n, "weighting": weighting,
@@ -1704,7 +1765,8 @@ def minimum_distance(m: Callable, theta0, m_hat, *, W=None, cov_m_hat=None, boun
     true_flat = _flat_true(opt["true_params"], names, leafinfo, theta0)
     opt = dict(opt, center=False, hac_lags=None, cluster_correction=None, iter_tol=0.0, max_rounds=1)
     prob = _Problem(kind="md", fn=m, data=jnp.asarray(mh), unravel=unravel, transform=tr, p=p, k=k, n=n_data,
-                    cov=None, clusters=None, n_clusters=None, options=opt, m_hat=mh)
+                    cov=None, clusters=None, n_clusters=None, options=opt, m_hat=mh,
+                    tree_key=opt["_tree_key"])
     u0 = tr.to_unconstrained(flat0)
     starts = _starts(u0, tr, names, opt)
     fingerprint = {"kind": "md", "param_names": list(names), "k": k, "n_obs": n_data, "weighting": label,
