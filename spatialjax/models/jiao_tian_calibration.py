@@ -233,9 +233,8 @@ def ppml_fixed_effects(X, xb, *, tol: float = 1e-11, max_iter: int = 5000):
 
     def body(c):
         eta, it, _ = c
-        for _ in range(10):
-            eta = sweep(eta)
-        return eta, it + 10, score_max(eta)
+        eta = sweep(sweep(eta))
+        return eta, it + 2, score_max(eta)
 
     eta0 = (logR - jnp.log(N), logC[1:] - logC[0], jnp.asarray(0.0, X.dtype))
     eta, it, err = jax.lax.while_loop(cond, body, (eta0, 0, jnp.asarray(jnp.inf, X.dtype)))
@@ -419,7 +418,7 @@ def inversion_moments(p: dict, d: dict, *, gravity: str = "ppml"):
 
 
 def full_solution_moments(p: dict, d: dict, *, gravity: str = "ppml", pi_names=(), rho_names=(),
-                          tol: float = 1e-10, max_steps: int = 30):
+                          tol: float = 1e-10, max_steps: int = 30, cold_fallback: bool = False):
     """Moments of the full-solution mode and ``ok`` (False when the inner equilibrium solve failed).
 
     ``p`` holds theta, gamma, delta_d, delta_I and the fundamentals' coefficients
@@ -440,6 +439,11 @@ def full_solution_moments(p: dict, d: dict, *, gravity: str = "ppml", pi_names=(
                        Lm_total=jnp.sum(d["Lm"]), Lp_total=jnp.sum(d["Lp"]))
     y0 = jt._y_from_data(jax.lax.stop_gradient(params), d["w"], d["Lm"])
     sol = jt.solve(params, jax.lax.stop_gradient(y0), tol=tol, max_steps=max_steps)
+    if cold_fallback:
+        # Far from the data (early iterations) the warm start can fail: then a cold start by the
+        # homotopy from autarky (the interior branch; it may be a different equilibrium than the
+        # one the data sit on, which the moments then reject).
+        sol = jax.lax.cond(sol.converged, lambda: sol, lambda: jt.solve(params, tol=tol, max_steps=max_steps))
     ok = sol.converged & jnp.all(jnp.isfinite(sol.y))
     e = jnp.stack([jnp.log(d["Lm"]) - jnp.log(sol.Lm), jnp.log(d["Lp"]) - jnp.log(sol.Lp),
                    jnp.log(d["w"]) - jnp.log(sol.w)], axis=1)  # (N, 3)
@@ -611,7 +615,8 @@ def _ols(x, y):
 
 def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shifters=(), housing_shifters=(),
                       theta0: dict | None = None, fixed: dict | None = None, bounds: dict | None = None,
-                      solve_tol: float = 1e-10, max_newton_steps: int = 30, true_params: dict | None = None) -> Problem:
+                      solve_tol: float = 1e-10, max_newton_steps: int = 30, true_params: dict | None = None,
+                      start_from_inversion: bool = True) -> Problem:
     """The :class:`~spatialjax.calibrate.Problem` for a loaded data set (``JTData`` or a stand-in).
 
     ``theta0``: start values of the estimated parameters among theta, gamma, delta_d, delta_I;
@@ -635,6 +640,20 @@ def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shif
     th0 = dict(theta0)
     bnds = dict(bounds or {})
     if mode == "full-solution":
+        if start_from_inversion:
+            # Far from the data the parametric economy's equilibrium is far from the observed
+            # allocation and the warm-started inner solve fails; the inversion-mode estimates
+            # are a consistent first step (the same gravity and income moments).
+            inv = problem_from_data(data, mode="inversion", gravity=gravity, technology_shifters=technology_shifters,
+                                    theta0=theta0, fixed={"alpha": alpha, "beta": beta, **fixed_j}, bounds=bounds)
+            from spatialjax import gmm
+
+            r0 = gmm.estimate(inv.moments, inv.theta0, inv.data, weighting="two-step", bounds=inv.bounds)
+            if not r0.converged:
+                raise RuntimeError(f"full-solution start: the inversion-mode first step did not converge "
+                                   f"({r0.status}: {r0.message})")
+            theta0 = {k: float(r0.params[k]) for k in theta0}
+            th0 = dict(theta0)
         p0 = {**fixed_j, **theta0}
         p0j = {k: jnp.asarray(v) for k, v in p0.items()}
         _, nu, _ = _gravity_block(p0j, d, gravity)
