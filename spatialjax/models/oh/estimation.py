@@ -393,9 +393,18 @@ def identification_report(base: Params, profile: StandIn, *, housing_groups: int
 # Estimation
 # ---------------------------------------------------------------------------------------
 
+#: Weak-identification threshold passed to the estimator: the smallest/largest eigenvalue ratio of
+#: the equilibrated information matrix ``D^{-1/2} G'WG D^{-1/2}``. At Table 1's values on the
+#: stand-in it is 2.6e-8, along ``0.72 η_f − 0.69 H_f`` (fact ii); the estimator's generic default
+#: (1e-10) would miss it. 1e-6 means: a direction the moments pin down a thousand times less
+#: precisely (in standard-deviation units) than the best one is reported as weak.
+WEAK_RTOL = 1e-6
+
 #: bounds of the structural parameters (natural scale).
+#: ``H_f``, ``η_f`` get finite boxes: along the weak direction (fact ii) an unbounded estimator
+#: drifts to ``η_f -> ∞`` (no firm-congestion differences at all; first try: η_f = 7e200).
 BOUNDS = {"h_bar": (0.0, None), "omega": (0.0, 1.0), "eta_w": (0.0, None), "b": (0.0, 1.0), "beta": (0.0, 1.0),
-          "H_f": (0.0, None), "eta_f": (0.0, None), "T": (0.0, None)}
+          "H_f": (0.01, 1000.0), "eta_f": (1.0, 200.0), "T": (0.0, None)}
 
 
 def estimate(country: str = "us", *, fit: StandinFit | None = None, structural=None, fit_bins: bool = True,
@@ -434,8 +443,247 @@ def estimate(country: str = "us", *, fit: StandinFit | None = None, structural=N
     W = weighting_matrix(m_hat, n) if fit_bins else np.diag(1.0 / m_hat ** 2)
     cov = moment_covariance(m_hat, moment_rel_se=moment_rel_se, bin_rel_se=bin_rel_se)
     names = list(MOMENT_KEYS) + (Ln + un if fit_bins else [])
-    opts = {"optimizer": "lm", "max_iter": 200, "moment_names": names}
+    opts = {"optimizer": "lm", "max_iter": 200, "moment_names": names, "weak_rtol": WEAK_RTOL}
     opts.update(options or {})
     res = gmm.minimum_distance(m, theta0, m_hat, W=W, cov_m_hat=cov, bounds=bounds, options=opts)
     return res, {"m": m, "m_hat": m_hat, "W": W, "cov": cov, "profile": prof, "base": base, "country": country,
                  "fit": fit, "structural": structural, "fit_bins": fit_bins}
+
+
+# ---------------------------------------------------------------------------------------
+# Results at the estimates
+# ---------------------------------------------------------------------------------------
+
+
+def solve_at(theta: dict, base: Params, profile: StandIn, *, fixed: dict | None = None):
+    """The inverse solution at estimated parameters ``theta`` (names as in :func:`make_moment_function`)."""
+    full = {**(fixed or {}), **{k: float(np.asarray(v)) for k, v in theta.items()}}
+    n = int(profile.L.shape[0])
+    Ln, un = bin_names(n)
+    p = base.replace(**{k: full[k] for k in STRUCTURAL if k in full})
+    L = jnp.asarray([full.get(k, float(profile.L[i])) for i, k in enumerate(Ln)])
+    u = jnp.asarray([full.get(k, float(profile.u[i])) for i, k in enumerate(un)])
+    return p, solve_inverse(p, L, u, w1=profile.w1, t_h=profile.t_h, tau_w=profile.tau_w)
+
+
+def report_at(theta: dict, *, country: str, base: Params, profile: StandIn, fixed: dict | None = None,
+              housing_groups: int = 4, weak: dict | None = None) -> dict:
+    """Everything the report prints: estimates vs the paper's table, moments (target, paper's
+    model row, ours), productivity gaps and wage-premium shares vs the paper, fact (i)."""
+    c = _country(country)
+    p, res = solve_at(theta, base, profile, fixed=fixed)
+    tab = load_targets(DATA_DIR / c["targets"])
+    paper_params = load_params(DATA_DIR / c["params"])
+    mm = {k: float(v) for k, v in moments(p, res, housing_groups=housing_groups).items()}
+    paper = load_paper_results().get(country, {})
+    gaps = productivity_gaps(res)
+    shares = wage_premium_shares(p, res)
+    rl = replacement_labor_bound(p, res)
+    return {
+        "country": country, "label": c["label"], "converged": bool(res.converged), "residual": float(res.residual),
+        "parameters": {k: {"estimate": float(getattr(p, k)), "paper": float(getattr(paper_params, k))}
+                       for k in STRUCTURAL},
+        "moments": {k: {"target": float(tab.loc[k, "target"]), "paper_model": float(tab.loc[k, "model"]),
+                        "ours": mm[k]} for k in MOMENT_KEYS},
+        "productivity_gaps": {k: {"ours": v, "paper": paper.get(k)} for k, v in gaps.items()},
+        "wage_premium_shares": {k: {"ours": shares[k], "paper": paper.get(k)}
+                                for k in ("worker_share", "firm_share", "tightness_share")},
+        "replacement_x_labor_share": {"product": float(rl["product"]), "bound_b": float(rl["bound"]),
+                                      "paper_model_row": float(tab.loc["replacement_rate", "model"]
+                                                               * tab.loc["labor_share", "model"])},
+        "weak_identification": weak or {},
+        "result": res, "params": p,
+    }
+
+
+def conditional_se(result, drop=("H_f", "eta_f")) -> dict:
+    """Sandwich standard errors of the other parameters with the weak ones (``drop``) held at
+    their estimates: ``V = (G'WG)^{-1} G'W Ω W G (G'WG)^{-1}`` on the remaining columns of G
+    (Ω the assumed ``cov(m̂)``). NaN where the estimator gave no G or Ω."""
+    names = list(result.param_names)
+    G = None if result.G is None else np.asarray(result.G, float)
+    Om = None if getattr(result, "Omega", None) is None else np.asarray(result.Omega, float)
+    keep = [i for i, k in enumerate(names) if k not in drop]
+    if G is None or Om is None or not np.all(np.isfinite(G)):
+        return {names[i]: math.nan for i in keep}
+    W = np.asarray(result.W, float)
+    Gk = G[:, keep]
+    B = np.linalg.inv(Gk.T @ W @ Gk)
+    V = B @ Gk.T @ W @ Om @ W @ Gk @ B
+    return {names[i]: float(np.sqrt(max(V[j, j], 0.0))) for j, i in enumerate(keep)}
+
+
+def format_report(rep: dict) -> str:
+    """Plain-text tables of :func:`report_at`."""
+    P = rep["parameters"]
+    t1 = format_table(["parameter", "paper", "estimate", "SE | H_f, η_f fixed"],
+                      [(k, v["paper"], v["estimate"], v.get("se_conditional", "-")) for k, v in P.items()],
+                      title=f"Oh (2025) estimation, {rep['label']}: parameters", digits=4,
+                      notes=["SEs under the ASSUMED moment covariance (relative SEs of the config), with the "
+                             "weakly identified H_f, eta_f held at their estimates."])
+    M = rep["moments"]
+    t2 = format_table(["moment", "target", "paper m(Θ)", "ours m(Θ̂)"],
+                      [(k, v["target"], v["paper_model"], v["ours"]) for k, v in M.items()], title="Moments", digits=3)
+    rows = [(k, v["paper"] if v["paper"] is not None else "-", v["ours"]) for k, v in rep["productivity_gaps"].items()]
+    rows += [(k, v["paper"] if v["paper"] is not None else "-", v["ours"]) for k, v in
+             rep["wage_premium_shares"].items()]
+    t3 = format_table(["quantity", "paper", "ours"], rows, title="At the estimates", digits=3)
+    rl = rep["replacement_x_labor_share"]
+    notes = [f"replacement rate x labour share = {rl['product']:.4f} <= b = {rl['bound_b']:.4f} "
+             f"(b E[x]/E[xy] with y >= 1); the paper's model row prints {rl['paper_model_row']:.4f}, "
+             "above its own b = 0.28: Tables 1 and 2 are inconsistent, so at Table 1's b the replacement "
+             "rate misses."]
+    w = rep.get("weak_identification") or {}
+    if w.get("flag"):
+        notes.append(f"weakly identified direction: {w.get('text', '')} (firm congestion H_f, eta_f barely moves "
+                     "the inverse solution); standard errors are not reported.")
+    notes.append(f"inverse solve at the estimates: converged = {rep['converged']}, residual {rep['residual']:.2e}")
+    return "\n\n".join([t1, t2, t3, "\n".join(notes)])
+
+
+# ---------------------------------------------------------------------------------------
+# Calibration problem protocol (spatialjax calibrate; see spatialjax/calibrate.py)
+# ---------------------------------------------------------------------------------------
+
+def _spec():
+    from spatialjax.calibrate import Spec
+
+    return Spec
+
+
+def _config_schema():
+    Spec = _spec()
+    return {
+        "model": {
+            "country": Spec("str", required=True, allowed=tuple(COUNTRIES),
+                            description="us (Tables 1-2) or de (Tables A.1-A.2)"),
+            "bins": Spec("int", default=20, allowed=(20,), description="number of equal-population bins "
+                                                                     "(the shipped stand-in has 20)"),
+            "moment_rel_se": Spec("float", default=0.05, range=(0.0, None), open=True,
+                                  description="assumed relative standard error of each Table 2 moment "
+                                              "(the paper gives no covariance)"),
+            "bin_rel_se": Spec("float", default=0.05, range=(0.0, None), open=True,
+                               description="assumed relative standard error of each bin value L_i, u_i"),
+            "weak_rtol": Spec("float", default=WEAK_RTOL, range=(0.0, 1.0), open=True,
+                              description="weak-identification threshold (eigenvalue ratio of the "
+                                          "equilibrated information matrix)"),
+            "figures": Spec("bool", default=True, description="write the Figure 3 and Figure 4 analogs"),
+        },
+    }
+
+
+class _LazySchema(dict):
+    """``CONFIG_SCHEMA`` built on first access (``calibrate.Spec`` is imported lazily)."""
+
+    def _fill(self):
+        if not dict.__len__(self):
+            self.update(_config_schema())
+
+    def __iter__(self):
+        self._fill()
+        return dict.__iter__(self)
+
+    def __getitem__(self, k):
+        self._fill()
+        return dict.__getitem__(self, k)
+
+    def items(self):
+        self._fill()
+        return dict.items(self)
+
+    def keys(self):
+        self._fill()
+        return dict.keys(self)
+
+    def __len__(self):
+        self._fill()
+        return dict.__len__(self)
+
+    def __bool__(self):
+        return True
+
+
+CONFIG_SCHEMA = _LazySchema()
+
+
+def PARAMETERS(cfg: dict) -> dict:  # noqa: N802 (protocol name)
+    """Θ: the structural parameters (and T) and the bin values L_i, u_i (Section 4.2)."""
+    n = int(cfg.get("model", {}).get("bins", 20))
+    desc = {"h_bar": "housing subsistence h̄", "omega": "housing share ω", "eta_w": "housing supply elasticity η_w",
+            "b": "unemployment benefit b", "beta": "bargaining power β", "H_f": "business-services scale H_f",
+            "eta_f": "business-services elasticity η_f", "T": "housing-tax scale T (estimated by the paper, "
+                                                              "not listed in its Θ)"}
+    Ln, un = bin_names(n)
+    out = dict(desc)
+    out.update({k: f"population density of bin {i + 1}" for i, k in enumerate(Ln)})
+    out.update({k: f"unemployment rate of bin {i + 1}" for i, k in enumerate(un)})
+    return out
+
+
+def check_config(cfg: dict, file: str) -> None:
+    if cfg["estimation"].get("weighting") != "fixed":
+        raise ParameterError(f"{file}: estimation.weighting", "must be \"fixed\": the paper's W = diag(1/m̂²) with "
+                                                              "the bin entries divided by the number of bins")
+    if cfg["model"]["country"] == "de" and cfg["parameters"]["T"]["estimate"]:
+        raise ParameterError(f"{file}: parameters.T", "must be fixed (estimate = false) for de: without a "
+                                                      "regulation schedule T does not enter the model")
+
+
+def build_problem(cfg: dict, base_dir: Path):
+    from spatialjax.calibrate import Problem, parameter_setup
+
+    country = cfg["model"]["country"]
+    c = _country(country)
+    profile, base, row = load_standin(country)
+    n = int(profile.L.shape[0])
+    setup = parameter_setup(cfg)
+    fixed = {k: float(v) for k, v in setup.fixed.items()}
+    m = make_moment_function(base, profile, fixed=fixed, housing_groups=c["housing_groups"])
+    targets = np.asarray(load_targets(DATA_DIR / c["targets"])["target"], float)
+    m_hat = np.concatenate([targets, np.asarray(profile.L), np.asarray(profile.u)])
+    Ln, un = bin_names(n)
+    bounds = {**BOUNDS, **{k: (0.0, None) for k in Ln}, **{k: (0.0, 1.0) for k in un}}
+    bounds = {k: setup.bounds.get(k, bounds[k]) for k in setup.estimated}
+    mc = cfg["model"]
+    return Problem(kind="minimum_distance", moments=m, theta0=setup.theta0, m_hat=m_hat,
+                   W=weighting_matrix(m_hat, n),
+                   cov_m_hat=moment_covariance(m_hat, moment_rel_se=mc["moment_rel_se"], bin_rel_se=mc["bin_rel_se"]),
+                   bounds=bounds, estimator={"weighting": "fixed",
+                                             "options": {"optimizer": "lm", "weak_rtol": mc["weak_rtol"]}},
+                   moment_names=list(MOMENT_KEYS) + Ln + un, fixed=fixed,
+                   meta={"country": country, "base": base, "profile": profile, "standin": row,
+                         "housing_groups": c["housing_groups"], "figures": mc["figures"]})
+
+
+def report(problem, result, outdir: Path, *, progress: bool = False) -> dict:
+    """Write ``oh_report.txt``/``oh_report.json`` (estimates vs the paper, moments, productivity
+    gaps, wage-premium shares, fact (i), the weak direction) and ``oh_figure3.png``,
+    ``oh_figure4.png`` (analogs of Figures 3 and 4), atomically."""
+    from spatialjax import atomic
+
+    meta = problem.meta
+    theta = {k: float(np.asarray(v)) for k, v in dict(result.params).items()}
+    rep = report_at(theta, country=meta["country"], base=meta["base"], profile=meta["profile"], fixed=problem.fixed,
+                    housing_groups=meta["housing_groups"], weak=dict(getattr(result, "weak_identification", {}) or {}))
+    cse = conditional_se(result)
+    for k, v in rep["parameters"].items():
+        if k in cse:
+            v["se_conditional"] = cse[k]
+    outdir = Path(outdir)
+    written = {"oh_report.txt": atomic.write_text(outdir / "oh_report.txt", format_report(rep) + "\n")}
+    doc = {k: v for k, v in rep.items() if k not in ("result", "params")}
+    doc["weak_identification"] = {"flag": bool(doc["weak_identification"].get("flag", False)),
+                                  "text": str(doc["weak_identification"].get("text", ""))}
+    doc["standin"] = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
+                      for k, v in meta["standin"].items()}
+    doc["solution"] = rep["result"].to_dict()
+    written["oh_report.json"] = atomic.write_json(outdir / "oh_report.json", doc)
+    if meta.get("figures", True):
+        from spatialjax.plots.oh import plot_figure3, plot_figure4
+
+        tg = {k: v["target"] for k, v in rep["moments"].items()}
+        written["oh_figure3.png"] = plot_figure3(rep["params"], rep["result"], outdir / "oh_figure3.png",
+                                                 title=rep["label"])
+        written["oh_figure4.png"] = plot_figure4(rep["params"], rep["result"], tg, outdir / "oh_figure4.png",
+                                                 housing_groups=meta["housing_groups"], title=rep["label"])
+    return written
