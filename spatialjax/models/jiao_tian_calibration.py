@@ -146,18 +146,30 @@ def log_technology(alpha, beta, theta, gamma, log_tau, w, Lm, normalize: int = 0
     return logT - logT[normalize]
 
 
+def log_technology_from_counts(theta, gamma, w, Lm, log_s, normalize: int = 0):
+    """log T_n from (36) with tau from the counts (33): log T_n = theta (log w_n - gamma log L^m_n) + log s_nn + const.
+
+    Substituting (33) into (36), sum_k (tau_nk w_k^beta)^(-theta) = w_n^(-beta theta) X_n. / X_nn, so
+    (1/(theta(1-beta))) log T_n = log w_n - gamma/(1-beta) log L^m_n - (1/(theta(1-beta))) (-beta theta log w_n - log s_nn)
+    with s_nn = X_nn / sum_c X_nc (:func:`log_own_share`); zero counts X_nc contribute zero and
+    need no tau. Neither alpha nor beta enters. log T[normalize] = 0.
+    """
+    logT = theta * (jnp.log(w) - gamma * jnp.log(Lm)) + log_s
+    return logT - logT[normalize]
+
+
 def invert_technology(alpha, beta, theta, gamma, tau, w, Lm, normalize: int = 0):
     """T_n from (36) (:func:`spatialjax.models.jiao_tian.invert_technology`); T[normalize] = 1."""
     return jt.invert_technology(alpha, beta, theta, gamma, tau, w, Lm, normalize)
 
 
 # ---------------------------------------------------------------------------------------
-# Gravity: PPML with profiled origin, destination and own-pair effects
+# Gravity: PPML on cross-city pairs with profiled origin and destination effects
 # ---------------------------------------------------------------------------------------
 
 
 def gravity_design(dist, q):
-    """Slope regressors of log E[X_nc], shape (2, N, N): log d_nc and q_n q_c off the diagonal (0 on it, tau_nn = 1)."""
+    """Slope regressors of log E[X_nc], shape (2, N, N): log d_nc and q_n q_c off the diagonal (0 on it)."""
     dist = jnp.asarray(dist)
     N = dist.shape[0]
     off = 1.0 - jnp.eye(N)
@@ -166,135 +178,138 @@ def gravity_design(dist, q):
     return jnp.stack([logd, qq])
 
 
-def _fe_hessian_solve(mu, f_o, f_d, f_nu):
-    """Solve (D' diag(mu) D) eta = f for the fixed-effect design D = (origin n, destination c >= 1,
-    own-pair dummy), by eliminating the diagonal origin block (Schur complement of size N).
-    ``f_o`` (N, m), ``f_d`` (N-1, m), ``f_nu`` (m,). Returns (eta_o, eta_d, eta_nu)."""
+def gravity_mask(X):
+    """Pairs that enter the gravity estimation, (N, N) float: n != c, with origin n and destination
+    c each having at least one cross-city link (otherwise their fixed effect is -inf and the
+    pairs carry no information about the slopes)."""
+    X = np.asarray(X, float)
+    off = X * (1 - np.eye(X.shape[0]))
+    r, c = off.sum(1) > 0, off.sum(0) > 0
+    return (1 - np.eye(X.shape[0])) * r[:, None] * c[None, :]
+
+
+def _fe_solve(mu, A, e_ref, f_o, f_d):
+    """Solve the PPML fixed-effect Hessian system (D' diag(mu) D) eta = f on the active pairs
+    ``A`` for origin effects o (N) and destination effects d (N) with the normalisation
+    d_ref = 0 (``e_ref`` one-hot): the origin block is diagonal and eliminated (Schur
+    complement of size N). ``f_o``, ``f_d`` have shape (N, m). Inactive origins/destinations
+    (no cross-city links) get 0."""
+    mu = mu * A
     r = jnp.sum(mu, axis=1)
-    col = jnp.sum(mu, axis=0)
-    md = jnp.diagonal(mu)
-    B = jnp.concatenate([mu[:, 1:], md[:, None]], axis=1)  # (N, N): o rows x (d_1.., nu)
-    C = jnp.zeros((mu.shape[0], mu.shape[0]), mu.dtype)
+    c = jnp.sum(mu, axis=0)
+    ra = jnp.where(r > 0, r, 1.0)
+    ca = jnp.where(c > 0, c, 1.0)
     N = mu.shape[0]
-    C = C.at[: N - 1, : N - 1].set(jnp.diag(col[1:]))
-    C = C.at[: N - 1, N - 1].set(md[1:]).at[N - 1, : N - 1].set(md[1:]).at[N - 1, N - 1].set(jnp.sum(md))
-    S = C - B.T @ (B / r[:, None])
-    rhs = jnp.concatenate([f_d, f_nu[None, :]], axis=0) - B.T @ (f_o / r[:, None])
-    y = jnp.linalg.solve(S, rhs)
-    y_o = (f_o - B @ y) / r[:, None]
-    return y_o, y[: N - 1], y[N - 1]
+    I = jnp.eye(N, dtype=mu.dtype)
+    S = jnp.diag(ca) - mu.T @ (mu / ra[:, None])
+    rhs = f_d - mu.T @ (f_o / ra[:, None])
+    keep = (1 - e_ref) * (c > 0)  # pinned: the reference destination and inactive ones
+    P = keep[:, None] * keep[None, :]
+    S = P * S + jnp.diag(1 - keep)
+    y_d = jnp.linalg.solve(S, keep[:, None] * rhs)
+    y_o = jnp.where(r[:, None] > 0, (f_o - mu @ y_d) / ra[:, None], 0.0)
+    return y_o, y_d
 
 
-def _log_mu(eta, xb):
-    o, d, nu = eta
-    N = o.shape[0]
-    dd = jnp.concatenate([jnp.zeros(1, o.dtype), d])
-    return o[:, None] + dd[None, :] + nu * jnp.eye(N, dtype=o.dtype) + xb
+def ppml_fixed_effects(X, xb, A, e_ref, *, tol: float = 1e-11, max_iter: int = 20000):
+    """Profile the PPML fixed effects (origin o_n, destination d_c, d_ref = 0) for a given slope
+    index ``xb`` (N, N) = sum_k b_k x_k on the active pairs ``A`` (:func:`gravity_mask`).
 
-
-def ppml_fixed_effects(X, xb, *, tol: float = 1e-11, max_iter: int = 5000):
-    """Profile the PPML fixed effects for a given slope index ``xb`` (N, N) = sum_k b_k x_k.
-
-    Solves the score equations of o_n (origin), d_c (destination, d_0 = 0) and nu (own-pair
-    dummy) by alternating closed-form updates (o_n = log sum_c X_nc - log sum_c exp(d_c + ...), etc.),
-    then takes one Newton step ``eta* + (D'MD)^-1 F(eta*, b)`` with ``eta*`` held constant, whose
-    value is ``eta*`` to rounding and whose derivative in ``b`` is the implicit-function
-    derivative ``-(D'MD)^-1 D'M x``. Returns ``(eta, mu, max_score, iterations)``.
+    log mu_nc = o_n + d_c + xb_nc. Alternating closed-form updates of the score equations
+    (o_n = log sum_c X_nc - log sum_c exp(d_c + xb_nc), the same for d_c) until the scores are
+    below ``tol`` relative to the margins, then one Newton step ``eta* + (D'MD)^-1 F(eta*, b)`` with
+    ``eta*`` held constant: its value is ``eta*`` to rounding and its derivative in ``b`` is the
+    implicit-function derivative ``-(D'MD)^-1 D'M x``. Returns ``(o, d, mu, max_score, sweeps)``.
     """
-    X = jnp.asarray(X)
-    N = X.shape[0]
-    eye = jnp.eye(N, dtype=X.dtype)
+    X = jnp.asarray(X) * A
     R = jnp.sum(X, axis=1)
-    Cc = jnp.sum(X, axis=0)
-    Dsum = jnp.sum(jnp.diagonal(X))
+    C = jnp.sum(X, axis=0)
+    rok, cok = R > 0, C > 0
+    logR = jnp.log(jnp.where(rok, R, 1.0))
+    logC = jnp.log(jnp.where(cok, C, 1.0))
     xb0 = jax.lax.stop_gradient(xb)
-    logR, logC, logD = jnp.log(R), jnp.log(Cc), jnp.log(Dsum)
+    neg = jnp.where(A > 0, 0.0, -jnp.inf)
 
     def sweep(eta):
-        o, d, nu = eta
-        dd = jnp.concatenate([jnp.zeros(1, X.dtype), d])
-        base = xb0 + nu * eye
-        o = logR - jax.nn.logsumexp(dd[None, :] + base, axis=1)
-        dd = logC - jax.nn.logsumexp(o[:, None] + base, axis=0)
-        o = o + dd[0]
-        dd = dd - dd[0]
-        nu = logD - jax.nn.logsumexp(o + dd + jnp.diagonal(xb0))
-        return (o, dd[1:], nu)
+        o, d = eta
+        o = jnp.where(rok, logR - jax.nn.logsumexp(d[None, :] + xb0 + neg, axis=1), 0.0)
+        d = jnp.where(cok, logC - jax.nn.logsumexp(o[:, None] + xb0 + neg, axis=0), 0.0)
+        shift = jnp.sum(d * e_ref)
+        return (jnp.where(rok, o + shift, 0.0), jnp.where(cok, d - shift, 0.0))
 
     def score_max(eta):
-        mu = jnp.exp(_log_mu(eta, xb0))
-        E = X - mu
-        return jnp.maximum(jnp.max(jnp.abs(jnp.sum(E, 1)) / R), jnp.maximum(jnp.max(jnp.abs(jnp.sum(E, 0)) / Cc),
-                                                                            jnp.abs(jnp.sum(jnp.diagonal(E))) / Dsum))
+        o, d = eta
+        E = X - A * jnp.exp(o[:, None] + d[None, :] + xb0)
+        return jnp.maximum(jnp.max(jnp.abs(jnp.sum(E, 1)) / jnp.where(rok, R, 1.0)),
+                           jnp.max(jnp.abs(jnp.sum(E, 0)) / jnp.where(cok, C, 1.0)))
 
     def cond(c):
-        eta, it, err = c
-        return (err > tol) & (it < max_iter)
+        return (c[2] > tol) & (c[1] < max_iter)
 
     def body(c):
-        eta, it, _ = c
-        eta = sweep(sweep(eta))
-        return eta, it + 2, score_max(eta)
+        eta = sweep(sweep(c[0]))
+        return eta, c[1] + 2, score_max(eta)
 
-    eta0 = (logR - jnp.log(N), logC[1:] - logC[0], jnp.asarray(0.0, X.dtype))
+    eta0 = (logR - jnp.log(X.shape[0]), jnp.zeros_like(logC))
     eta, it, err = jax.lax.while_loop(cond, body, (eta0, 0, jnp.asarray(jnp.inf, X.dtype)))
-    eta = jax.lax.stop_gradient(eta)
-    # Newton polish (value: eta* to rounding; derivative: implicit function theorem).
-    mu_s = jax.lax.stop_gradient(jnp.exp(_log_mu(eta, xb0)))
-    E = X - jnp.exp(_log_mu(eta, xb))
-    f_o = jnp.sum(E, axis=1)[:, None]
-    f_d = jnp.sum(E, axis=0)[1:, None]
-    f_nu = jnp.sum(jnp.diagonal(E))[None]
-    s_o, s_d, s_nu = _fe_hessian_solve(mu_s, f_o, f_d, f_nu)
-    eta = (eta[0] + s_o[:, 0], eta[1] + s_d[:, 0], eta[2] + s_nu[0])
-    mu = jnp.exp(_log_mu(eta, xb))
-    return eta, mu, err, it
+    o, d = jax.lax.stop_gradient(eta)
+    mu_s = jax.lax.stop_gradient(A * jnp.exp(o[:, None] + d[None, :] + xb0))
+    E = X - A * jnp.exp(o[:, None] + d[None, :] + xb)
+    s_o, s_d = _fe_solve(mu_s, A, e_ref, jnp.sum(E, axis=1)[:, None], jnp.sum(E, axis=0)[:, None])
+    o, d = o + s_o[:, 0], d + s_d[:, 0]
+    mu = A * jnp.exp(o[:, None] + d[None, :] + xb)
+    return o, d, mu, err, it
 
 
-def _partial_fe(mu, xs):
-    """mu-weighted FWL partialling of the regressors ``xs`` (K, N, N) on the fixed-effect design."""
-    K = xs.shape[0]
-    mx = mu[None] * xs
-    f_o = jnp.sum(mx, axis=2).T  # (N, K)
-    f_d = jnp.sum(mx, axis=1).T[1:]  # (N-1, K)
-    f_nu = jnp.sum(jnp.diagonal(mx, axis1=1, axis2=2), axis=1)  # (K,)
-    p_o, p_d, p_nu = _fe_hessian_solve(mu, f_o, f_d, f_nu)
-    N = mu.shape[0]
-    p_dd = jnp.concatenate([jnp.zeros((1, K), mu.dtype), p_d], axis=0)
-    fit = p_o.T[:, :, None] + p_dd.T[:, None, :] + p_nu[:, None, None] * jnp.eye(N, dtype=mu.dtype)[None]
-    return xs - fit
+def _partial_fe(w, A, e_ref, xs):
+    """Weighted (``w``, on the active pairs) FWL partialling of the regressors ``xs`` (K, N, N) on
+    the origin and destination dummies."""
+    wx = (w * A)[None] * xs
+    p_o, p_d = _fe_solve(w, A, e_ref, jnp.sum(wx, axis=2).T, jnp.sum(wx, axis=1).T)
+    return (xs - p_o.T[:, :, None] - p_d.T[:, None, :]) * A[None]
 
 
-def gravity_moments(b, X, xs, *, method: str = "ppml", tol: float = 1e-11):
-    """Per-origin-city gravity moments, shape (N, K), and the profiled own-pair coefficient nu.
+def gravity_moments(b, X, xs, A, e_ref, *, method: str = "ppml", tol: float = 1e-11):
+    """Per-origin-city gravity moments, shape (N, K), and the fitted fixed effects.
 
-    ``b`` (K,): slopes of log E[X_nc] on ``xs`` (K, N, N) (b = (-theta delta^d, -theta delta^I)).
-    ``method="ppml"``: partialled PPML scores sum_c (X_nc - mu_nc) x~_nc (FWL, mu-weighted).
-    ``method="loglinear"``: the paper's (34) on positive counts, OLS normal equations
-    sum_c 1[X_nc > 0] (log X_nc - fitted) x~_nc with x~ partialled (unweighted) on the fixed effects.
-    Returns ``(g, nu, max_score)``; nu = theta lam (own-pair dummy, the common pair cost of (29)).
+    ``b`` (K,): slopes of log E[X_nc] on ``xs`` (K, N, N), b = (-theta delta^d, -theta delta^I).
+    ``method="ppml"``: the FWL-partialled PPML scores sum_c A_nc (X_nc - mu_nc) x~_nc (x~: the
+    regressors with their mu-weighted projection on the fixed effects removed).
+    ``method="loglinear"``: the paper's (34) on positive cross-city counts, the OLS normal
+    equations sum_c 1[X_nc > 0] (log X_nc - fitted) x~_nc (x~ partialled, unweighted).
+    Returns ``(g, o, d, max_score)``.
     """
     xb = jnp.tensordot(b, xs, axes=1)
     if method == "ppml":
-        eta, mu, err, _ = ppml_fixed_effects(X, xb, tol=tol)
-        xt = _partial_fe(jax.lax.stop_gradient(mu), xs)
-        g = jnp.sum((X - mu)[None] * xt, axis=2).T
-        return g, eta[2], err
+        o, d, mu, err, _ = ppml_fixed_effects(X, xb, A, e_ref, tol=tol)
+        xt = _partial_fe(jax.lax.stop_gradient(mu), A, e_ref, xs)
+        g = jnp.sum((A * X - mu)[None] * xt, axis=2).T
+        return g, o, d, err
     if method == "loglinear":
-        P = (X > 0).astype(X.dtype)
+        P = A * (X > 0)
         y = jnp.log(jnp.where(X > 0, X, 1.0))
-        # Linear FE projection with weights 1[X > 0] (exact, differentiable).
-        r = y - xb
-        f_o = jnp.sum(P * r, axis=1)[:, None]
-        f_d = jnp.sum(P * r, axis=0)[1:, None]
-        f_nu = jnp.sum(jnp.diagonal(P * r))[None]
-        e_o, e_d, e_nu = _fe_hessian_solve(P, f_o, f_d, f_nu)
-        eta = (e_o[:, 0], e_d[:, 0], e_nu[0])
-        resid = P * (y - _log_mu(eta, xb))
-        xt = _partial_fe(P, xs)
+        r = P * (y - xb)
+        e_o, e_d = _fe_solve(P, P, e_ref, jnp.sum(r, axis=1)[:, None], jnp.sum(r, axis=0)[:, None])
+        o, d = e_o[:, 0], e_d[:, 0]
+        resid = P * (y - o[:, None] - d[None, :] - xb)
+        xt = _partial_fe(P, P, e_ref, xs)
         g = jnp.sum(resid[None] * xt, axis=2).T
-        return g, eta[2], jnp.asarray(0.0)
+        return g, o, d, jnp.asarray(0.0)
     raise ParameterError("gravity", f"must be 'ppml' or 'loglinear'; got {method!r}")
+
+
+def destination_pair_cost(X, o, d, theta):
+    """Destination pair costs lambda_c of (29) (log tau_nc = lambda_c + delta^d log d_nc + delta^I q_n q_c, n != c)
+    from the own-city counts: log E[X_cc] = o_c + d_c + theta lambda_c, since tau_cc = 1 while the
+    destination effect d_c of the cross-city pairs contains -theta lambda_c. Shape (N,)."""
+    return (jnp.log(jnp.diagonal(X)) - o - d) / theta
+
+
+def log_own_share(X):
+    """log s_nn = log(X_nn / sum_c X_nc): with tau from (33), sum_k (tau_nk w_k^beta)^(-theta) = w_n^(-beta theta) / s_nn
+    (zero counts contribute zero), so (36) needs only the own-link shares."""
+    X = jnp.asarray(X)
+    return jnp.log(jnp.diagonal(X)) - jnp.log(jnp.sum(X, axis=1))
 
 
 # ---------------------------------------------------------------------------------------
@@ -338,6 +353,40 @@ def _annihilator(x):
     return np.eye(x.shape[0]) - q @ q.T
 
 
+def as_data(ds):
+    """A uniform view of a data set: a ``jiao_tian_data.Dataset`` (the loader's) or any object with the
+    fields ``ids, Lm, Lp, w, W, q, X, dist, Z, instrument_names, income_city, income`` (e.g.
+    :func:`standin_replica`). Returns a ``SimpleNamespace`` with those fields plus ``lat``,
+    ``lon``, ``names`` and ``meta`` (``meta["truth"]``: the replica's truth, if any)."""
+    if isinstance(ds, types.SimpleNamespace) and hasattr(ds, "ids"):
+        return ds
+    ids = np.asarray(ds.city if hasattr(ds, "city") else ds.ids)
+    dist = ds.distances() if hasattr(ds, "distances") else np.asarray(ds.dist)
+    names = None
+    cities = getattr(ds, "cities", None)
+    if cities is not None and "name" in cities.columns:
+        names = [str(v) for v in cities["name"].tolist()]
+    truth = getattr(ds, "truth", None)
+    return types.SimpleNamespace(
+        ids=ids, Lm=np.asarray(ds.Lm, float), Lp=np.asarray(ds.Lp, float), w=np.asarray(ds.w, float),
+        W=np.asarray(ds.W, float), q=np.asarray(ds.q, float), X=np.asarray(ds.X, float), dist=np.asarray(dist, float),
+        Z=np.asarray(ds.Z, float), instrument_names=tuple(ds.instrument_names),
+        income_city=np.asarray(ds.income_city, int), income=np.asarray(ds.income, float),
+        lat=np.asarray(getattr(ds, "lat", np.full(len(ids), np.nan)), float),
+        lon=np.asarray(getattr(ds, "lon", np.full(len(ids), np.nan)), float), names=names,
+        meta={"truth": truth, "label": (truth or {}).get("label", LABEL), "source": getattr(ds, "paths", None)})
+
+
+def true_values(data) -> dict:
+    """theta, gamma, delta_d, delta_I (and alpha, beta) of a replica's truth (``truth.json`` layout
+    of ``jiao_tian_data`` or :func:`standin_replica`'s), or {} when the data carry none."""
+    tr = (as_data(data).meta or {}).get("truth")
+    if not tr:
+        return {}
+    src = tr.get("parameters", tr)
+    return {k: float(src[k]) for k in ("theta", "gamma", "delta_d", "delta_I", "alpha", "beta") if k in src}
+
+
 def prepare(data, *, technology_shifters, housing_shifters=(), alpha=jt.TABLE5["alpha"], beta=jt.TABLE5["beta"],
             gravity: str = "ppml", mode: str = "inversion") -> dict:
     """Arrays the moment functions need (a dict of jnp arrays plus static entries).
@@ -347,6 +396,7 @@ def prepare(data, *, technology_shifters, housing_shifters=(), alpha=jt.TABLE5["
     other instrument columns are the excluded instruments of the gamma moments.
     ``housing_shifters``: columns that enter log H_n (full-solution mode only).
     """
+    data = as_data(data)
     names = tuple(data.instrument_names)
     for s in list(technology_shifters) + list(housing_shifters):
         if s not in names:
@@ -366,20 +416,19 @@ def prepare(data, *, technology_shifters, housing_shifters=(), alpha=jt.TABLE5["
     Zt = Mx @ Zex
     Zt = Zt / np.maximum(Zt.std(axis=0), 1e-300)
     X = np.asarray(data.X, float)
-    for axis, what in ((1, "headquarters (origin)"), (0, "subsidiary (destination)")):
-        s = X.sum(axis=axis)
-        if np.any(s <= 0):
-            i = int(np.flatnonzero(s <= 0)[0])
-            raise ParameterError("links.csv:count", f"city {data.ids[i]} has no links as {what}; its PPML fixed "
-                                                    f"effect is not identified (drop the city or add its links)")
-    if np.sum(np.diagonal(X)) <= 0:
-        raise ParameterError("links.csv:count", "no own-city pairs with positive counts: the common pair cost is not identified")
     Zall = np.column_stack([np.ones(N), Z])
     zs = Zall.std(axis=0)
     zs[0] = 1.0
     xH = np.column_stack([col[s] for s in housing_shifters]) if housing_shifters else np.zeros((N, 0))
+    if np.any(np.diagonal(X) <= 0):
+        i = int(np.flatnonzero(np.diagonal(X) <= 0)[0])
+        raise ParameterError("links.csv:count", f"own-city pair of city {data.ids[i]} is zero; (33) and (36) "
+                                                "normalise by X_nn, which must be > 0")
+    A = gravity_mask(X)
+    ref = int(np.argmax((A * X).sum(axis=0)))
     out = dict(
-        X=jnp.asarray(X), xs=gravity_design(jnp.asarray(data.dist), jnp.asarray(data.q)),
+        X=jnp.asarray(X), A=jnp.asarray(A), e_ref=jnp.asarray(np.eye(N)[ref]), log_s=log_own_share(jnp.asarray(X)),
+        xs=gravity_design(jnp.asarray(data.dist), jnp.asarray(data.q)),
         w=jnp.asarray(data.w, float), Lm=jnp.asarray(data.Lm, float), Lp=jnp.asarray(data.Lp, float),
         W=jnp.asarray(data.W, float), q=jnp.asarray(data.q, float), dist=jnp.asarray(data.dist, float),
         log_income=jnp.log(jnp.asarray(data.income, float)), income_city=jnp.asarray(data.income_city, jnp.int32),
@@ -391,28 +440,28 @@ def prepare(data, *, technology_shifters, housing_shifters=(), alpha=jt.TABLE5["
     return out, meta
 
 
-def _fitted_log_tau(p, nu, d):
-    """log tau_nc of (29) at the estimates, with the common pair cost lam = nu / theta (own-pair dummy)."""
+def _fitted_log_tau(p, o, dd, d):
+    """log tau_nc of (29) at the estimates, with the destination pair costs lambda_c from the own-city counts."""
     N = d["X"].shape[0]
     off = 1.0 - jnp.eye(N)
-    lam = nu / p["theta"]
-    return (lam + p["delta_d"] * d["xs"][0] + p["delta_I"] * d["xs"][1]) * off, lam
+    lam = destination_pair_cost(d["X"], o, dd, p["theta"])
+    return (lam[None, :] + p["delta_d"] * d["xs"][0] + p["delta_I"] * d["xs"][1]) * off, lam
 
 
 def _gravity_block(p, d, gravity):
     b = jnp.stack([-p["theta"] * p["delta_d"], -p["theta"] * p["delta_I"]])
-    return gravity_moments(b, d["X"], d["xs"], method=gravity)
+    g, o, dd, _ = gravity_moments(b, d["X"], d["xs"], d["A"], d["e_ref"], method=gravity)
+    return g, o, dd
 
 
 def inversion_moments(p: dict, d: dict, *, gravity: str = "ppml"):
     """Stacked moments of the inversion mode, shape (N, 2 + 1 + k_excluded), at parameters ``p``
     (dict with theta, gamma, delta_d, delta_I): gravity (2), income (1), technology IV (k_ex)."""
     N = d["X"].shape[0]
-    g_grav, nu, _ = _gravity_block(p, d, gravity)
+    g_grav, _, _ = _gravity_block(p, d, gravity)
     kappa = p["theta"] * (1 - d["beta"])
     g_inc = income_moments(kappa, d["log_income"], d["income_city"], N)
-    log_tau, _ = _fitted_log_tau(p, nu, d)
-    logT = log_technology(d["alpha"], d["beta"], p["theta"], p["gamma"], log_tau, d["w"], d["Lm"])
+    logT = log_technology_from_counts(p["theta"], p["gamma"], d["w"], d["Lm"], d["log_s"])
     g_iv, _ = technology_iv_moments(logT, d["Mx"], d["Zt"])
     return jnp.concatenate([g_grav, g_inc[:, None], g_iv], axis=1)
 
@@ -427,10 +476,10 @@ def full_solution_moments(p: dict, d: dict, *, gravity: str = "ppml", pi_names=(
     then z_n (log y^data_n - log y_n) for y = L^m, L^p, w with z = (1, instruments).
     """
     N = d["X"].shape[0]
-    g_grav, nu, _ = _gravity_block(p, d, gravity)
+    g_grav, o, dd = _gravity_block(p, d, gravity)
     kappa = p["theta"] * (1 - d["beta"])
     g_inc = income_moments(kappa, d["log_income"], d["income_city"], N)
-    log_tau, _ = _fitted_log_tau(p, nu, d)
+    log_tau, _ = _fitted_log_tau(p, o, dd, d)
     pi = jnp.stack([p[k] for k in pi_names])
     logT = d["x"] @ pi
     logH = d["xH"] @ jnp.stack([p[k] for k in rho_names]) if rho_names else jnp.zeros(N)
@@ -589,10 +638,6 @@ def check_config(cfg: dict, file: str) -> None:
                                  f"must be false: {name} is taken from the literature (Table 5) and no moment "
                                  f"identifies it; set value = ...")
     m = cfg["model"]
-    dup = set(m["technology_shifters"]) & set(m["housing_shifters"])
-    if dup:
-        raise ParameterError(f"{file}: model.housing_shifters", f"{sorted(dup)} also in technology_shifters; a "
-                                                               "shifter enters T or H, not both")
     if m["mode"] == "full-solution" and m["gravity"] != "ppml":
         raise ParameterError(f"{file}: model.gravity", "full-solution mode uses the PPML gravity moments")
 
@@ -624,6 +669,7 @@ def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shif
     ``pi_const``, ``pi_<x>`` (log T) and ``rho_<h>`` (log H) to the estimated parameters, with
     starts from OLS of the inverted log T_n (36) and log H_n (35) at the start values.
     """
+    data = as_data(data)
     fixed = dict(fixed or {})
     alpha = float(fixed.pop("alpha", jt.TABLE5["alpha"]))
     beta = float(fixed.pop("beta", jt.TABLE5["beta"]))
@@ -656,8 +702,8 @@ def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shif
             th0 = dict(theta0)
         p0 = {**fixed_j, **theta0}
         p0j = {k: jnp.asarray(v) for k, v in p0.items()}
-        _, nu, _ = _gravity_block(p0j, d, gravity)
-        log_tau, _ = _fitted_log_tau(p0j, nu, d)
+        _, o, dd = _gravity_block(p0j, d, gravity)
+        log_tau, _ = _fitted_log_tau(p0j, o, dd, d)
         logT = np.asarray(log_technology(alpha, beta, p0["theta"], p0["gamma"], log_tau, d["w"], d["Lm"]))
         pi0 = _ols(np.asarray(d["x"]), logT)
         th0.update({n: float(v) for n, v in zip(pi_names, pi0)})
