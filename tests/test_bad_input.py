@@ -107,3 +107,23 @@ def test_toml_syntax_error_names_the_file(tmp_path):
     f.write_text("a = [\n")
     with pytest.raises(ParameterError, match="broken.toml: not valid TOML"):
         read_toml(f)
+
+
+def test_output_dir_that_cannot_be_created_is_exit_2_with_one_line(tmp_path, capsys):
+    from spatialjax.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for bad in (blocker / "sub", "/proc/spatialjax-cannot-create"):
+        assert main(["solve", "ttu", "--no-figures", "--output", str(bad)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("spatialjax: error: --output:"), err
+
+
+def test_rejected_option_leaves_no_output_folder(tmp_path, capsys):
+    from spatialjax.cli import main
+
+    out = tmp_path / "never"
+    assert main(["solve", "ttu", "--gamma-max", "-1", "--output", str(out)]) == 2
+    assert "--gamma-max: must be > 0" in capsys.readouterr().err
+    assert not out.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -27,10 +28,18 @@ def add_output_argument(p: argparse.ArgumentParser, default: str = "out") -> Non
 
 
 def prepare_output(path: str) -> Path:
+    """Create the output directory (call it after every option has been validated, so that a
+    rejected run leaves no empty folder). A path that cannot be a directory is a usage error."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ParameterError("--output", f"{out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".spatialjax-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ParameterError("--output", f"cannot create or write the directory {out}: {e.strerror or e}") from None
     return out
 
 

@@ -76,7 +76,9 @@ def _build(args):
 
 def run(args) -> int:
     import csv
-    import json
+    import io
+
+    from spatialjax import atomic
 
     import numpy as np
 
@@ -135,20 +137,22 @@ def run(args) -> int:
         "assumptions": assumptions,
         "problems": problems,
     }
-    (out / "helsley_strange_summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True))
-    with open(out / "helsley_strange_partitions.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["rank", "partition", "equilibrium", "W_nash", "W_eff", "scales"])
-        for k, r in enumerate(parts.ranking(), start=1):
-            w.writerow([k, r.label, r.is_equilibrium, r.W_nash, r.W_eff, " ".join(f"{s:.10g}" for s in r.scales)])
+    atomic.write_json(out / "helsley_strange_summary.json", summary)   # NaN -> null (valid JSON)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["rank", "partition", "equilibrium", "W_nash", "W_eff", "scales"])
+    for k, r in enumerate(parts.ranking(), start=1):
+        w.writerow([k, r.label, r.is_equilibrium, r.W_nash, r.W_eff, " ".join(f"{s:.10g}" for s in r.scales)])
+    atomic.write_text(out / "helsley_strange_partitions.csv", buf.getvalue())
     if I == 2:
         lams = np.linspace(0.0, 1.0, 51)
         path = np.asarray(hs.contract_curve_path(params, lams))
-        with open(out / "helsley_strange_contract_curve.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["lambda", "n_1", "n_2"])
-            for lam, n in zip(lams, path):
-                w.writerow([lam, n[0], n[1]])
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["lambda", "n_1", "n_2"])
+        for lam, n in zip(lams, path):
+            w.writerow([f"{lam:.10g}", n[0], n[1]])
+        atomic.write_text(out / "helsley_strange_contract_curve.csv", buf.getvalue())
     written = ["helsley_strange_summary.json", "helsley_strange_partitions.csv"]
     if I == 2:
         written.append("helsley_strange_contract_curve.csv")

@@ -3,8 +3,6 @@ a sweep of ICT openness Delta, with every equilibrium branch, fold and stability
 
 from __future__ import annotations
 
-import json
-
 
 def register(sub):
     from spatialjax.cli import add_output_argument
@@ -30,6 +28,8 @@ def register(sub):
 
 def run(args) -> int:
     import equinox as eqx
+
+    from spatialjax import atomic
     import jax.numpy as jnp
     import numpy as np
     import pandas as pd
@@ -120,10 +120,9 @@ def run(args) -> int:
 
     branches = pd.concat(branch_frames, ignore_index=True)
     eqs = pd.DataFrame(eq_frames)
-    branches.to_csv(out / "jiao_tian_branches.csv", index=False)
-    eqs.to_csv(out / "jiao_tian_equilibria.csv", index=False)
-    (out / "jiao_tian_summary.json").write_text(json.dumps(report, indent=2))
-    figs = plot_openness_sweep(branches, eqs, report, out, title=f"Jiao-Tian {args.example} economy")
+    atomic.write_frame(out / "jiao_tian_branches.csv", branches)
+    atomic.write_frame(out / "jiao_tian_equilibria.csv", eqs)
+    atomic.write_json(out / "jiao_tian_summary.json", report)
 
     print(format_table(["experiment", "Delta", "# equilibria", "skill share of upgraded city (City 1 if all pairs), each eq."],
                        summary_rows, title=f"Jiao-Tian {args.example} economy ({meta['source']}): equilibria along "
@@ -131,6 +130,7 @@ def run(args) -> int:
                        notes=[f"{e['experiment']}: {e['branches']} branch(es) traced; folds at Delta = "
                               f"{', '.join(f'{x:.4f}' for x in e['folds_Delta']) or 'none'}"
                               for e in report["experiments"]]))
+    figs = plot_openness_sweep(branches, eqs, report, out, title=f"Jiao-Tian {args.example} economy")
     print(f"wrote {out / 'jiao_tian_branches.csv'}, {out / 'jiao_tian_equilibria.csv'}, "
           f"{out / 'jiao_tian_summary.json'}, " + ", ".join(str(f) for f in figs))
     if failed:

@@ -27,36 +27,39 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import csv
+    import io
 
     import numpy as np
 
+    from spatialjax import atomic
     from spatialjax.cli import prepare_output
     from spatialjax.errors import ParameterError
     from spatialjax.models import thisse_turner_ushchev as ttu
 
     if args.n_gamma < 2:
         raise ParameterError("--n-gamma", f"must be >= 2; got {args.n_gamma}")
+    if args.gamma_max is not None and not args.gamma_max > 0:
+        raise ParameterError("--gamma-max", f"must be > 0; got {args.gamma_max}")
+    params = ttu.Params(**{k: getattr(args, k) for k in _DEFAULTS})   # validated before any work or file
     out = prepare_output(args.output)
-    params = ttu.Params(**{k: getattr(args, k) for k in _DEFAULTS})
     eqs = ttu.equilibria(params, stability=float(params.alpha) > 0.5, throw=False)
-    eqs.summary()
+    print(eqs.summary())
     if float(params.alpha) <= 0.5:
         print("note: alpha <= 1/2, stability not tested (conditional prices need alpha > 1/2)")
-    with open(out / "ttu_equilibria.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["kind", "rho", "omega", "ell", "L_-1", "L_0", "L_1", "M_0", "W_0", "W_1", "R_0", "R_1",
-                    "stable", "stable_pair", "stable_all", "stability_margin", "full_residual", "converged"])
-        for e in eqs:
-            w.writerow([e.kind, e.rho, e.omega, e.ell, *e.L, e.M[1], e.W[1], e.W[2], e.R[1], e.R[2],
-                        e.stable, e.stable_pair, e.stable_all, e.stability_margin, e.full_residual, e.converged])
-    (out / "ttu_equilibria.json").write_text(eqs.to_json())
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["kind", "rho", "omega", "ell", "L_-1", "L_0", "L_1", "M_0", "W_0", "W_1", "R_0", "R_1",
+                "stable", "stable_pair", "stable_all", "stability_margin", "full_residual", "converged"])
+    for e in eqs:
+        w.writerow([e.kind, e.rho, e.omega, e.ell, *e.L, e.M[1], e.W[1], e.W[2], e.R[1], e.R[2],
+                    e.stable, e.stable_pair, e.stable_all, e.stability_margin, e.full_residual, e.converged])
+    atomic.write_text(out / "ttu_equilibria.csv", buf.getvalue())
+    atomic.write_text(out / "ttu_equilibria.json", eqs.to_json())
     if not args.no_figures:
         from spatialjax.plots import thisse_turner_ushchev as plots
 
         gm = float(params.gamma_m)
         gmax = args.gamma_max if args.gamma_max is not None else 3 * gm
-        if not gmax > 0:
-            raise ParameterError("--gamma-max", f"must be > 0; got {gmax}")
         g_fig1 = sorted({0.5 * gm, 0.95 * gm, 1.05 * gm, 2 * gm, float(params.gamma)})
         plots.figure1(params, g_fig1, path=out / "ttu_figure1.png")
         _, sw = plots.figure2(params, np.linspace(0.0, gmax, args.n_gamma), path=out / "ttu_figure2.png")

@@ -30,10 +30,9 @@ def register(sub):
 
 
 def run(args) -> int:
-    import json
-
     import numpy as np
 
+    from spatialjax import atomic
     from spatialjax.cli import prepare_output
     from spatialjax.errors import ParameterError
     from spatialjax.models import van_vuuren as vv
@@ -41,21 +40,21 @@ def run(args) -> int:
 
     if args.sweep_points < 2:
         raise ParameterError("--sweep-points", f"must be >= 2; got {args.sweep_points}")
-    out = prepare_output(args.output)
     over = {k: getattr(args, k) for k in _PARAMS if getattr(args, k) is not None}
-    P = (vv.Params.panel_a if args.panel == "A" else vv.Params.panel_b)(**over)
+    P = (vv.Params.panel_a if args.panel == "A" else vv.Params.panel_b)(**over)   # validated before any file
+    out = prepare_output(args.output)
     eqs = vv.solve_market(P)
     pl = vv.solve_planner(P)
-    eqs.summary()
+    print(eqs.summary())
     print()
-    pl.summary()
+    print(pl.summary())
     res = {"params": P.to_dict(), "market": [
         {k: getattr(e, k) for k in ("config", "u", "v", "du", "phi", "w1", "w_tilde", "w_plus", "omega",
                                     "residual", "status")} for e in eqs],
         "market_status": eqs.status, "rejected": eqs.rejected,
         "planner": {"config": pl.config, "u": pl.u, "v": pl.v, "du": pl.du, "omega": pl.omega,
                     "local_choice_26": pl.local_choice_26, "status": pl.status, "corners": pl.corners}}
-    (out / "van_vuuren_solution.json").write_text(json.dumps(res, indent=2))
+    atomic.write_json(out / "van_vuuren_solution.json", res)
     for i, e in enumerate(eqs):
         vvplot.plot_rents(e, out / f"van_vuuren_rents_{i}_{e.config}.png")
     a = np.linspace(0.05, min(1.0, float(P.s0)), args.sweep_points)
@@ -70,14 +69,14 @@ def run(args) -> int:
             t.insert(0, "panel", panel)
             tabs.append(t)
         tab = pd.concat(tabs, ignore_index=True)
-        tab.to_csv(out / "van_vuuren_table1.csv", index=False)
+        atomic.write_frame(out / "van_vuuren_table1.csv", tab)
         print()
         print("Table 1 reproduction (on-the-job-search columns):")
         print(tab[["panel", "a", "config", "u", "v", "du", "s_du", "omega", "omega_star", "planner_config"]]
               .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     if args.table2:
         t2 = vv.table2()
-        t2.to_csv(out / "van_vuuren_table2.csv", index=False)
+        atomic.write_frame(out / "van_vuuren_table2.csv", t2)
         print()
         print("Table 2 reproduction (heterogeneous firms; paper_* = printed; see data_moments/van_vuuren_table2.md):")
         cols = [c for c in ("a", "side", "config", "u", "paper_u", "v", "paper_v", "du", "paper_du", "omega",

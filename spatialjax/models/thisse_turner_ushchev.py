@@ -647,7 +647,7 @@ class Equilibria(list):
         self.params = params
         self.info = info
 
-    def summary(self, print_it: bool = True) -> str:
+    def summary(self, print_it: bool = False) -> str:
         p = self.params
         rows = []
         for k, e in enumerate(self):

@@ -415,7 +415,7 @@ class MarketEquilibrium:
     def converged(self) -> bool:
         return self.status == "converged"
 
-    def summary(self, print_: bool = True) -> str:
+    def summary(self, print_: bool = False) -> str:
         rows = [("configuration", self.config), ("u", self.u), ("v", self.v), ("du", self.du),
                 ("s(du+u/2)", self.s_u), ("lambda", self.lam), ("phi (reservation wage)", self.phi),
                 ("w1 (top of low segment)", self.w1), ("w~ (gap wage)", self.w_tilde), ("w+", self.w_plus),
@@ -437,7 +437,7 @@ class Equilibria(list):
         self.status = status
         self.rejected = rejected
 
-    def summary(self, print_: bool = True) -> str:
+    def summary(self, print_: bool = False) -> str:
         rows = [(e.config, e.u, e.v, e.du, e.s_u, e.phi, e.omega, e.residual) for e in self]
         s = format_table(["config", "u", "v", "du", "s(du)", "phi", "omega_t", "residual"], rows,
                          title="van Vuuren (2016) market equilibria",
@@ -584,7 +584,7 @@ class PlannerResult:
     def converged(self) -> bool:
         return self.status == "converged"
 
-    def summary(self, print_: bool = True) -> str:
+    def summary(self, print_: bool = False) -> str:
         rows = [(k, c["u"], c["v"], c["du"], c["omega"], c["residual"]) for k, c in self.corners.items()]
         s = format_table(["corner", "u", "v", "du", "omega_t", "residual"], rows,
                          title="van Vuuren (2016) planner (Section 5)",
@@ -1052,7 +1052,7 @@ class MarketEquilibriumHetero:
     def converged(self) -> bool:
         return self.status == "converged"
 
-    def summary(self, print_: bool = True) -> str:
+    def summary(self, print_: bool = False) -> str:
         rows = [("configuration", self.config), ("u", self.u), ("v", self.v), ("du", self.du),
                 ("s(du+u/2)", self.s_u), ("p_low (lowest accepted productivity)", self.plow),
                 ("lambda", self.lam), ("E_H[p]", self.E_p), ("w1 / w~ (wage gap)", f"{self.w1:.4f} / {self.w_tilde:.4f}"),

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from spatialjax.errors import ParameterError  # noqa: E402
 from spatialjax.models import helsley_strange as hs  # noqa: E402
+from spatialjax.atomic import save_figure
 
 _C = ("tab:blue", "tab:red")
 
@@ -85,7 +86,7 @@ def _finish(fig, ax, path, title):
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -215,7 +216,7 @@ def figure5(params, path):
     fig.suptitle("Figure 5 analog: utility in specialized cities (Proposition 3)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

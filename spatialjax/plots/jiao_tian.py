@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import spatialjax.plots  # noqa: F401  (Agg backend)
+from spatialjax.atomic import save_figure
 
 
 def plot_openness_sweep(branches, eqs, report, out: Path, title: str = "") -> list[Path]:
@@ -40,6 +41,6 @@ def plot_openness_sweep(branches, eqs, report, out: Path, title: str = "") -> li
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(out) / "jiao_tian_openness.png"
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return [path]

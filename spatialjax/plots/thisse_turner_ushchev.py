@@ -12,6 +12,7 @@ import spatialjax.plots  # noqa: F401  (Agg backend)
 import matplotlib.pyplot as plt
 
 from spatialjax.models import thisse_turner_ushchev as ttu
+from spatialjax.atomic import save_figure
 
 
 def figure1(params: ttu.Params, gammas: Sequence[float], path: str | Path | None = None, n: int = 600):
@@ -41,7 +42,7 @@ def figure1(params: ttu.Params, gammas: Sequence[float], path: str | Path | None
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
         plt.close(fig)
     return fig
 
@@ -91,6 +92,6 @@ def figure2(params: ttu.Params, gammas, path: str | Path | None = None, sweep: d
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
         plt.close(fig)
     return fig, sw

@@ -8,6 +8,7 @@ import numpy as np
 
 import spatialjax.plots  # noqa: F401  (Agg backend)
 import matplotlib.pyplot as plt
+from spatialjax.atomic import save_figure
 
 
 def plot_rents(eq, path, RA: float = 0.0, ranks=(0.1, 0.5, 0.9)):
@@ -27,7 +28,7 @@ def plot_rents(eq, path, RA: float = 0.0, ranks=(0.1, 0.5, 0.9)):
     ax.set_title(f"Rent schedule ({eq.config}; u={eq.u:.3f}, du={eq.du:.3f})")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(Path(path), dpi=120)
+    save_figure(fig, Path(path), dpi=120)
     plt.close(fig)
     return Path(path)
 
@@ -47,6 +48,6 @@ def plot_sweep(sweep: dict, path, title: str = ""):
     axes[0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(Path(path), dpi=120)
+    save_figure(fig, Path(path), dpi=120)
     plt.close(fig)
     return Path(path)
