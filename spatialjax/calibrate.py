@@ -260,7 +260,7 @@ GENERIC_SCHEMA: dict[str, dict[str, Spec]] = {
     "outputs": {
         "plots": Spec("bool", default=True, description="write the figures (estimates.png and the problem's)"),
         "formats": Spec("list[str]", default=["csv"], allowed=("csv", "parquet"),
-                        description="table formats written (estimates, moments, sensitivity)"),
+                        description="table formats written (estimates, moments, sensitivity, hjdp)"),
     },
 }
 
@@ -644,7 +644,7 @@ def run_calibration(config_path, output_dir, *, resume: bool = False, progress: 
     write ``checkpoint/fingerprint.json``; estimate (:func:`spatialjax.gmm.estimate` or
     :func:`spatialjax.gmm.minimum_distance`) with a checkpoint ``checkpoint/gmm_state.json``
     written after every outer iteration; write ``estimates.json``, ``estimates.csv``,
-    ``moments.csv``, ``sensitivity.csv``, ``summary.txt`` (and Parquet copies when
+    ``moments.csv``, ``sensitivity.csv``, ``hjdp.csv``, ``summary.txt`` (and Parquet copies when
     ``[outputs] formats`` asks), print the summary, then ``estimates.png`` and the problem
     module's ``report`` outputs. Every file is written atomically.
 
@@ -847,7 +847,7 @@ def estimates_table(result, setup: ParameterSetup):
 
 def write_outputs(problem: Problem, result, cfg: dict, raw: dict, setup: ParameterSetup, call: dict, out: Path,
                   *, file: str, echo: bool = True) -> dict:
-    """Write ``estimates.json/.csv``, ``moments.csv``, ``sensitivity.csv`` and ``summary.txt``
+    """Write ``estimates.json/.csv``, ``moments.csv``, ``sensitivity.csv``, ``hjdp.csv`` and ``summary.txt``
     atomically (``estimates.json`` last) and print the summary. Returns ``{label: path}``."""
     import numpy as np
     import pandas as pd
@@ -870,6 +870,9 @@ def write_outputs(problem: Problem, result, cfg: dict, raw: dict, setup: Paramet
     sens = result.sensitivity_frame().loc[order]
     sens.index.name = "parameter"
     table("sensitivity", sens.reset_index())
+    rem, noise = result.hjdp_frame("remove").loc[order], result.hjdp_frame("noise").loc[order]
+    table("hjdp", pd.DataFrame([{"parameter": pn, "moment": mn, "remove": rem.loc[pn, mn], "noise": noise.loc[pn, mn]}
+                                for pn in order for mn in names]))
 
     title = cfg["calibration"]["title"] or cfg["calibration"]["problem"]
     header = [title, f"config: {file}", f"problem: {cfg['calibration']['problem']}",

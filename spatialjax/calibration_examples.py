@@ -202,9 +202,7 @@ class ToyEquilibrium:
         x, z = jnp.asarray(x), jnp.asarray(z)
         setup = parameter_setup(cfg)
         true = {n: jnp.asarray(v) for n, v in setup.true.items()}
-        import equinox as eqx
-
-        yt, lwt, sol = eqx.filter_jit(cls.solve)(true, x, z, Lbar)
+        yt, lwt, sol = _jitted_solve()(true, x, z, Lbar)
         if not bool(sol.converged):
             raise ParameterError("parameters.*.true", f"the equilibrium at the true values did not solve "
                                                       f"(status {sol.status}, residual {float(sol.residual):.2e})")
@@ -220,3 +218,16 @@ class ToyEquilibrium:
                        cov_m_hat={"data": obs}, bounds=setup.bounds or None, moment_names=names,
                        true_params=setup.true, fixed=setup.fixed, n_obs=sim["replications"],
                        meta={"x": np.asarray(x), "z": np.asarray(z), "m_true": m_true, "observations": obs})
+
+
+_JITTED: dict = {}
+
+
+def _jitted_solve():
+    """``ToyEquilibrium.solve`` under ``equinox.filter_jit``, created once (so repeated builds of
+    the problem reuse one compilation)."""
+    if "solve" not in _JITTED:
+        import equinox as eqx
+
+        _JITTED["solve"] = eqx.filter_jit(ToyEquilibrium.solve)
+    return _JITTED["solve"]

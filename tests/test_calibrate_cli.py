@@ -184,6 +184,20 @@ def test_example_iv_matches_closed_form_two_step_gmm(iv_run):
     assert list(sens.parameter) == NAMES
     np.testing.assert_allclose(sens[list(mom.moment)].to_numpy(), Lam, rtol=1e-6, atol=1e-9)
 
+    # Honore-Jorgensen-de Paula "remove": V_{-j,ii} / V_ii - 1 with the efficient
+    # V = (G' Omega^-1 G)^-1, Omega = S(b2) / n (clustered), recomputed without moment j
+    hj = pd.read_csv(out / "hjdp.csv")
+    assert len(hj) == 15 and set(hj.parameter) == set(NAMES)
+    g = Z * (y - X @ b)[:, None]
+    gc = np.stack([g[cl == c].sum(axis=0) for c in np.unique(cl)])
+    Om, G = gc.T @ gc / len(y) ** 2, -Z.T @ X / len(y)
+    V0 = np.diag(np.linalg.inv(G.T @ np.linalg.solve(Om, G)))
+    for j, mname in enumerate(mom.moment):
+        keep = [i for i in range(5) if i != j]
+        Vj = np.diag(np.linalg.inv(G[keep].T @ np.linalg.solve(Om[np.ix_(keep, keep)], G[keep])))
+        got_rm = hj[hj.moment == mname].set_index("parameter").loc[NAMES, "remove"].to_numpy()
+        np.testing.assert_allclose(got_rm, Vj / V0 - 1, rtol=1e-6, atol=1e-10)
+
     # the plot is a valid PNG that matplotlib reads back
     png = (out / "estimates.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
@@ -212,7 +226,7 @@ class SlowIV(LinearIV):
     @staticmethod
     def build_problem(cfg, base_dir):
         p = LinearIV.build_problem(cfg, base_dir)
-        log, pause = os.environ["SLOWIV_LOG"], float(os.environ.get("SLOWIV_PAUSE", "0.25"))
+        log, pause = os.environ["SLOWIV_LOG"], float(os.environ.get("SLOWIV_PAUSE", "0.15"))
         def callback(info):
             with open(log, "a") as f:
                 f.write(json.dumps([info["stage"], info["iteration"]]) + "\\n")
