@@ -140,6 +140,13 @@ def test_lm_optimizer_equals_closed_form(iv, two_step):
     assert r.convergence["optimizer"] == "lm"
 
 
+def test_fd_jacobian_option(iv, two_step):
+    # options["jacobian"] = "fd" (only when asked): central differences for G and the gradient
+    r = gmm.estimate(g_iv, TH0, iv, options={"jacobian": "fd"})
+    np.testing.assert_allclose(r.G, two_step.G, rtol=1e-7)
+    np.testing.assert_allclose(r.theta, two_step.theta, atol=1e-7)
+
+
 def test_clustered_se_closed_form(iv):
     n = N
     clusters = np.arange(n) // 20  # 100 clusters of 20
