@@ -580,8 +580,6 @@ CONFIG_SCHEMA = {
         "links": _spec("path", required=True, description="links.csv: origin (HQ city), destination, count"),
         "manager_incomes": _spec("path", required=True, description="manager_incomes.csv: city, income"),
         "instruments": _spec("path", required=True, description="instruments.csv: city, one column per instrument"),
-        "distance_unit_km": _spec("float", range=(0, None), open=True,
-                                  description="great-circle km per model distance unit (default: the loader's)"),
     },
     "model": {
         "mode": _spec("str", default="inversion", allowed=("inversion", "full-solution"),
@@ -740,10 +738,12 @@ def _load_data(cfg: dict, base_dir: pathlib.Path):
 
     def p(k):
         v = pathlib.Path(dc[k])
-        return v if v.is_absolute() else pathlib.Path(base_dir) / v
+        return (v if v.is_absolute() else pathlib.Path(base_dir) / v).resolve()
 
-    kw = {} if dc.get("distance_unit_km") is None else {"distance_unit_km": dc["distance_unit_km"]}
-    return jd.load(p("cities"), p("links"), p("manager_incomes"), p("instruments"), **kw)
+    cities = p("cities")
+    # truth.json beside cities.csv (replicas) is read by the loader when present
+    return jd.load(cities.parent, cities=cities, links=p("links"), manager_incomes=p("manager_incomes"),
+                   instruments=p("instruments"))
 
 
 def build_problem(cfg: dict, base_dir) -> Problem:
@@ -753,10 +753,212 @@ def build_problem(cfg: dict, base_dir) -> Problem:
     setup = parameter_setup(cfg)
     data = _load_data(cfg, pathlib.Path(base_dir))
     m = cfg["model"]
-    truth = (getattr(data, "meta", None) or {}).get("truth") or None
-    true_params = {k: float(truth[k]) for k in PARAM_NAMES if truth and k in truth and k in setup.estimated} or None
-    return problem_from_data(data, mode=m["mode"], gravity=m["gravity"],
+    tv = true_values(data)
+    true_params = {k: tv[k] for k in PARAM_NAMES if k in tv and k in setup.estimated} or None
+    pr = problem_from_data(data, mode=m["mode"], gravity=m["gravity"],
                              technology_shifters=tuple(m["technology_shifters"]),
                              housing_shifters=tuple(m["housing_shifters"]), theta0=setup.theta0, fixed=setup.fixed,
                              bounds=setup.bounds, solve_tol=m["solve_tol"], max_newton_steps=m["max_newton_steps"],
                              true_params=true_params)
+    pr.meta["counterfactuals"] = {k: v for k, v in (cfg.get("counterfactuals") or {}).items() if v is not None}
+    return pr
+
+
+# ---------------------------------------------------------------------------------------
+# Calibrated baseline, report
+# ---------------------------------------------------------------------------------------
+
+
+def _value(v):
+    if isinstance(v, dict):
+        v = v["estimate"]
+    return float(np.asarray(v))
+
+
+def calibrated_baseline(estimates: dict, data, *, check_tol: float = 1e-8):
+    """The calibrated economy every counterfactual starts from (``jiao_tian_counterfactuals.Baseline``).
+
+    ``estimates``: ``name -> value`` (or ``name -> {"estimate": value, ...}``, the layout of
+    ``estimates.json``) for theta, gamma, delta_d, delta_I, and alpha, beta (default Table 5).
+    tau_nc is the fitted (29): log tau_nc = lambda_c + delta^d log d_nc + delta^I q_n q_c (n != c) with
+    the destination pair costs lambda_c from the own-city counts at the estimates
+    (:func:`destination_pair_cost`); ``log_lam`` is lambda_c broadcast over origins, 0 on the
+    diagonal. Pairs where the fitted log tau_nc < 0 (possible for close pairs when lambda_c is
+    estimated with noise) are set to tau_nc = 1 and counted in ``baseline.meta["tau_clipped"]``;
+    log_lam absorbs the clip, so (29) with log_lam reproduces the tau used. T_n is inverted by (36)
+    and H_n by (35) (W_n the model's income at the observed allocation), so the observed (w, L^m)
+    is an equilibrium: the residual there is checked (``check_tol``) and the baseline solution
+    is a warm solve from it. L^p_n then follows from (19) (not targeted: compare with the data
+    as the paper's Figure 13 does).
+    """
+    data = as_data(data)
+    e = {k: _value(v) for k, v in estimates.items()}
+    alpha, beta = e.get("alpha", jt.TABLE5["alpha"]), e.get("beta", jt.TABLE5["beta"])
+    missing = [k for k in PARAM_NAMES if k not in e]
+    if missing:
+        raise ParameterError("estimates", f"missing {missing}; needs theta, gamma, delta_d, delta_I")
+    N = len(data.ids)
+    X = jnp.asarray(data.X)
+    A = gravity_mask(np.asarray(data.X))
+    ref = int(np.argmax((A * np.asarray(data.X)).sum(axis=0)))
+    xs = gravity_design(jnp.asarray(data.dist), jnp.asarray(data.q))
+    b = jnp.asarray([-e["theta"] * e["delta_d"], -e["theta"] * e["delta_I"]])
+    o, dd, _, err, _ = ppml_fixed_effects(X, jnp.tensordot(b, xs, axes=1), jnp.asarray(A), jnp.asarray(np.eye(N)[ref]))
+    lam = np.asarray(destination_pair_cost(X, o, dd, e["theta"]))
+    off = 1 - np.eye(N)
+    base = e["delta_d"] * np.asarray(xs[0]) + e["delta_I"] * np.asarray(xs[1])
+    log_tau = (lam[None, :] + base) * off
+    clipped = int(np.sum(log_tau < 0))
+    log_tau = np.maximum(log_tau, 0.0)
+    log_lam = (log_tau - base) * off
+    tau = np.exp(log_tau)
+    w, Lm = jnp.asarray(data.w), jnp.asarray(data.Lm)
+    T = jt.invert_technology(alpha, beta, e["theta"], e["gamma"], jnp.asarray(tau), w, Lm)
+    p0 = jt.Params(alpha=alpha, beta=beta, theta=e["theta"], gamma=e["gamma"], T=T, tau=jnp.asarray(tau),
+                   H=jnp.ones(N), Lm_total=float(np.sum(data.Lm)), Lp_total=1.0)
+    out = jt.equilibrium_objects(p0, w, Lm)
+    H = invert_housing(alpha, out.W, w)
+    params = jt.Params(alpha=alpha, beta=beta, theta=e["theta"], gamma=e["gamma"], T=T, tau=jnp.asarray(tau), H=H,
+                       Lm_total=float(np.sum(data.Lm)), Lp_total=float(np.sum(np.asarray(out.Lp))))
+    y_data = jt._y_from_data(params, w, Lm)
+    res = float(jnp.max(jnp.abs(jt.residual(y_data, params))))
+    if not res < check_tol:
+        raise RuntimeError(f"calibrated_baseline: the observed allocation is not an equilibrium of the inverted "
+                           f"economy (max-norm residual {res:.2e} >= {check_tol:g})")
+    sol = jt.solve(params, y_data)
+    dev = float(jnp.max(jnp.abs(jnp.log(sol.Lm) - jnp.log(Lm))))
+    meta = dict(residual_at_data=res, tau_clipped=clipped, ppml_score=float(err), lambda_c=lam,
+                max_log_dev_Lm=dev, Lp_model=np.asarray(out.Lp), W_model=np.asarray(out.W))
+    try:
+        from spatialjax.models import jiao_tian_counterfactuals as jcf
+    except ImportError:  # pragma: no cover - the counterfactual module ships with the package
+        jcf = None
+    kw = dict(params=params, sol=sol, q=jnp.asarray(data.q), dist=jnp.asarray(data.dist), log_lam=jnp.asarray(log_lam),
+              delta_d=e["delta_d"], delta_I=e["delta_I"], names=data.names, lat=data.lat, lon=data.lon, ids=data.ids)
+    if jcf is None:
+        b = types.SimpleNamespace(**kw)
+    else:
+        b = jcf.Baseline(**kw)
+    b.meta = meta
+    return b
+
+
+def _plot_model_fit(data, baseline, path, *, full_solution=None, label=LABEL):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spatialjax import atomic
+
+    size = np.log(data.Lm + data.Lp)
+    series = [("workers L^p_n (not targeted, cf. Figure 13)", np.log(data.Lp), np.log(baseline.meta["Lp_model"])),
+              ("total income W_n", np.log(data.W), np.log(baseline.meta["W_model"]))]
+    if full_solution is not None:
+        series += [(f"{n} (full-solution model)", np.log(getattr(data, k)), np.log(v))
+                   for n, k, v in (("managers L^m_n", "Lm", full_solution["Lm"]), ("wage w_n", "w", full_solution["w"]))]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for i, (name, yd, ym) in enumerate(series):
+        axes[0].scatter(yd, ym, s=8, alpha=0.7, color=f"C{i}", label=name)
+        axes[1].scatter(size, ym - yd, s=8, alpha=0.7, color=f"C{i}", label=name)
+    lo = min(np.min(s[1]) for s in series)
+    hi = max(np.max(s[1]) for s in series)
+    axes[0].plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    axes[0].set_xlabel("log data value (persons; model units of the numeraire for W)")
+    axes[0].set_ylabel("log model value (calibrated baseline)")
+    axes[1].axhline(0, color="k", lw=0.8)
+    axes[1].set_xlabel("log city size L^m_n + L^p_n (persons)")
+    axes[1].set_ylabel("log model - log data")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Jiao-Tian model fit by city size — {label}", fontsize=10)
+    fig.tight_layout()
+    atomic.save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return pathlib.Path(path)
+
+
+def _plot_estimates_vs_truth(rows, path, *, label=LABEL):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spatialjax import atomic
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.0 * len(rows), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        ax.errorbar([0], [r["estimate"]], yerr=[[2 * r["se"]]] if np.isfinite(r["se"]) else None, fmt="o",
+                    capsize=5, color="C0", label="estimate ± 2 SE")
+        ax.axhline(r["true"], color="C3", ls="--", label="truth (data-generating)")
+        ax.set_xticks([])
+        ax.set_title(r["parameter"])
+        ax.set_ylabel(f"{r['parameter']} (parameter units)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"Estimates vs truth — replica {label}", fontsize=10)
+    fig.tight_layout()
+    atomic.save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return pathlib.Path(path)
+
+
+def report(problem: Problem, result, outdir, *, progress: bool = True) -> dict:
+    """Problem-module report: the calibrated baseline, model-fit and estimates-vs-truth plots,
+    ``baseline_fit.csv``, then the counterfactuals (``jiao_tian_counterfactuals.run_all``)."""
+    import pandas as pd
+
+    from spatialjax import atomic
+
+    outdir = pathlib.Path(outdir)
+    data = problem.meta["data"]
+    label = (data.meta or {}).get("label", LABEL)
+    written: dict[str, pathlib.Path] = {}
+    est = {**problem.fixed, **{k: float(result.params[k]) for k in result.param_names if k in result.params}}
+    se = dict(zip(result.param_names, np.asarray(result.se_flat, float)))
+    if not result.converged:
+        print(f"jiao_tian: the estimation did not converge ({result.status}); no baseline or counterfactuals",
+              flush=True)
+        return written
+    b = calibrated_baseline(est, data)
+    full = None
+    if problem.meta["mode"] == "full-solution":
+        full = _solved_allocation(problem, result)
+    fit = pd.DataFrame({"city": data.ids, "name": data.names if data.names is not None else [""] * len(data.ids),
+                        "workers_data": data.Lp, "workers_model": b.meta["Lp_model"], "income_data": data.W,
+                        "income_model": b.meta["W_model"], "lambda_c": b.meta["lambda_c"]})
+    written["baseline_fit.csv"] = atomic.write_frame(outdir / "baseline_fit.csv", fit)
+    written["model_fit.png"] = _plot_model_fit(data, b, outdir / "model_fit.png", full_solution=full, label=label)
+    truth = true_values(data)
+    rows = [dict(parameter=k, estimate=est[k], se=se.get(k, np.nan), true=truth[k]) for k in PARAM_NAMES
+            if k in truth and k in result.param_names]
+    if rows:
+        written["estimates_vs_truth.png"] = _plot_estimates_vs_truth(rows, outdir / "estimates_vs_truth.png",
+                                                                     label=label)
+    try:
+        from spatialjax.models import jiao_tian_counterfactuals as jcf
+    except ImportError:
+        print("jiao_tian: spatialjax.models.jiao_tian_counterfactuals not available; counterfactuals skipped", flush=True)
+        return written
+    cf = dict(problem.meta.get("counterfactuals") or {})
+    cf.setdefault("data_label", label)
+    names = list(result.param_names)
+    cov = np.asarray(result.cov, float)
+    ok_cov = cov.shape == (len(names), len(names)) and np.all(np.isfinite(cov))
+    written.update(jcf.run_all(b, outdir, cov=cov if ok_cov else None, param_names=names if ok_cov else None,
+                               config=cf, progress=progress))
+    return written
+
+
+def _solved_allocation(problem: Problem, result) -> dict:
+    """Full-solution mode: the solved equilibrium allocation at the estimates (for the fit plot)."""
+    d = problem.data
+    p = {**{k: jnp.asarray(v) for k, v in problem.meta["fixed"].items()},
+         **{k: jnp.asarray(float(result.params[k])) for k in result.param_names}}
+    _, o, dd = _gravity_block(p, d, problem.meta["gravity"])
+    log_tau, _ = _fitted_log_tau(p, o, dd, d)
+    logT = d["x"] @ jnp.stack([p[k] for k in problem.meta["pi_names"]])
+    rho = problem.meta["rho_names"]
+    logH = d["xH"] @ jnp.stack([p[k] for k in rho]) if rho else jnp.zeros(d["X"].shape[0])
+    params = jt.Params(alpha=d["alpha"], beta=d["beta"], theta=p["theta"], gamma=p["gamma"], T=jnp.exp(logT),
+                       tau=jnp.exp(log_tau), H=jnp.exp(logH), Lm_total=jnp.sum(d["Lm"]), Lp_total=jnp.sum(d["Lp"]))
+    sol = jt.solve(params, jt._y_from_data(params, d["w"], d["Lm"]))
+    return {"Lm": np.asarray(sol.Lm), "Lp": np.asarray(sol.Lp), "w": np.asarray(sol.w), "converged": bool(sol.converged)}
