@@ -302,3 +302,14 @@ def test_bad_input_raises_parameter_error(standin):
     assert e.value.field == "params.omega"
     with pytest.raises(ParameterError):
         P.replace(gamma=1.0)
+
+
+def test_pam_violation_is_flagged_not_returned(standin):
+    """A density dip makes the root's x decrease between two bins: the discrete first-order
+    conditions hold but that is no equilibrium (Proposition 1: PAM), so it is flagged."""
+    r = q.solve_inverse(P, standin.L.at[10].multiply(0.7), standin.u, w1=standin.w1, t_h=standin.t_h,
+                        tau_w=standin.tau_w)
+    assert bool(r.solve.converged) and float(r.residual) <= 1e-12  # the root itself is fine
+    assert not bool(r.pam) and not bool(r.converged) and r.status == "pam_violated"
+    assert np.any(np.diff(_np(r.x)) <= 0)
+    assert "pam_violated" in r.summary()

@@ -388,12 +388,25 @@ class InverseResult(eqx.Module):
         return int(self.L.shape[0])
 
     @property
+    def pam(self):
+        """Positive assortative matching across bins: ``x`` and ``y`` strictly increasing (the
+        pure-assignment equilibrium of Proposition 1 is PAM; a root with a decreasing schedule
+        satisfies the discrete first-order conditions but is not an equilibrium)."""
+        return jnp.all(jnp.diff(self.x) > 0) & jnp.all(jnp.diff(self.y) > 0)
+
+    @property
     def converged(self):
-        return self.solve.converged
+        """The root-finding converged to a regular root *and* the schedules satisfy PAM."""
+        return self.solve.converged & self.pam
 
     @property
     def status(self) -> str:
-        return self.solve.status
+        """The solver's status name, or ``"pam_violated"`` when it converged to a root on which
+        ``x`` or ``y`` is not increasing (flagged, not returned as an equilibrium)."""
+        st = self.solve.status
+        if st == "successful" and not bool(self.pam):
+            return "pam_violated"
+        return st
 
     @property
     def residual(self):
@@ -412,7 +425,7 @@ class InverseResult(eqx.Module):
     def summary(self) -> str:
         n = self.n
         head = format_kv(
-            [("status", self.status), ("bins", n), ("unknowns = equations", 3 * n + 1),
+            [("status", self.status), ("PAM (x, y increasing)", bool(self.pam)), ("bins", n), ("unknowns = equations", 3 * n + 1),
              ("max-norm residual", float(self.residual)), ("Newton iterations", int(self.solve.steps)),
              ("sigma_min(J)", float(self.solve.sigma_min)), ("sorting convention", self.sorting),
              ("H_w", float(self.H_w)), ("Pi", float(self.Pi)), ("c_e", float(self.c_e)),
@@ -432,7 +445,8 @@ class InverseResult(eqx.Module):
         return self.summary()
 
     def to_dict(self) -> dict:
-        out = {"status": self.status, "converged": bool(self.converged), "residual": float(self.residual),
+        out = {"status": self.status, "converged": bool(self.converged), "pam": bool(self.pam),
+               "residual": float(self.residual),
                "steps": int(self.solve.steps), "sorting": self.sorting,
                "residuals": {k: float(v) for k, v in self.residuals.items()},
                "params": self.params.to_dict()}
@@ -478,6 +492,8 @@ def solve_inverse(params: Params, L, u, *, w1, t_h=0.0, tau_w=0.0, sorting: str 
     Returns:
         :class:`InverseResult`; differentiable in ``params``, ``L``, ``u``, ``w1``, ``t_h``,
         ``tau_w`` by implicit differentiation (NaN gradients when the solve failed).
+        ``converged`` is False (status ``"pam_violated"``) when the root has a decreasing
+        ``x`` or ``y``: not an equilibrium, flagged rather than returned as one.
     """
     if sorting not in _SORTING:
         raise ParameterError("sorting", f"must be one of {sorted(_SORTING)}; got {sorting!r}")
