@@ -317,6 +317,17 @@ def test_headline_gradients_match_finite_differences(base, ni):
     assert r.delta_se["slope"] == pytest.approx(se, rel=1e-12)
 
 
+def test_headline_gradient_is_nan_off_the_root(base, ni):
+    import copy
+
+    bad = copy.copy(ni)
+    bad.settings = dict(ni.settings)
+    bad.y = ni.y + 1e-3  # not an equilibrium of the counterfactual economy
+    cf.headline_gradients(base, bad)
+    assert all(math.isnan(v) for g in bad.gradients.values() for v in g.values())
+    assert bad.settings["headline_gradient_status"].startswith("failed")
+
+
 # ---------------------------------------------------------------------------------------
 # run_all
 # ---------------------------------------------------------------------------------------

@@ -52,8 +52,8 @@ Headline gradients (:func:`headline_gradients`): derivatives of a counterfactual
 numbers (slope, workers' and managers' welfare change) with respect to theta, gamma, delta^I through
 the calibration map: the baseline allocation (w, L^m) is data and held fixed; the openness
 tau_nc^(-theta) that the link counts identify by (33) is held fixed (so log tau scales as 1/theta);
-T_n is re-inverted by (36) and H_n by (35); then the counterfactual equilibrium is solved warm and
-differentiated implicitly. The delta-method standard error is sqrt(g' V g) with the estimates'
+T_n is re-inverted by (36) and H_n by (35); the counterfactual equilibrium is differentiated
+implicitly at the root the continuation found (implicit function theorem, one LU of dF/dy). The delta-method standard error is sqrt(g' V g) with the estimates'
 covariance V (ordered as ``param_names``; a parameter the number does not depend on, e.g. delta^d,
 has g = 0).
 """
@@ -975,12 +975,13 @@ def welfare_gradient(b: Baseline, *, fd_cities=3, fd_step: float = 1e-4) -> Welf
 # ---------------------------------------------------------------------------------------
 
 
-def _headline(phi, d):
-    """(phi = (theta, gamma, delta_I), data) -> (slope, workers %, managers %) of a counterfactual
-    through the calibration map (see the module docstring). The shock is delta_I * A (A = -q q' for
-    no internet, q1 q1' - q q' for the digital divide), the sign +-1 the reporting direction, eps the
-    housing supply elasticity (0: inelastic; the elastic residual at eps = 0 is ``jt.residual``)."""
-    p0, w, Lm, Lp_sum, A, sign, eps, y_warm, log_size = d
+def _headline_parts(phi, y, d):
+    """The counterfactual's equilibrium residual F(y, phi) and headline numbers H(y, phi) (slope,
+    workers %, managers %) through the calibration map (module docstring), phi = (theta, gamma,
+    delta_I). The shock is delta_I * A (A = -q q' for no internet, q1 q1' - q q' for the digital
+    divide), ``sign`` the reporting direction, ``eps`` the housing supply elasticity (0: inelastic;
+    the elastic residual at eps = 0 is ``jt.residual`` bitwise)."""
+    p0, w, Lm, Lp_sum, A, sign, eps, log_size = d
     theta, gamma, dI = phi[0], phi[1], phi[2]
     params_b, y_b = _recalibrate(p0, w, Lm, Lp_sum, theta, gamma)
     N = w.shape[0]
@@ -988,32 +989,47 @@ def _headline(phi, d):
     Hbar = (1.0 - params_b.alpha) * o_b.W / o_b.p ** (1.0 + eps)  # = H at eps = 0 (Appendix K recalibration)
     params_b = eqx.tree_at(lambda p: p.H, params_b, Hbar)
     p_cf = eqx.tree_at(lambda p: p.tau, params_b, jnp.exp(_offdiag(jnp.log(params_b.tau) + dI * A)))
-    sol = solve_root(lambda yy, a: elastic_residual(yy, a[0], a[1]), y_warm, (p_cf, eps), linear_solver="dense",
-                     jac=lambda yy, a: elastic_jacobian(yy, a[0], a[1]), reuse_jacobian=True)
-    y = sol.value
+    F = elastic_residual(y, p_cf, eps)
     o = jt.equilibrium_objects(p_cf, jnp.exp(y[:N]), jnp.exp(y[N:2 * N]))
     dsk = sign * (o.Lm / (o.Lm + o.Lp) - o_b.Lm / (o_b.Lm + o_b.Lp))
     dUw = sign * (y[2 * N] - y_b[2 * N])
     dUm = sign * (y[2 * N + 1] - y_b[2 * N + 1])
-    out = jnp.stack([_slope_jnp(dsk, log_size), (jnp.exp(dUw) - 1) * 100, (jnp.exp(dUm) - 1) * 100])
-    return out, out
+    H = jnp.stack([_slope_jnp(dsk, log_size), (jnp.exp(dUw) - 1) * 100, (jnp.exp(dUm) - 1) * 100])
+    return F, H, p_cf
 
 
-_headline_jac = eqx.filter_jit(jax.jacrev(_headline, has_aux=True))
+@eqx.filter_jit
+def _headline_jac(phi, y, d):
+    """Implicit function theorem at the counterfactual root y*: dH/dphi = H_phi - H_y J^(-1) F_phi with
+    J = dF/dy (:func:`elastic_jacobian`, one LU). Returns (dH/dphi (3, 3), H, max|F|)."""
+    F, H, p_cf = _headline_parts(phi, y, d)
+    F_phi = jax.jacfwd(lambda ph: _headline_parts(ph, y, d)[0])(phi)  # (n, 3)
+    H_y = jax.jacrev(lambda yy: _headline_parts(phi, yy, d)[1])(y)  # (3, n)
+    H_phi = jax.jacfwd(lambda ph: _headline_parts(ph, y, d)[1])(phi)  # (3, 3)
+    J = elastic_jacobian(y, p_cf, d[6])
+    dy = jnp.linalg.solve(J, F_phi)  # -dy*/dphi
+    return H_phi - H_y @ dy, H, jnp.max(jnp.abs(F)), jnp.max(jnp.abs(J @ dy - F_phi)) / (
+        1.0 + jnp.max(jnp.abs(F_phi)))
 
 
 def headline_gradients(b: Baseline, res: CounterfactualResult, *, cov=None, param_names=None) -> CounterfactualResult:
-    """Fill ``res.gradients`` (d headline / d theta, gamma, delta_I, by reverse-mode autodiff through the
-    counterfactual solve warm-started at ``res.y``: implicit differentiation) and, with ``cov``,
-    ``res.delta_se`` (delta method, :func:`delta_method_se`).
+    """Fill ``res.gradients`` (d headline / d theta, gamma, delta_I) and, with ``cov``, ``res.delta_se``
+    (delta method, :func:`delta_method_se`).
+
+    The derivative is the implicit one at the counterfactual equilibrium y* found by the
+    continuation (the formula :func:`spatialjax.solver.solve_root`'s checked custom VJP applies,
+    written out so that no second solver is compiled): dH/dphi = H_phi - H_y J^(-1) F_phi, with F
+    the equilibrium residual of the re-calibrated, shocked economy, H the headline numbers, J = dF/dy.
+    NaN when the counterfactual did not converge, y* is not a root of F at the estimates
+    (max|F| > 1e-8), or the linear solve fails.
 
     Supported: results of :func:`no_internet` (any epsilon) and :func:`digital_divide` from the
-    baseline ``b``; the result must be converged (else the gradients are NaN). Also records
-    ``res.settings['headline_check']``: the headline numbers recomputed by the differentiated map
-    at the estimates, which must equal the continuation's (same equilibrium, same calibration).
+    baseline ``b``. Also records ``res.settings['headline_check']``: the headline numbers recomputed
+    by the differentiated map at the estimates (equal to the continuation's: same equilibrium).
     """
-    if not res.converged or res.y is None or "shock" not in res.settings:
-        res.gradients = {h: {p: float("nan") for p in HEADLINE_PARAMS} for h in HEADLINES}
+    nan3 = {h: {p: float("nan") for p in HEADLINE_PARAMS} for h in HEADLINES}
+    if not res.converged or res.y is None or res.settings.get("shock") not in ("no_internet", "digital_divide"):
+        res.gradients = nan3
         return res
     eps = float(res.settings.get("epsilon", 0.0) or 0.0)
     dI = float(res.settings.get("delta_I", b.delta_I))
@@ -1023,11 +1039,17 @@ def headline_gradients(b: Baseline, res: CounterfactualResult, *, cov=None, para
     else:
         A = -jnp.outer(b.q, b.q)
     phi = jnp.stack([b.params.theta, b.params.gamma, _a(dI)])
-    data = (b.params, b.sol.w, b.sol.Lm, jnp.sum(b.sol.Lp), _offdiag(A), _a(res.effect_sign), _a(eps), _a(res.y),
+    data = (b.params, b.sol.w, b.sol.Lm, jnp.sum(b.sol.Lp), _offdiag(A), _a(res.effect_sign), _a(eps),
             _a(res.log_size))
-    J, val = _headline_jac(phi, data)
-    J, val = np.asarray(J), np.asarray(val)
-    res.settings["headline_check"] = dict(zip(HEADLINES, val.tolist()))
+    J, val, fres, lres = (np.asarray(v) for v in _headline_jac(phi, _a(res.y), data))
+    ok = bool(fres <= 1e-8 and lres <= 1e-8 and np.all(np.isfinite(J)))
+    res.settings["headline_check"] = dict(zip(HEADLINES, val.tolist()), residual=float(fres),
+                                          adjoint_residual=float(lres))
+    if not ok:
+        res.gradients = nan3
+        res.settings["headline_gradient_status"] = "failed: not a regular root at the estimates"
+        return res
+    res.settings["headline_gradient_status"] = "successful"
     res.gradients = {h: {p: float(J[i, j]) for j, p in enumerate(HEADLINE_PARAMS)} for i, h in enumerate(HEADLINES)}
     if cov is not None:
         names = list(param_names) if param_names is not None else list(HEADLINE_PARAMS)
