@@ -223,11 +223,12 @@ def _tname(v) -> str:
 
 
 _ESTIMATION_SPECS = {
-    "weighting": Spec("str", default="two-step",
+    "weighting": Spec("str",
                       allowed=("identity", "diagonal", "fixed", "two-step", "iterated", "cue"),
                       description="weighting matrix: identity, diagonal (second step with diag(S)^-1), fixed "
                                   "(the problem's W), two-step efficient, iterated to convergence, or continuously "
-                                  "updated (cue); minimum distance: identity, fixed or two-step (= cov(m_hat)^-1)"),
+                                  "updated (cue); minimum distance: identity, fixed or two-step (= cov(m_hat)^-1). "
+                                  "Default: the problem's own choice, else two-step"),
     "cov": Spec("str", allowed=("robust", "cluster", "hac"),
                 description="moment covariance S: heteroskedasticity-robust, clustered (needs clusters) or "
                             "Newey-West HAC (needs hac_lags); default robust, or cluster when clusters is set"),
@@ -505,8 +506,8 @@ def _check_kind(cfg: dict, kind: str, file: str) -> None:
         if key in est:
             raise ParameterError(f"{file}: estimation.{key}", "not used by a minimum-distance problem (the "
                                                               "covariance of the targets comes from the problem)")
-    w = est.get("weighting", "two-step")
-    if w not in _MD_WEIGHTINGS:
+    w = est.get("weighting")
+    if w is not None and w not in _MD_WEIGHTINGS:
         raise ParameterError(f"{file}: estimation.weighting", f"for a minimum-distance problem must be one of "
                                                               f"{list(_MD_WEIGHTINGS)}; got {w!r}")
 
