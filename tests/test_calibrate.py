@@ -230,20 +230,6 @@ def test_minimum_distance_settings_are_checked(tmp_path):
         assert not (tmp_path / "out").exists()
 
 
-def _gmm_minimum_distance_defaults_work() -> bool:
-    """gmm.minimum_distance's option check at 487d004 reads keys it does not allow (KeyError
-    'iter_tol' for any call); the toy test below is expected to fail only in that way until fixed."""
-    from spatialjax import gmm
-
-    try:
-        gmm._check_options({}, gmm._MD_OPTIONS)
-    except KeyError:
-        return False
-    return True
-
-
-@pytest.mark.xfail(not _gmm_minimum_distance_defaults_work(), raises=KeyError, strict=True,
-                   reason="spatialjax/gmm.py: minimum_distance options check raises KeyError 'iter_tol'")
 def test_toy_equilibrium_recovers_truth_with_exact_jacobian(tmp_path):
     """Minimum distance through the equilibrium: converges, every estimate within 2.5 SE of the
     truth, J does not reject, and the moment Jacobian G the estimator used (reverse mode through
