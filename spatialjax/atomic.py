@@ -42,6 +42,11 @@ def atomic_path(path, suffix: str | None = None) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp creates files readable by their owner only (0600); outputs get the usual
+        # permissions a plain open() would give them (0666 less the umask).
+        um = os.umask(0)
+        os.umask(um)
+        os.chmod(tmp, 0o666 & ~um)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
