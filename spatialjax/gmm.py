@@ -106,7 +106,7 @@ from spatialjax import atomic
 from spatialjax.errors import ParameterError
 from spatialjax.tables import format_kv, format_table
 
-__all__ = ["estimate", "minimum_distance", "Result", "WaldTest", "DeltaResult", "BootstrapResult",
+__all__ = ["estimate", "minimum_distance", "bootstrap", "Result", "WaldTest", "DeltaResult", "BootstrapResult",
            "WEIGHTINGS", "COV_TYPES", "OPTIMIZERS", "OPTIONS"]
 
 WEIGHTINGS = ("identity", "diagonal", "fixed", "two-step", "iterated", "cue")
@@ -1465,7 +1465,7 @@ def _assemble(prob: _Problem, drv_state, *, kind, weighting, cov_type, names, mn
         J = Q if efficient else float("nan")
         j_valid = efficient
     J_df = k - p
-    J_p = _chi2_sf(J, J_df) if (j_valid and final_ok) else float("nan")
+    J_p = _chi2_sf(J, J_df) if (j_valid and final_ok and status != "singular_S") else float("nan")
     # moments table
     if kind == "micro":
         data_m = np.zeros(k)
@@ -1784,3 +1784,10 @@ def minimum_distance(m: Callable, theta0, m_hat, *, W=None, cov_m_hat=None, boun
                      refit=refit, leafinfo=leafinfo,
                      se_reason=None if Om is not None else
                      "W is fixed and no cov_m_hat was given: standard errors are not available (NaN)")
+
+
+def bootstrap(result: Result, simulate: Callable, n_draws: int, key) -> BootstrapResult:
+    """Parametric bootstrap of an estimate: the same as ``result.bootstrap(simulate, n_draws, key)``."""
+    if not isinstance(result, Result):
+        raise ParameterError("result", f"must be a gmm.Result; got {type(result).__name__}")
+    return result.bootstrap(simulate, n_draws, key)

@@ -354,6 +354,36 @@ def test_log_bound_not_active_equals_unbounded(iv, two_step):
     np.testing.assert_allclose(rl.theta, two_step.theta, atol=1e-9)
 
 
+def test_singular_S_is_flagged_not_pseudo_inverted(iv):
+    def g_dup(th, d):  # the moment z1*e twice: S is exactly singular
+        m = g_iv(th, d)
+        return jnp.concatenate([m, m[:, 1:2]], axis=1)
+
+    r = gmm.estimate(g_dup, TH0, iv)
+    assert r.status == "singular_S" and not r.converged
+    assert "singular" in r.message
+    assert np.all(np.isnan(r.se_flat)) and np.isnan(r.J_pvalue)
+    assert [s["name"] for s in r.convergence["stages"]] == ["first"]  # no second step on a bad W
+    # the first step with the identity on 5 moments = weight 2 on the duplicated one
+    np.testing.assert_allclose(r.theta, closed_form(iv, np.diag([1.0, 2.0, 1.0, 1.0])), atol=1e-9)
+
+
+def test_bounds_as_pytree_and_callback(iv, two_step):
+    seen = []
+    r = gmm.estimate(g_iv, {"a": 0.5, "b": 0.5}, iv, bounds={"a": None, "b": (0.0, 10.0)},
+                     options={"callback": seen.append})
+    np.testing.assert_allclose(r.theta, two_step.theta, atol=1e-9)
+    assert r.transform_jacobian[0] == 1.0 and r.transform_jacobian[1] != 1.0
+    assert len(seen) == r.convergence["iterations"]
+    assert {"stage", "iteration", "objective", "grad_norm", "time_per_eval", "n_failed_evals"} <= set(seen[0])
+    assert seen[-1]["stage"] == "second"
+
+
+def test_iterated_max_rounds(iv):
+    r = gmm.estimate(g_iv, TH0, iv, weighting="iterated", options={"max_rounds": 1})
+    assert r.status == "max_rounds_reached" and not r.converged
+
+
 def test_active_bound_stays_inside(iv):
     r = gmm.estimate(g_iv, {"a": 0.5, "b": 0.5}, iv, weighting="identity", bounds={"b": (None, 1.5)})
     assert r.theta[1] == pytest.approx(1.5, abs=1e-7)  # the unconstrained estimate is ~2.03
