@@ -142,7 +142,7 @@ def test_replica_allocation_is_an_equilibrium_at_the_truth(committed):
     r = np.asarray(jt.residual(_y(ds, p), p))
     assert np.max(np.abs(r)) < 1e-8, f"{name}: equilibrium residual {np.max(np.abs(r)):.2e}"
     # interior: no city is (almost) empty of managers
-    assert ds.Lm.min() / ds.Lm.sum() > 1e-5
+    assert ds.Lm.min() / ds.Lm.sum() > 1e-6
     # masses in persons: residents add up to the real population of the clusters
     g = jd.geography(ds.N)
     assert (ds.Lm + ds.Lp).sum() == pytest.approx(g.population.sum(), rel=1e-9)
@@ -176,6 +176,33 @@ def test_housing_shifters_move_managers_strongly(committed):
     F = jd._ols_F(np.log(ds.Lm), X0, X1)
     assert F > 30, f"{name}: first-stage F = {F:.1f}"
     assert F == pytest.approx(ds.truth["stats"]["first_stage_F"], rel=1e-9)
+
+
+def test_gamma_is_identified_by_the_excluded_housing_shifters(committed):
+    """The restriction the estimation uses: with T_n inverted by (36), log T_n(gamma) = a_n - gamma theta
+    log L^m_n, a_n = theta(1-beta) log w_n - log sum_k (tau_nk w_k^beta)^(-theta); log T_n = z_n' pi + xi_n
+    with E[z xi] = 0. 2SLS of a_n on (1, log P, shifter, log L^m) with the housing shifters as
+    excluded instruments recovers gamma theta within its sampling error (3 standard errors)."""
+    name, ds = committed
+    tr = ds.truth["parameters"]
+    th, be, ga = tr["theta"], tr["beta"], tr["gamma"]
+    tau = ds.true_tau()
+    logS = np.log(np.sum((tau * ds.w[None, :] ** be) ** (-th), axis=1))
+    a = th * (1 - be) * np.log(ds.w) - logS
+    Z = pd.DataFrame(ds.Z, columns=ds.instrument_names)
+    ex = np.column_stack([np.ones(ds.N), Z["log_population"], Z["productivity_shifter"]])
+    X = np.column_stack([ex, np.log(ds.Lm)])
+    Zi = np.column_stack([ex, Z["land_unavailability"], Z["regulation"]])
+    Pz = Zi @ np.linalg.pinv(Zi)
+    Xh = Pz @ X
+    b = np.linalg.solve(Xh.T @ X, Xh.T @ a)
+    u = a - X @ b
+    V = (u @ u / (ds.N - X.shape[1])) * np.linalg.inv(Xh.T @ Xh)
+    se = np.sqrt(V[-1, -1])
+    assert abs(b[-1] - ga * th) < 3 * se, f"{name}: gamma theta {b[-1]:.4f} +- {se:.4f}, truth {ga * th:.4f}"
+    assert se < 0.5 * ga * th  # informative: gamma's standard error well below gamma
+    # OLS (log L^m treated as exogenous) is biased when xi moves L^m, so IV is needed; not asserted:
+    # at these draws the bias can be small.
 
 
 def test_link_counts_have_the_model_mean(committed):
@@ -213,21 +240,47 @@ def _slope31(income, city):
     return float((Xd * Yd).sum() / (Xd * Xd).sum())
 
 
+def _frechet_shape_mle(income, city):
+    """MLE of the common Frechet shape with a free scale per city: 1/pi is Weibull(kappa, 1/s_n);
+    the profile score in kappa is sum_n [n_n/kappa + sum log y - n_n sum y^kappa log y / sum y^kappa]."""
+    from scipy.optimize import brentq
+
+    y = 1.0 / income
+    ly = np.log(y)
+    groups = [np.flatnonzero(city == c) for c in np.unique(city)]
+
+    def score(k):
+        tot = 0.0
+        for g in groups:
+            yk = y[g] ** k
+            tot += len(g) / k + ly[g].sum() - len(g) * (yk * ly[g]).sum() / yk.sum()
+        return tot
+
+    return brentq(score, 0.2, 20.0)
+
+
 def test_manager_income_slope_is_theta_one_minus_beta(committed):
-    """(31): the slope is theta(1 - beta) = 1.93; checked against a parametric bootstrap of the
-    same estimator (same cities, same sample sizes), which gives its sampling error."""
+    """Incomes are Frechet (12) with shape theta(1 - beta) = 1.93: (a) the shape MLE with a scale per
+    city is within 4 asymptotic standard errors (sd = kappa sqrt(0.608 / n), the Weibull-shape
+    information) of 1.93; (b) the paper's (31) regression, -log(-log G(pi)) on log pi with city
+    fixed effects, agrees with a parametric bootstrap of the same estimator on the same cities
+    and sample sizes (4 bootstrap sd). That estimator is biased down by about 7% at ~30
+    managers per city (bootstrap mean ~1.80 for replica60), which the estimation layer must
+    correct or avoid."""
     name, ds = committed
     kappa = ds.truth["parameters"]["theta"] * (1 - ds.truth["parameters"]["beta"])
     assert kappa == pytest.approx(1.93)
+    k_mle = _frechet_shape_mle(ds.income, ds.income_city)
+    assert abs(k_mle - kappa) < 4 * kappa * np.sqrt(0.608 / ds.income.size), f"{name}: MLE shape {k_mle:.4f}"
     s = _slope31(ds.income, ds.income_city)
     rng = np.random.default_rng(0)
     Epi = np.asarray(ds.truth["Epi"])
     scale = Epi / gamma_fn(1 - 1 / kappa)
     boot = [_slope31(scale[ds.income_city] * (-np.log(rng.uniform(size=ds.income.size))) ** (-1 / kappa),
-                     ds.income_city) for _ in range(30)]
+                     ds.income_city) for _ in range(20)]
     mb, sb = np.mean(boot), np.std(boot, ddof=1)
-    assert abs(mb - kappa) < 0.05 * kappa  # the rank-regression estimator is nearly unbiased
     assert abs(s - mb) < 4 * sb, f"{name}: slope {s:.4f}, bootstrap {mb:.4f} +- {sb:.4f}"
+    assert 0.85 * kappa < mb < kappa  # the known downward bias of the rank regression, bounded
     # the per-city scale matches E[pi_n] of (13): mean income / E[pi_n] ~ 1
     ratio = pd.Series(ds.income / Epi[ds.income_city]).groupby(ds.income_city).mean()
     assert abs(np.median(ratio) - 1) < 0.15
@@ -433,3 +486,12 @@ def test_published_numbers_are_internally_consistent():
         assert _val("table4", "q_n", c) < 0 < _val("table4", "city_size_x_q_n", c)
     with pytest.raises(ParameterError, match="available"):
         jd.published("table99")
+
+
+def test_row_with_extra_field_names_its_line(copy60):
+    path = copy60 / "instruments.csv"
+    line = _first_data_line(path) + 2
+    lines = _lines(path)
+    lines[line - 1] += ",7.0"
+    path.write_text("\n".join(lines) + "\n")
+    _expect(copy60, "instruments.csv", line, "cannot parse")
