@@ -77,7 +77,7 @@ Inversions (differentiable, pure JAX): :func:`tau_from_counts` (33), :func:`inve
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
 import pathlib
 import types
@@ -714,6 +714,24 @@ def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shif
             rho0 = _ols(xH, logH)[1:]
             th0.update({n: float(v) for n, v in zip(rho_names, rho0)})
 
+    moments = _moment_fn(mode, gravity, tuple(sorted(fixed_j.items())), pi_names, rho_names, float(solve_tol),
+                         int(max_newton_steps))
+    meta.update(alpha=alpha, beta=beta, fixed=fixed_j, pi_names=pi_names, rho_names=rho_names, data=data,
+                prepared=d)
+    names = moment_names(meta)
+    return Problem(kind="micro", moments=moments, theta0=th0, data=d,
+                   bounds=bnds or None, estimator=dict(weighting="two-step", cov="robust"), moment_names=names,
+                   true_params=true_params, fixed={"alpha": alpha, "beta": beta, **fixed_j}, meta=meta,
+                   n_obs=meta["N"])
+
+
+@functools.lru_cache(maxsize=32)
+def _moment_fn(mode, gravity, fixed_items, pi_names, rho_names, solve_tol, max_newton_steps):
+    """The moment function ``g(theta, data)`` for a mode and fixed values: one function object per
+    setting, so that the estimator's compiled functions are reused across data sets of the same
+    shape (Monte Carlo)."""
+    fixed_j = dict(fixed_items)
+
     def g_inv(theta, dd):
         return inversion_moments({**{k: jnp.asarray(v) for k, v in fixed_j.items()}, **theta}, dd, gravity=gravity)
 
@@ -722,13 +740,7 @@ def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shif
                                      gravity=gravity, pi_names=pi_names, rho_names=rho_names, tol=solve_tol,
                                      max_steps=max_newton_steps)
 
-    meta.update(alpha=alpha, beta=beta, fixed=fixed_j, pi_names=pi_names, rho_names=rho_names, data=data,
-                prepared=d)
-    names = moment_names(meta)
-    return Problem(kind="micro", moments=g_inv if mode == "inversion" else g_full, theta0=th0, data=d,
-                   bounds=bnds or None, estimator=dict(weighting="two-step", cov="robust"), moment_names=names,
-                   true_params=true_params, fixed={"alpha": alpha, "beta": beta, **fixed_j}, meta=meta,
-                   n_obs=meta["N"])
+    return g_inv if mode == "inversion" else g_full
 
 
 def _load_data(cfg: dict, base_dir: pathlib.Path):
