@@ -87,7 +87,9 @@ from spatialjax.validation import check_finite, check_interval, check_positive
 
 __all__ = [
     "ForwardTypes", "Policies", "ForwardResult", "backout_types", "refine_types", "one_sided_types", "solve_forward",
-    "welfare",
+    "welfare", "welfare_gradient", "welfare_decomposition", "deregulation_policies", "tax_reform_policies",
+    "CounterfactualResult", "run_counterfactual", "recover_productivity", "ReducedFormRecovery",
+    "PAPER_COUNTERFACTUALS",
 ]
 
 # Section 4.4 and Appendix B.6 (printed numbers, in percent).
@@ -127,7 +129,7 @@ def _hermite(c, knots_c, knots_v, slopes):
     """Evaluate the cubic Hermite interpolant (C^1) at ``c`` (1-D), linear extrapolation outside."""
     mask, t, h = _segments(c, knots_c)
     inside = (t >= 0.0) & (t <= 1.0)
-    tt = jnp.clip(t, 0.0, 1.0)
+    tt = t   # no clip: evaluation points sit exactly on knots at the baseline, where clip's derivative is 1/2
     v0, v1, m0, m1 = knots_v[:-1][None, :], knots_v[1:][None, :], slopes[:-1][None, :], slopes[1:][None, :]
     val = ((2 * tt**3 - 3 * tt**2 + 1) * v0 + (tt**3 - 2 * tt**2 + tt) * h * m0 + (-2 * tt**3 + 3 * tt**2) * v1
            + (tt**3 - tt**2) * h * m1)
@@ -142,7 +144,6 @@ def _hermite_integral(c, knots_c, knots_v, slopes):
     seg = h_all * (0.5 * (knots_v[:-1] + knots_v[1:]) + h_all * (slopes[:-1] - slopes[1:]) / 12.0)
     cum = jnp.concatenate([jnp.zeros(1), jnp.cumsum(seg)[:-1]])
     mask, t, h = _segments(c, knots_c)
-    t = jnp.clip(t, 0.0, 1.0)
     H00 = t - t**3 + t**4 / 2
     H10 = t**2 / 2 - 2 * t**3 / 3 + t**4 / 4
     H01 = t**3 - t**4 / 2
@@ -261,7 +262,7 @@ def _business_one_sided(p, types, N):
     t, w = (jnp.asarray(v) for v in np.polynomial.legendre.leggauss(8))
     N0 = types.one_N0
     s = 0.5 * (N + N0)[:, None] + 0.5 * (N - N0)[:, None] * t[None, :]
-    cs = _hermite(jnp.log(s), types.one_logN, types.one_c, types.one_s)
+    cs = _hermite(jnp.log(s).reshape(-1), types.one_logN, types.one_c, types.one_s).reshape(s.shape)
     c0 = _hermite(jnp.log(N0), types.one_logN, types.one_c, types.one_s)
     prof = types.one_prof + (N * c - N0 * c0) - 0.5 * (N - N0) * jnp.sum(w[None, :] * cs, axis=1)
     return c, prof, c * N - prof
@@ -626,7 +627,7 @@ def _forward_core(params, types, pol, z0, tol, max_steps):
 
 
 def solve_forward(params, types: ForwardTypes, policies=None, *, z0=None, tol: float = 1e-11,
-                  max_steps: int = 60) -> ForwardResult:
+                  max_steps: int = 60, continuation: bool = True) -> ForwardResult:
     """Forward equilibrium of the quantitative model with types fixed (module docstring).
 
     Args:
@@ -637,6 +638,8 @@ def solve_forward(params, types: ForwardTypes, policies=None, *, z0=None, tol: f
             (scalars broadcast); ``None`` means the baseline policies.
         z0: warm start (a previous ``ForwardResult.z``); default the baseline allocation.
         tol: max-norm tolerance on the scaled residuals.
+        continuation: if Newton from ``z0`` fails, follow the policy homotopy from the baseline
+            policies (4, 16, then 64 steps) before reporting failure (outside ``jax.grad`` only).
 
     Returns:
         :class:`ForwardResult`, differentiable in ``params`` and ``policies`` by implicit
@@ -652,6 +655,23 @@ def solve_forward(params, types: ForwardTypes, policies=None, *, z0=None, tol: f
     if z0.shape != (4 * m + 1,):
         raise ParameterError("z0", f"must have shape ({4 * m + 1},); got {tuple(z0.shape)}")
     sol, o, Fz, W, ic = _forward_core(params, types, pol, z0, tol, max_steps)
+    if continuation and not bool(sol.converged):
+        # Homotopy in the policy: t = s * new + (1 - s) * baseline, warm-starting each step from the
+        # last; the step count doubles (up to 64) until every step converges.
+        base = types.base_policies
+        for steps in (4, 16, 64):
+            z, ok = jnp.asarray(z0), True
+            for k in range(1, steps + 1):
+                s = k / steps
+                pk = Policies(t_h=s * pol.t_h + (1 - s) * base.t_h, tau_w=s * pol.tau_w + (1 - s) * base.tau_w)
+                sk, *_ = _forward_core(params, types, pk, z, tol, max_steps)
+                if not bool(sk.converged):
+                    ok = False
+                    break
+                z = sk.value
+            if ok:
+                sol, o, Fz, W, ic = _forward_core(params, types, pol, z, tol, max_steps)
+                break
     blocks = {"worker indifference": Fz[:m - 1], "worker adding-up": Fz[m - 1:m], "firm indifference": Fz[m:2 * m - 1],
               "firm adding-up": Fz[2 * m - 1:2 * m], "housing clearing": Fz[2 * m:3 * m], "flow balance": Fz[3 * m:4 * m],
               "Pi definition": Fz[4 * m:]}
@@ -679,3 +699,358 @@ def welfare(params, types: ForwardTypes, policies=None, *, what: str = "welfare"
     if what == "output":
         return jnp.sum(types.land * o["output"])
     return jnp.sum(types.land * (o["C_r"] + o["C_v"]))
+
+
+# ---------------------------------------------------------------------------------------
+# Counterfactual policies (Section 4.4, Appendix B.6)
+# ---------------------------------------------------------------------------------------
+
+
+def deregulation_policies(types: ForwardTypes, *, lo: float = 0.9, ref: float = 0.5) -> Policies:
+    """Housing deregulation of Section 4.4: in the densest locations ``l in [lo, 1]`` the
+    regulation ``t_h(l)`` is set to its level at ``l = ref`` (the median location; linear
+    interpolation of the baseline schedule between bin centres); ``tau_w`` unchanged."""
+    if not (0.0 <= ref <= 1.0 and 0.0 <= lo < 1.0):
+        raise ParameterError("lo", f"need 0 <= lo < 1 and 0 <= ref <= 1; got lo={lo}, ref={ref}")
+    ctr = types.centers
+    t_h = np.asarray(types.base_t_h)
+    level = float(np.interp(ref, ctr, t_h))
+    new = np.where(ctr >= lo, np.minimum(t_h, level), t_h)
+    return Policies(t_h=jnp.asarray(new), tau_w=types.base_tau_w)
+
+
+def tax_reform_policies(types: ForwardTypes, *, intercept: float = -0.071, slope: float = -0.0026) -> Policies:
+    """Federal income tax reform of Appendix B.6 (TCJA): ``log(1 - tau_w) = intercept + slope log L``
+    with the 2019 estimates (B.2: -0.071, -0.0026; the 2017 baseline is -0.072, -0.0061), where
+    ``L`` is each location's *baseline* density (the rate is a fixed location characteristic);
+    ``t_h`` unchanged."""
+    tau = qm.income_tax_schedule(types.base_L, intercept=intercept, slope=slope)
+    return Policies(t_h=types.base_t_h, tau_w=jnp.asarray(tau))
+
+
+def _top_share(res: ForwardResult, what: str, lo: float = 0.9):
+    ctr = 0.5 * (np.asarray(res.edges)[:-1] + np.asarray(res.edges)[1:])
+    return float(np.sum(np.asarray(getattr(res, what))[ctr >= lo]))
+
+
+def _faced(res: ForwardResult, c):
+    """Index of the bin in which the worker of quantile ``c`` lives (``P`` cumulated)."""
+    C = np.concatenate([[0.0], np.cumsum(np.asarray(res.P))])
+    C = C / C[-1]
+    return np.clip(np.searchsorted(C, c, side="right") - 1, 0, len(C) - 2)
+
+
+def welfare_decomposition(params, types: ForwardTypes, base: ForwardResult, new: ForwardResult,
+                          n_types: int = 400) -> dict:
+    """Figure 6: the change in each worker's value ``rho V^u`` of (13) between two steady states,
+    decomposed by the outcomes that moved, per worker type (types fixed; quantile ``c`` on a grid
+    of ``n_types`` midpoints; ``c`` equals the worker's baseline location ``l``).
+
+    Components (each varies one group of outcomes *at the worker's new location* with
+    everything else at the baseline values she faced):
+
+    * ``firm_productivity``: the local firm type ``y`` (one-sided: local TFP ``Abar``);
+    * ``tightness``: ``theta`` (through ``lambda`` in ``A_w``);
+    * ``housing``: rents ``r``, the local housing-tax rebate ``T_r`` and the change in ``Pi``
+      due to landowners' and intermediaries' profits (the transfers tied to the two
+      congestion markets, Section 4.4's "reduction in transfers due to lower landowner profits");
+    * ``other``: the rest (the remaining change in ``Pi`` — firms' profits, income-tax
+      revenue, benefits —, the income tax schedule itself, and interactions), so that the
+      components add up to the total exactly.
+
+    Returns arrays (shape ``(n_types,)``, in percent of the population-mean baseline value) and
+    their means.
+    """
+    p = params
+    c = (np.arange(n_types) + 0.5) / n_types
+    x = np.asarray(_hermite(jnp.asarray(c), types.kc_w, types.kv_w, types.ks_w))
+    i0, i1 = _faced(base, c), _faced(new, c)
+    g = lambda res, k, i: np.asarray(getattr(res, k))[i]  # noqa: E731
+    pieces = {}
+    for tag, res, i in (("0", base, i0), ("1", new, i1)):
+        pieces[tag] = dict(y=g(res, "y", i), lam=g(res, "lam", i), r=g(res, "r", i), T_r=g(res, "T_r", i),
+                           tau=g(res, "tau_w", i), Pi=float(res.Pi))
+
+    def transfers(res):
+        o = _state(res.z, p, types, Policies(t_h=res.t_h, tau_w=res.tau_w))
+        return float(jnp.sum(types.land * (o["landowner"] + o["intermediary"])))   # per worker (M_w = 1)
+
+    dPi_h = transfers(new) - transfers(base)
+
+    def v(y, lam, r, T_r, tau, Pi):
+        A_w = np.asarray(qm.job_opportunities(p, jnp.asarray(y), jnp.asarray(lam)))
+        return r ** (-float(p.omega)) * ((1 - tau) * (float(p.b) + A_w) * x - float(p.h_bar) * r + Pi + T_r)
+
+    b0, b1 = pieces["0"], pieces["1"]
+    v0 = v(**b0)
+    scale = float(np.mean(v0)) / 100.0
+    total = (v(**b1) - v0) / scale
+    comp = {
+        "firm_productivity": (v(**{**b0, "y": b1["y"]}) - v0) / scale,
+        "tightness": (v(**{**b0, "lam": b1["lam"]}) - v0) / scale,
+        "housing": (v(**{**b0, "r": b1["r"], "T_r": b1["T_r"], "Pi": b0["Pi"] + dPi_h}) - v0) / scale,
+    }
+    comp["other"] = total - sum(comp.values())
+    out = {"c": c, "x": x, "total": total, **comp}
+    out["mean"] = {k: float(np.mean(out[k])) for k in ("total", *comp)}
+    return out
+
+
+@dataclasses.dataclass
+class CounterfactualResult:
+    """A counterfactual steady state against the baseline (both forward solves on the same grid),
+    optionally with the one-sided sorting benchmark (B.6).
+
+    ``metrics``: percent changes ``top_decile_density`` (workers in ``l in [0.9, 1]``: land is
+    fixed, so population and density change alike), ``top_decile_firms``, ``output``,
+    ``congestion``, ``welfare`` (utilitarian, all workers, employed and unemployed);
+    ``decomposition``: :func:`welfare_decomposition`; ``one_sided``: the same metrics for the
+    one-sided model (or ``None``); ``paper``: the printed numbers.
+    """
+
+    name: str
+    base: ForwardResult
+    new: ForwardResult
+    metrics: dict
+    decomposition: dict
+    one_sided: dict | None = None
+    one_sided_decomposition: dict | None = None
+    paper: dict | None = None
+
+    @property
+    def converged(self) -> bool:
+        ok = self.base.converged and self.new.converged
+        if self.one_sided is not None:
+            ok = ok and bool(self.one_sided["converged"])
+        return ok
+
+    @property
+    def status(self) -> str:
+        if self.converged:
+            return "successful"
+        bad = [f"{k}: {r.status}" for k, r in (("baseline", self.base), ("counterfactual", self.new)) if not r.converged]
+        if self.one_sided is not None and not self.one_sided["converged"]:
+            bad.append(f"one-sided: {self.one_sided['status']}")
+        return "failed (" + "; ".join(bad) + ")"
+
+    def table(self) -> list[tuple]:
+        P = self.paper or {}
+        rows = []
+        for key, label in (("top_decile_density", "top-decile density"), ("output", "aggregate output"),
+                           ("congestion", "congestion costs"), ("welfare", "utilitarian welfare")):
+            rows.append((label, P.get(key, float("nan")), self.metrics[key]))
+        if self.one_sided is not None:
+            rows.append(("one-sided: output", P.get("one_sided_output", float("nan")), self.one_sided["output"]))
+            rows.append(("one-sided: welfare", P.get("one_sided_welfare", float("nan")), self.one_sided["welfare"]))
+        return rows
+
+    def summary(self) -> str:
+        t = format_table(["change (%)", "paper", "ours"], self.table(), digits=3,
+                         title=f"Oh (2025) counterfactual: {self.name} (status {self.status})",
+                         notes=["ours: stand-in bin data and policy schedules (the paper prints neither); "
+                                "paper: Section 4.4 / Appendix B.6"])
+        d = self.decomposition["mean"]
+        dec = format_table(["component", "mean change in rho V^u (%)"],
+                           [(k, d[k]) for k in ("firm_productivity", "housing", "tightness", "other", "total")],
+                           digits=4, title="Figure 6 decomposition (two-sided, unemployed workers' values)")
+        return t + "\n" + dec
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "status": self.status, "converged": self.converged, "metrics": self.metrics,
+             "paper": self.paper, "decomposition_mean": self.decomposition["mean"],
+             "base": self.base.to_dict(), "new": self.new.to_dict()}
+        if self.one_sided is not None:
+            d["one_sided"] = {k: v for k, v in self.one_sided.items() if k not in ("base", "new")}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=True)
+
+
+def _metrics(base: ForwardResult, new: ForwardResult) -> dict:
+    pct = lambda a, b: 100.0 * (float(a) / float(b) - 1.0)  # noqa: E731
+    return {"top_decile_density": pct(_top_share(new, "P"), _top_share(base, "P")),
+            "top_decile_firms": pct(_top_share(new, "F"), _top_share(base, "F")),
+            "output": pct(new.output, base.output), "congestion": pct(new.congestion, base.congestion),
+            "welfare": 100.0 * (float(new.welfare) - float(base.welfare)) / abs(float(base.welfare))}
+
+
+def run_counterfactual(params, types: ForwardTypes, policies, *, name: str = "counterfactual",
+                       one_sided: ForwardTypes | None = None, paper: dict | None = None) -> CounterfactualResult:
+    """Solve the baseline and the counterfactual steady state (types fixed) and report the changes.
+
+    Args:
+        params: ``oh.Params``.
+        types: :class:`ForwardTypes` (two-sided).
+        policies: the counterfactual :class:`Policies` (e.g. :func:`deregulation_policies`).
+        one_sided: optional :func:`one_sided_types` on the same grid: the B.6 comparison under
+            the same policy change.
+        paper: printed numbers for the summary table (default by ``name`` from
+            :data:`PAPER_COUNTERFACTUALS`).
+    """
+    base = solve_forward(params, types)
+    new = solve_forward(params, types, policies, z0=base.z)
+    out = CounterfactualResult(name=name, base=base, new=new, metrics=_metrics(base, new),
+                               decomposition=welfare_decomposition(params, types, base, new),
+                               paper=paper if paper is not None else PAPER_COUNTERFACTUALS.get(name))
+    if one_sided is not None:
+        if not one_sided.one_sided or one_sided.m != types.m:
+            raise ParameterError("one_sided", "must be one_sided_types(...) on the same grid as types")
+        b1 = solve_forward(params, one_sided)
+        n1 = solve_forward(params, one_sided, policies, z0=b1.z)
+        out.one_sided = {**_metrics(b1, n1), "converged": b1.converged and n1.converged,
+                         "status": n1.status if b1.converged else b1.status, "base": b1, "new": n1}
+        out.one_sided_decomposition = welfare_decomposition(params, one_sided, b1, n1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Welfare gradients with respect to the policy schedules
+# ---------------------------------------------------------------------------------------
+
+
+def welfare_gradient(params, types: ForwardTypes, policies=None, *, what: str = "welfare") -> dict:
+    """Gradient of a forward-equilibrium outcome with respect to the policy schedules, bin by bin.
+
+    Returns ``{"t_h": dW/dt_h (m,), "tau_w": dW/dtau_w (m,), "value": W}`` by reverse-mode
+    automatic differentiation through the forward solve (implicit function theorem, checked
+    adjoint: NaN when the solve failed or the Jacobian is singular). A negative ``t_h`` entry
+    means that *deregulating* that location (lowering ``t_h``) raises ``what``.
+    """
+    pol = _policies(types, policies)
+
+    def f(th, tw):
+        return welfare(params, types, Policies(t_h=th, tau_w=tw), what=what)
+
+    val, (g_th, g_tw) = jax.value_and_grad(f, argnums=(0, 1))(pol.t_h, pol.tau_w)
+    return {"t_h": g_th, "tau_w": g_tw, "value": val}
+
+
+# ---------------------------------------------------------------------------------------
+# Section 5 / Appendix C.1: productivity from worker and firm fixed effects
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ReducedFormRecovery:
+    """Worker and firm productivity recovered from two-way fixed effects (Appendix C.1).
+
+    ``x`` = ``exp(log_x_fe)``; ``y`` the firm productivity implied by inverting
+    ``log y_fe = log(b + beta (rho~+lambda)(y - b)/(rho~ + beta lambda))``; both in the units of the
+    fixed effects (averages of the log fixed effects normalised to zero, footnote 42, so ``b``
+    is in the same units). ``b``, ``beta`` as given or calibrated to ``replacement_rate`` /
+    ``labor_share``; ``replacement_rate``, ``labor_share`` as implied at the result.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    b: float
+    beta: float
+    replacement_rate: float
+    labor_share: float
+    status: str = "successful"
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "successful"
+
+    def summary(self) -> str:
+        return format_kv([("status", self.status), ("b (fixed-effect units)", self.b), ("beta", self.beta),
+                          ("replacement rate", self.replacement_rate), ("labor share", self.labor_share),
+                          ("sd log x", float(np.std(np.log(self.x)))), ("sd log y", float(np.std(np.log(self.y))))],
+                         title="Productivity from fixed effects (Oh 2025, Appendix C.1)")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> dict:
+        return {"x": self.x.tolist(), "y": self.y.tolist(), "b": self.b, "beta": self.beta,
+                "replacement_rate": self.replacement_rate, "labor_share": self.labor_share, "status": self.status}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+def recover_productivity(log_x_fe, log_y_fe, lam, *, rho: float, delta: float, u=None, weights=None,
+                         b: float | None = None, beta: float | None = None, replacement_rate: float | None = None,
+                         labor_share: float | None = None) -> ReducedFormRecovery:
+    """Section 5's reduced-form recovery of ``x(l), y(l)`` from worker and firm fixed effects (C.1).
+
+    With ``rho/(rho+delta_v) = 0`` the wage (10) is ``w = x * yhat`` with
+    ``yhat = b + beta (rho~ + lambda)(y - b)/(rho~ + beta lambda)``, so worker fixed effects are
+    ``log x`` and the fixed effects of new jobs are ``log yhat`` (each up to a constant: the
+    paper normalises their averages to zero, footnote 42; the model is scale-invariant in
+    ``(y, b)`` jointly). Hence ``y = b + (yhat - b)(rho~ + beta lambda)/(beta (rho~ + lambda))``.
+
+    * ``b`` (in fixed-effect units) from the replacement rate
+      ``b E[x] / E[x yhat | employed]`` when ``replacement_rate`` is given (C.1);
+    * ``beta`` from the labour share ``E[x yhat | emp] / E[x y | emp]`` when ``labor_share``
+      is given (monotone in ``beta``: bisection in ``log beta`` on (1e-8, 1)).
+
+    Args:
+        log_x_fe, log_y_fe: ``(n,)`` location averages of worker / new-job fixed effects.
+        lam: ``(n,)`` job-arrival rates ``lambda(l) = delta (1-u)/u`` (observable).
+        rho, delta: discount and separation rates (``rho~ = rho + delta``).
+        u: ``(n,)`` unemployment rates for the employed weights (default ``delta/(delta+lam)``).
+        weights: ``(n,)`` population weights of the locations (default equal).
+        b, beta: given values; or pass ``replacement_rate`` / ``labor_share`` to calibrate them.
+    """
+    lx, ly, lam = (np.asarray(v, dtype=float) for v in (log_x_fe, log_y_fe, lam))
+    n = lx.shape[0]
+    for name, v in (("log_y_fe", ly), ("lam", lam)):
+        if v.shape != (n,):
+            raise ParameterError(name, f"must have shape ({n},) like log_x_fe; got {v.shape}")
+    check_finite("log_x_fe", lx)
+    check_finite("log_y_fe", ly)
+    check_positive("lam", lam)
+    check_positive("rho", rho)
+    check_positive("delta", delta)
+    if (b is None) == (replacement_rate is None):
+        raise ParameterError("b", "give exactly one of b and replacement_rate")
+    if (beta is None) == (labor_share is None):
+        raise ParameterError("beta", "give exactly one of beta and labor_share")
+    u = delta / (delta + lam) if u is None else np.asarray(u, dtype=float)
+    wts = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=float)
+    check_positive("weights", wts)
+    wts = wts / wts.sum()
+    x, yhat = np.exp(lx), np.exp(ly)
+    emp = wts * (1 - u)
+    mean_wage = np.sum(emp * x * yhat) / np.sum(emp)
+    if b is None:
+        check_interval("replacement_rate", replacement_rate, 0.0, None)
+        b = replacement_rate * mean_wage / np.sum(wts * x)
+    rt = rho + delta
+
+    def y_of(bt):
+        return b + (yhat - b) * (rt + bt * lam) / (bt * (rt + lam))
+
+    def ls_of(bt):
+        return np.sum(emp * x * yhat) / np.sum(emp * x * y_of(bt))
+
+    status = "successful"
+    if beta is None:
+        check_interval("labor_share", labor_share, 0.0, 1.0)
+        if np.any(yhat <= b):
+            raise ParameterError("log_y_fe", "new-job fixed effects must exceed b (yhat > b) for the inversion")
+        lo, hi = np.log(1e-8), 0.0
+        if not (ls_of(np.exp(lo)) < labor_share < ls_of(1.0)):
+            status = "labor_share_out_of_range"
+        else:
+            for _ in range(200):
+                mid = 0.5 * (lo + hi)
+                if ls_of(np.exp(mid)) < labor_share:
+                    lo = mid
+                else:
+                    hi = mid
+            beta = float(np.exp(0.5 * (lo + hi)))
+    if beta is None:
+        return ReducedFormRecovery(x=x, y=np.full(n, np.nan), b=float(b), beta=float("nan"),
+                                   replacement_rate=float(b * np.sum(wts * x) / mean_wage),
+                                   labor_share=float("nan"), status=status)
+    y = y_of(beta)
+    return ReducedFormRecovery(x=x, y=y, b=float(b), beta=float(beta),
+                               replacement_rate=float(b * np.sum(wts * x) / mean_wage),
+                               labor_share=float(ls_of(beta)), status=status)
