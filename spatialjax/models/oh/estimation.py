@@ -284,7 +284,8 @@ def make_moment_function(base: Params, profile: StandIn, *, fixed: dict | None =
     :class:`Params`, bins as :func:`bin_names`); names absent from ``theta`` come from
     ``fixed``, then from ``base`` / ``profile``. The inverse problem is solved at the
     parameter values of ``L``, ``u`` with the policies ``profile.t_h``, ``profile.tau_w`` and
-    ``profile.w1`` (data). ``ok`` is False when the inverse solve did not converge."""
+    ``profile.w1`` (data). ``ok`` is False when the inverse solve did not converge or its
+    schedules violate PAM (``InverseResult.converged``): the estimator rejects such steps."""
     n = int(profile.L.shape[0])
     Ln, un = bin_names(n)
     fixed = dict(fixed or {})
@@ -489,6 +490,7 @@ def report_at(theta: dict, *, country: str, base: Params, profile: StandIn, fixe
         "wage_premium_shares": {k: {"ours": shares[k], "paper": paper.get(k)}
                                 for k in ("worker_share", "firm_share", "tightness_share")},
         "replacement_x_labor_share": {"product": float(rl["product"]), "bound_b": float(rl["bound"]),
+                                      "paper_b": float(paper_params.b),
                                       "paper_model_row": float(tab.loc["replacement_rate", "model"]
                                                                * tab.loc["labor_share", "model"])},
         "weak_identification": weak or {},
@@ -530,9 +532,10 @@ def format_report(rep: dict) -> str:
     t3 = format_table(["quantity", "paper", "ours"], rows, title="At the estimates", digits=3)
     rl = rep["replacement_x_labor_share"]
     notes = [f"replacement rate x labour share = {rl['product']:.4f} <= b = {rl['bound_b']:.4f} "
-             f"(b E[x]/E[xy] with y >= 1); the paper's model row prints {rl['paper_model_row']:.4f}, "
-             "above its own b = 0.28: Tables 1 and 2 are inconsistent, so at Table 1's b the replacement "
-             "rate misses."]
+             f"(b E[x]/E[xy] with y >= 1); the paper's model row prints {rl['paper_model_row']:.4f}"
+             + (f", above its own b = {rl['paper_b']:.2f}: the paper's parameter and fit tables are inconsistent, "
+                "so at the paper's b the replacement rate misses." if rl["paper_model_row"] > rl["paper_b"] else
+                f" (<= the paper's b = {rl['paper_b']:.2f}).")]
     w = rep.get("weak_identification") or {}
     if w.get("flag"):
         notes.append(f"weakly identified direction: {w.get('text', '')} (firm congestion H_f, eta_f barely moves "
@@ -568,6 +571,9 @@ def _config_schema():
                               description="weak-identification threshold (eigenvalue ratio of the "
                                           "equilibrated information matrix)"),
             "figures": Spec("bool", default=True, description="write the Figure 3 and Figure 4 analogs"),
+            "fit_bins": Spec("bool", default=True,
+                             description="the bin values L_i, u_i are parameters and moments (the paper); "
+                                         "false: held at the stand-in, only the ten Table 2 moments"),
         },
     }
 
@@ -609,12 +615,15 @@ CONFIG_SCHEMA = _LazySchema()
 def PARAMETERS(cfg: dict) -> dict:  # noqa: N802 (protocol name)
     """Θ: the structural parameters (and T) and the bin values L_i, u_i (Section 4.2)."""
     n = int(cfg.get("model", {}).get("bins", 20))
+    fit_bins = bool(cfg.get("model", {}).get("fit_bins", True))
     desc = {"h_bar": "housing subsistence h̄", "omega": "housing share ω", "eta_w": "housing supply elasticity η_w",
             "b": "unemployment benefit b", "beta": "bargaining power β", "H_f": "business-services scale H_f",
             "eta_f": "business-services elasticity η_f", "T": "housing-tax scale T (estimated by the paper, "
                                                               "not listed in its Θ)"}
     Ln, un = bin_names(n)
     out = dict(desc)
+    if not fit_bins:
+        return out
     out.update({k: f"population density of bin {i + 1}" for i, k in enumerate(Ln)})
     out.update({k: f"unemployment rate of bin {i + 1}" for i, k in enumerate(un)})
     return out
@@ -638,19 +647,29 @@ def build_problem(cfg: dict, base_dir: Path):
     n = int(profile.L.shape[0])
     setup = parameter_setup(cfg)
     fixed = {k: float(v) for k, v in setup.fixed.items()}
+    mc = cfg["model"]
     m = make_moment_function(base, profile, fixed=fixed, housing_groups=c["housing_groups"])
     targets = np.asarray(load_targets(DATA_DIR / c["targets"])["target"], float)
-    m_hat = np.concatenate([targets, np.asarray(profile.L), np.asarray(profile.u)])
     Ln, un = bin_names(n)
+    if mc["fit_bins"]:
+        m_hat = np.concatenate([targets, np.asarray(profile.L), np.asarray(profile.u)])
+        W = weighting_matrix(m_hat, n)
+        mnames = list(MOMENT_KEYS) + Ln + un
+    else:
+        m_hat, W, mnames = targets, np.diag(1.0 / targets ** 2), list(MOMENT_KEYS)
+        m_bins = m
+
+        def m(theta):  # noqa: F811
+            v, ok = m_bins(theta)
+            return v[:len(MOMENT_KEYS)], ok
     bounds = {**BOUNDS, **{k: (0.0, None) for k in Ln}, **{k: (0.0, 1.0) for k in un}}
     bounds = {k: setup.bounds.get(k, bounds[k]) for k in setup.estimated}
-    mc = cfg["model"]
     return Problem(kind="minimum_distance", moments=m, theta0=setup.theta0, m_hat=m_hat,
-                   W=weighting_matrix(m_hat, n),
+                   W=W,
                    cov_m_hat=moment_covariance(m_hat, moment_rel_se=mc["moment_rel_se"], bin_rel_se=mc["bin_rel_se"]),
                    bounds=bounds, estimator={"weighting": "fixed",
                                              "options": {"optimizer": "lm", "weak_rtol": mc["weak_rtol"]}},
-                   moment_names=list(MOMENT_KEYS) + Ln + un, fixed=fixed,
+                   moment_names=mnames, fixed=fixed,
                    meta={"country": country, "base": base, "profile": profile, "standin": row,
                          "housing_groups": c["housing_groups"], "figures": mc["figures"]})
 
@@ -663,13 +682,19 @@ def report(problem, result, outdir: Path, *, progress: bool = False) -> dict:
 
     meta = problem.meta
     theta = {k: float(np.asarray(v)) for k, v in dict(result.params).items()}
+    outdir = Path(outdir)
+    try:
+        solve_at(theta, meta["base"], meta["profile"], fixed=problem.fixed)
+    except ParameterError as e:  # an estimate on the closed boundary of a parameter's range
+        msg = (f"Oh (2025) report: the model cannot be solved at the estimates ({e}); the estimator stopped on "
+               f"the boundary of the parameter space (status {getattr(result, 'status', '?')}). No figures.\n")
+        return {"oh_report.txt": atomic.write_text(outdir / "oh_report.txt", msg)}
     rep = report_at(theta, country=meta["country"], base=meta["base"], profile=meta["profile"], fixed=problem.fixed,
                     housing_groups=meta["housing_groups"], weak=dict(getattr(result, "weak_identification", {}) or {}))
     cse = conditional_se(result)
     for k, v in rep["parameters"].items():
         if k in cse:
             v["se_conditional"] = cse[k]
-    outdir = Path(outdir)
     written = {"oh_report.txt": atomic.write_text(outdir / "oh_report.txt", format_report(rep) + "\n")}
     doc = {k: v for k, v in rep.items() if k not in ("result", "params")}
     doc["weak_identification"] = {"flag": bool(doc["weak_identification"].get("flag", False)),
