@@ -261,6 +261,9 @@ def ppml_fixed_effects(X, xb, A, e_ref, *, tol: float = 1e-11, max_iter: int = 2
     return o, d, mu, err, it
 
 
+_ppml_jit = jax.jit(ppml_fixed_effects, static_argnames=("tol", "max_iter"))
+
+
 def _partial_fe(w, A, e_ref, xs):
     """Weighted (``w``, on the active pairs) FWL partialling of the regressors ``xs`` (K, N, N) on
     the origin and destination dummies."""
@@ -815,7 +818,7 @@ def calibrated_baseline(estimates: dict, data, *, check_tol: float = 1e-8):
     ref = int(np.argmax((A * np.asarray(data.X)).sum(axis=0)))
     xs = gravity_design(jnp.asarray(data.dist), jnp.asarray(data.q))
     b = jnp.asarray([-e["theta"] * e["delta_d"], -e["theta"] * e["delta_I"]])
-    o, dd, _, err, _ = ppml_fixed_effects(X, jnp.tensordot(b, xs, axes=1), jnp.asarray(A), jnp.asarray(np.eye(N)[ref]))
+    o, dd, _, err, _ = _ppml_jit(X, jnp.tensordot(b, xs, axes=1), jnp.asarray(A), jnp.asarray(np.eye(N)[ref]))
     lam = np.asarray(destination_pair_cost(X, o, dd, e["theta"]))
     off = 1 - np.eye(N)
     base = e["delta_d"] * np.asarray(xs[0]) + e["delta_I"] * np.asarray(xs[1])
@@ -825,13 +828,15 @@ def calibrated_baseline(estimates: dict, data, *, check_tol: float = 1e-8):
     log_lam = (log_tau - base) * off
     tau = np.exp(log_tau)
     w, Lm = jnp.asarray(data.w), jnp.asarray(data.Lm)
+    a = jnp.asarray  # 0-d arrays, not Python floats: jit does not specialise (recompile) on values
     T = jt.invert_technology(alpha, beta, e["theta"], e["gamma"], jnp.asarray(tau), w, Lm)
-    p0 = jt.Params(alpha=alpha, beta=beta, theta=e["theta"], gamma=e["gamma"], T=T, tau=jnp.asarray(tau),
-                   H=jnp.ones(N), Lm_total=float(np.sum(data.Lm)), Lp_total=1.0)
+    p0 = jt.Params(alpha=a(alpha), beta=a(beta), theta=a(e["theta"]), gamma=a(e["gamma"]), T=T, tau=jnp.asarray(tau),
+                   H=jnp.ones(N), Lm_total=a(float(np.sum(data.Lm))), Lp_total=a(1.0))
     out = jt.equilibrium_objects(p0, w, Lm)
     H = invert_housing(alpha, out.W, w)
-    params = jt.Params(alpha=alpha, beta=beta, theta=e["theta"], gamma=e["gamma"], T=T, tau=jnp.asarray(tau), H=H,
-                       Lm_total=float(np.sum(data.Lm)), Lp_total=float(np.sum(np.asarray(out.Lp))))
+    params = jt.Params(alpha=a(alpha), beta=a(beta), theta=a(e["theta"]), gamma=a(e["gamma"]), T=T,
+                       tau=jnp.asarray(tau), H=H, Lm_total=a(float(np.sum(data.Lm))),
+                       Lp_total=a(float(np.sum(np.asarray(out.Lp)))))
     y_data = jt._y_from_data(params, w, Lm)
     res = float(jnp.max(jnp.abs(jt.residual(y_data, params))))
     if not res < check_tol:
