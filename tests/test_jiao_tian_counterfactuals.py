@@ -367,3 +367,22 @@ def test_run_all_writes_every_output(base, tmp_path):
         assert paths[k].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "model-generated on real US geography" in paths["paper_comparison_txt"].read_text()
     assert not list(tmp_path.glob(".*.tmp-*"))  # atomic writes leave no temporaries
+
+
+def test_costs_at_the_bound_stay_at_one(base):
+    """Pairs with tau_nc = 1 (the bound; the calibration clips fitted log tau < 0 there) cannot get
+    cheaper: the digital divide and the gradient map keep them at 1 instead of building an
+    invalid tau < 1 (which jt.Params rejects)."""
+    logtau = np.asarray(jnp.log(base.params.tau)).copy()
+    q = np.asarray(base.q)
+    i, j = int(np.argmin(q)), int(np.argsort(q)[1])  # both under-served: the policy lowers their cost
+    logtau[i, j] = logtau[j, i] = 0.0
+    pr = base.params
+    b2 = cf.baseline_from_allocation(alpha=pr.alpha, beta=pr.beta, theta=pr.theta, gamma=pr.gamma, dist=base.dist,
+                                     q=base.q, delta_d=base.delta_d, delta_I=base.delta_I, w=base.sol.w,
+                                     Lm=base.sol.Lm, tau=jnp.exp(jnp.asarray(logtau)))
+    assert b2.sol.status == "successful" and float(b2.params.tau[i, j]) == 1.0
+    r = cf.digital_divide(b2, steps=2)
+    assert r.status == "successful" and r.settings["n_bounded"] == 2
+    wg = cf.welfare_gradient(b2, fd_cities=[i])
+    assert wg.fd_check[0]["rel_err"] < 1e-5

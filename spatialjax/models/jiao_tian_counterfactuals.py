@@ -590,7 +590,8 @@ class CounterfactualResult:
                  s_reached=self.s_reached, effect_sign=self.effect_sign, slope=self.slope, slope_se=self.slope_se,
                  intercept=self.intercept, r2=self.r2, d_log_Uw=self.d_log_Uw, d_log_Um=self.d_log_Um,
                  workers_pct=self.workers_pct, managers_pct=self.managers_pct, n_solves=self.n_solves,
-                 seconds=self.seconds, settings=dict(self.settings), decomposition=self.decomposition,
+                 seconds=self.seconds, settings={k: v for k, v in self.settings.items() if k != "A_eff"},
+                 decomposition=self.decomposition,
                  gradients=self.gradients, delta_se=self.delta_se, paper=self.paper, path=self.path)
         return d
 
@@ -764,6 +765,17 @@ def _no_internet_shock(q, delta_I):
     return _offdiag(-_a(delta_I) * jnp.outer(q, q))
 
 
+def _bounded_shock(params: jt.Params, dl):
+    """The shock ``dl`` to log tau with iceberg costs kept >= 1 (tau_nc = 1 is a bound, e.g. pairs the
+    calibration clipped): log tau_1 = max(log tau_0 + dl, 0). Returns ``(dl_eff, n_bounded)``, the
+    number of pairs where the bound binds (log tau(s) stays >= 0 along the path: a convex combination)."""
+    logtau0 = _offdiag(jnp.log(params.tau))
+    dl = _offdiag(_a(dl))
+    binds = (logtau0 + dl) < 0
+    eff = jnp.where(binds, -logtau0, dl)
+    return _offdiag(eff), int(jnp.sum(_offdiag(binds.astype(F64))))
+
+
 def no_internet(b: Baseline, *, steps: int = 4, delta_I: float | None = None, epsilon: float = 0.0,
                 params0=None, y_base=None, name: str | None = None, **kw) -> CounterfactualResult:
     """Section 5.3 (Tables 7-8; Table 12 with ``epsilon`` > 0): the economy without the internet term
@@ -777,11 +789,15 @@ def no_internet(b: Baseline, *, steps: int = 4, delta_I: float | None = None, ep
     name = name or ("no_internet" if not epsilon else "no_internet_elastic_housing")
     desc = "no internet, log tau~ = log tau - delta^I q_n q_c" + (f" (elastic housing, eps = {epsilon:g})"
                                                                   if epsilon else "")
-    return run_counterfactual(b, _no_internet_shock(b.q, dI), name=name, description=desc, effect_sign=-1,
+    dl, nb = _bounded_shock(b.params if params0 is None else params0, _no_internet_shock(b.q, dI))
+    kw.setdefault("settings", {})
+    return run_counterfactual(b, dl, name=name, description=desc, effect_sign=-1,
                               steps=steps, epsilon=epsilon, decompose=not epsilon, params0=params0, y_base=y_base,
                               paper=paper, settings=dict(gamma=float(b.params.gamma if params0 is None
                                                                      else params0.gamma), delta_I=dI,
-                                                         shock=("no_internet" if params0 is None else "other")),
+                                                         shock=("no_internet" if params0 is None else "other"),
+                                                         n_bounded=nb, A_eff=(np.asarray(dl) / dI if (dI and nb) else None),
+                                                         **kw.pop("settings")),
                               **kw)
 
 
@@ -844,13 +860,14 @@ def digital_divide(b: Baseline, *, quantile: float = 0.25, target: float | None 
     """Section 5.4 (Figure 8): raise q_n of cities below the ``quantile`` of q to ``target`` (default: the
     median q), log tau_nc -> log tau_nc + delta^I (q1_n q1_c - q_n q_c); counterfactual minus baseline."""
     q1 = _a(digital_divide_q(b.q, quantile, target))
-    dl = _offdiag(b.delta_I * (jnp.outer(q1, q1) - jnp.outer(b.q, b.q)))
+    dl, nb = _bounded_shock(b.params, b.delta_I * (jnp.outer(q1, q1) - jnp.outer(b.q, b.q)))
     r = run_counterfactual(b, dl, name="digital_divide", effect_sign=+1, steps=steps,
                            description=f"q_n below the {quantile:g} quantile raised to "
                                        f"{'the median' if target is None else f'{target:g}'}",
                            paper={k: PAPER["digital_divide"][k] for k in ("slope", "workers", "managers")},
                            settings=dict(gamma=float(b.params.gamma), delta_I=b.delta_I, quantile=quantile,
-                                         shock="digital_divide",
+                                         shock="digital_divide", n_bounded=nb,
+                                         A_eff=(np.asarray(dl) / b.delta_I if (b.delta_I and nb) else None),
                                          target=float(np.max(np.asarray(q1)[np.asarray(q1) != np.asarray(b.q)]))
                                          if bool(np.any(np.asarray(q1) != np.asarray(b.q))) else float("nan"),
                                          n_upgraded=int(np.sum(np.asarray(q1) != np.asarray(b.q)))), **kw)
@@ -917,7 +934,10 @@ class WelfareGradientResult:
 
 
 def _tau_of_q(logtau0, q0, delta_I, q):
-    return jnp.exp(_offdiag(logtau0 + delta_I * (jnp.outer(q, q) - jnp.outer(q0, q0))))
+    """tau(q): log tau_nc + delta^I (q_n q_c - q0_n q0_c) for pairs above the bound tau = 1; pairs at
+    the bound (tau_nc = 1, e.g. clipped by the calibration) stay there (their derivative is 0)."""
+    free = (logtau0 > 0).astype(logtau0.dtype)
+    return jnp.exp(_offdiag(logtau0 + free * delta_I * (jnp.outer(q, q) - jnp.outer(q0, q0))))
 
 
 def _welfare_of_q(q, params, q0, delta_I, y0):
@@ -1033,7 +1053,11 @@ def headline_gradients(b: Baseline, res: CounterfactualResult, *, cov=None, para
         return res
     eps = float(res.settings.get("epsilon", 0.0) or 0.0)
     dI = float(res.settings.get("delta_I", b.delta_I))
-    if res.settings["shock"] == "digital_divide":
+    # the shock is delta_I * A; where the bound tau >= 1 binds, A_eff holds the binding pairs' shift
+    # fixed (a kink: the derivative is the one-sided one with the bound's pairs held)
+    if res.settings.get("A_eff") is not None:
+        A = _a(res.settings["A_eff"])
+    elif res.settings["shock"] == "digital_divide":
         q1 = _a(res.settings["q_policy"])
         A = jnp.outer(q1, q1) - jnp.outer(b.q, b.q)
     else:
