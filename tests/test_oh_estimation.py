@@ -132,8 +132,11 @@ def test_recovery_and_weak_identification_of_firm_congestion(us):
     assert d["H_f"] + d["eta_f"] > 0.9
     assert np.all(np.isnan(np.asarray(r.se_flat)))
     est_p = {k: float(np.asarray(v)) for k, v in dict(r.params).items()}
-    for k in ("h_bar", "omega", "eta_w", "b", "beta", "T"):
+    for k in ("h_bar", "omega", "eta_w", "b", "beta"):
         assert est_p[k] == pytest.approx(truth[k], rel=2e-3), k
+    # T enters only through (H/T)^{t_h} with t_h <= 0.085: recovered to 1% (its SE at the
+    # estimates is more than half its value, see the report)
+    assert est_p["T"] == pytest.approx(truth["T"], rel=1e-2)
     assert float(r.objective) < 1e-10
     # the firm-congestion columns of G are orders of magnitude below the others (elasticities)
     G = np.asarray(r.G)
