@@ -502,10 +502,10 @@ REPLICA_DEFAULTS: dict[str, Any] = dict(
     # pair costs lambda_c = lam0 - psi (log P_c - mean log P) for n != c (destination component)
     lam0=0.3, psi=0.15,
     # log T_n = const + pi_size (log P_n - mean) + pi_shift z_n + xi_n, xi ~ N(0, sd_xi^2)
-    pi_size=0.0595, pi_shift=0.05, sd_xi=0.08,
+    pi_size=0.0595, pi_shift=0.05, sd_xi=0.04,
     # managers: log L^m_n = log(s_n P_n) + rho_land land_n + rho_reg reg_n + sd_m e_n (+ const),
     # s_n = logistic(logit(skill_share) + skill_size (log P_n - mean) + skill_noise e'_n)
-    skill_size=0.08, skill_noise=0.05, rho_land=-0.20, rho_reg=-0.20, sd_m=0.10,
+    skill_size=0.08, skill_noise=0.05, rho_land=-0.30, rho_reg=-0.30, sd_m=0.10,
     links_per_manager=6.0e-3,  # M in X_nc ~ Poisson(M L^m_n x_nc)
     incomes_min=30, incomes_extra_per_city=20,  # n_n = min + floor(extra N L^m_n / L^m)
 )
