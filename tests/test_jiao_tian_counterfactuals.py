@@ -386,3 +386,37 @@ def test_costs_at_the_bound_stay_at_one(base):
     assert r.status == "successful" and r.settings["n_bounded"] == 2
     wg = cf.welfare_gradient(b2, fd_cities=[i])
     assert wg.fd_check[0]["rel_err"] < 1e-5
+
+
+def test_printed_numbers_match_the_published_tables():
+    """cf.PAPER (the comparison column) against data_moments/jiao_tian/published (typed from the paper
+    independently by the data layer)."""
+    from spatialjax.models import jiao_tian_data as jd
+
+    def v(table, quantity, column):
+        df = jd.published(table)
+        return float(df[(df["quantity"] == quantity) & (df["column"] == column)]["value"].iloc[0])
+
+    P = cf.PAPER
+    assert P["no_internet"]["slope"] == v("table7", "city_size", "1")
+    assert P["no_internet"]["slope_state_fe"] == v("table7", "city_size", "2")
+    for who in ("workers", "managers"):
+        assert P["no_internet"][who] == v("table8", "total", who)
+        assert P["decomposition"][f"direct_{who}"] == v("table8", "direct_fragmentation_cost", who)
+        assert P["decomposition"][f"reorg_{who}"] == v("table8", "spatial_reorganization", who)
+        assert P["digital_divide"][who] == v("text", f"digital_divide_{who}_welfare", "Section 5.4")
+        assert P["elastic_housing"][who] == v("text", f"elastic_housing_{who}_welfare", "Appendix K")
+    for g, (sl, w, m) in P["gamma"].items():
+        col = f"{g:.3f}"
+        assert (sl, w, m) == (v("table10", "slope", col), v("table10", "workers_welfare", col),
+                              v("table10", "managers_welfare", col))
+    for d, (sl, w, m) in P["delta_I"].items():
+        col = f"{d:.3f}"
+        assert (sl, w, m) == (v("table11", "slope", col), v("table11", "workers_welfare", col),
+                              v("table11", "managers_welfare", col))
+    assert P["elastic_housing"]["slope"] == v("table12", "city_size", "1")
+    assert P["digital_divide"]["slope"] == v("text", "digital_divide_slope", "Section 5.4 / Figure 8")
+    # Table 8 adds up in log points (direct + reorganisation = total), the unit we compare in
+    for who in ("workers", "managers"):
+        assert P["decomposition"][f"direct_{who}"] + P["decomposition"][f"reorg_{who}"] == pytest.approx(
+            P["no_internet"][who], abs=1e-12)

@@ -85,7 +85,7 @@ __all__ = [
     "baseline_from_allocation", "synthetic_baseline", "recalibrate", "no_internet", "sensitivity_gamma",
     "sensitivity_delta_I", "digital_divide", "run_counterfactual", "welfare_decomposition", "elastic_residual",
     "elastic_jacobian", "solve_elastic", "elastic_params", "welfare_gradient", "headline_gradients",
-    "delta_method_se", "paper_comparison", "run_all", "validate_config", "ols_slope",
+    "delta_method_se", "paper_comparison", "run_all", "validate_config", "ols_slope", "digital_divide_q",
 ]
 
 F64 = jnp.float64
