@@ -232,6 +232,11 @@ class CustomDistribution(eqx.Module):
     def icdf(self, p):
         if self.icdf_fn is not None:
             return self.icdf_fn(p)
+        if not is_traced(p):
+            return _custom_icdf_jit(self, jnp.asarray(p, dtype=jnp.float64))
+        return self._icdf_bisect(p)
+
+    def _icdf_bisect(self, p):
         lo, hi = jax.lax.stop_gradient(self.lo), jax.lax.stop_gradient(self.hi)
         p0 = jax.lax.stop_gradient(p)
         x0 = jax.vmap(lambda pi: bisect(lambda x: self.cdf_fn(x) - pi, lo, hi, iters=60))(jnp.ravel(p0)).reshape(jnp.shape(p))
@@ -239,6 +244,8 @@ class CustomDistribution(eqx.Module):
         # one Newton step at the converged quantile carries the implicit derivative
         return x0 - (self.cdf_fn(x0) - p) / self.pdf_fn(x0)
 
+
+_custom_icdf_jit = eqx.filter_jit(lambda dist, p: dist._icdf_bisect(p))
 
 _DISTS = (Uniform, TruncatedLognormal, Pareto, CustomDistribution)
 
@@ -680,6 +687,18 @@ class TheoryResult(_Report):
     def net_output(self):
         return self.output - self.congestion
 
+    def wage_schedule(self, x):
+        """Wage w(x, y(ell), ell) of a worker of type x matched with the local firm type in each cell, from
+        the bargaining solution (3)/(A.1): (1-beta) b x + beta x y + (1-beta) A_w (x - B_w)
+        - beta A_f (y - b - B_f), A_f = (rho/delta_v) Abar_f. ``x`` scalar or shape (n,); returns (n,).
+        At x = x(ell) it is (10), ``self.wage``."""
+        p = self.params
+        beta, b = float(p.beta), float(p.b)
+        A_f = float(p.rho) / float(p.delta_v) * self.Af_bar
+        y = self.ye
+        return ((1 - beta) * b * x + beta * x * y + (1 - beta) * self.A_w * (x - self.B_w)
+                - beta * A_f * (y - b - self.B_f))
+
     @property
     def urban_wage_premium(self):
         """Elasticity of the wage w.r.t. population density across locations: the OLS slope of
@@ -1009,14 +1028,19 @@ def transfers(params: TheoryParams, planner: TheoryResult) -> dict:
     to zero (int t_w L = 0, int t_f N = 0: the budget balances side by side).
 
     Returns dict(ell, t_w, t_f) (shape (n,)); decreasing in ell when Proposition 3 holds."""
-    p = params
-    s, h = _state_dict(p, jnp.asarray(planner.state.z))
+    tw, tf = _transfer_arrays(params, jnp.asarray(planner.state.z))
+    return dict(ell=np.asarray(planner.ell), t_w=np.asarray(tw), t_f=np.asarray(tf))
+
+
+@eqx.filter_jit
+def _transfer_arrays(p, z):
+    s, h = _state_dict(p, z)
     gw, gf = _sorting_gaps(p, s)
     tw = jnp.concatenate([jnp.zeros(1), jnp.cumsum(-gw)])
     tf = jnp.concatenate([jnp.zeros(1), jnp.cumsum(-gf)])
     tw = tw - jnp.sum(tw * s["L"]) / jnp.sum(s["L"])
     tf = tf - jnp.sum(tf * s["N"]) / jnp.sum(s["N"])
-    return dict(ell=np.asarray(planner.ell), t_w=np.asarray(tw), t_f=np.asarray(tf))
+    return tw, tf
 
 
 def solve_with_transfers(params: TheoryParams, t_w, t_f, *, n_grid: int | None = None, start=None,
