@@ -373,8 +373,10 @@ def backout_types(params, inverse) -> ForwardTypes:
 
 def refine_types(types: ForwardTypes, k: int) -> ForwardTypes:
     """Split every bin into ``k`` sub-bins of equal land (``m -> k m``). Types, the land of every
-    baseline bin, normalisations, policies and (one-sided) local TFP are piecewise constant per
-    baseline bin: refinement changes only the discretisation."""
+    baseline bin (piecewise constant) and the normalisations are unchanged; the location
+    characteristics (policies ``t_h``, ``tau_w``, the baseline density used by the tax schedule,
+    one-sided local TFP) are interpolated linearly in ``l`` between the baseline bin centres
+    (constant beyond the outer centres). At ``k = 1`` nothing changes."""
     if int(k) != k or k < 1:
         raise ParameterError("k", f"refinement factor must be a positive integer; got {k}")
     k = int(k)
@@ -383,10 +385,17 @@ def refine_types(types: ForwardTypes, k: int) -> ForwardTypes:
     rep = lambda v: jnp.repeat(v, k)  # noqa: E731
     e = np.asarray(types.edges)
     edges = np.concatenate([np.linspace(e[i], e[i + 1], k + 1)[:-1] for i in range(len(e) - 1)] + [[e[-1]]])
+    ctr0 = 0.5 * (e[:-1] + e[1:])
+    ctr = 0.5 * (edges[:-1] + edges[1:])
+    # location characteristics (policies, baseline density, one-sided TFP): linear between the
+    # coarse bin centres. Piecewise-constant steps would make the slope of the worker value in x
+    # jump down where tau_w jumps up, breaking single crossing (global IC) at the step.
+    lin = lambda v: jnp.asarray(np.interp(ctr, ctr0, np.asarray(v)))  # noqa: E731
     return dataclasses.replace(
         types, land=rep(types.land) / k, edges=jnp.asarray(edges), base_P=rep(types.base_P) / k,
-        base_F=rep(types.base_F) / k, base_r=rep(types.base_r), base_log_theta=rep(types.base_log_theta), base_t_h=rep(types.base_t_h),
-        base_tau_w=rep(types.base_tau_w), base_L=rep(types.base_L), Abar=rep(types.Abar),
+        base_F=rep(types.base_F) / k, base_r=rep(types.base_r), base_log_theta=rep(types.base_log_theta),
+        base_t_h=lin(types.base_t_h), base_tau_w=lin(types.base_tau_w),
+        base_L=jnp.exp(lin(np.log(np.asarray(types.base_L)))), Abar=lin(types.Abar),
         one_prof=rep(types.one_prof), one_N0=rep(types.one_N0))
 
 
@@ -683,22 +692,26 @@ def solve_forward(params, types: ForwardTypes, policies=None, *, z0=None, tol: f
         sigma_min=sol.sigma_min, ic_violation=ic, edges=types.edges, solve=sol, t_h=pol.t_h, tau_w=pol.tau_w)
 
 
-def welfare(params, types: ForwardTypes, policies=None, *, what: str = "welfare") -> jax.Array:
+def welfare(params, types: ForwardTypes, policies=None, *, what: str = "welfare", max_steps: int = 60) -> jax.Array:
     """A scalar outcome of the forward equilibrium: ``"welfare"`` (utilitarian), ``"output"`` or
     ``"congestion"``; differentiable in ``policies``/``params`` through the solve (implicit
-    differentiation; NaN where the solve failed)."""
+    differentiation). Newton from the baseline allocation, no continuation (it must trace under
+    ``jax.grad``): NaN value and gradient where that solve does not converge."""
     if what not in ("welfare", "output", "congestion"):
         raise ParameterError("what", f"must be 'welfare', 'output' or 'congestion'; got {what!r}")
     pol = _policies(types, policies)
     m = types.m
     z0 = _z_base(types)
-    sol, o, _, W, _ = _forward_core(params, types, pol, z0, 1e-11, 60)
+    sol, o, _, W, _ = _forward_core(params, types, pol, z0, 1e-11, max_steps)
     del m
     if what == "welfare":
-        return W
-    if what == "output":
-        return jnp.sum(types.land * o["output"])
-    return jnp.sum(types.land * (o["C_r"] + o["C_v"]))
+        v = W
+    elif what == "output":
+        v = jnp.sum(types.land * o["output"])
+    else:
+        v = jnp.sum(types.land * (o["C_r"] + o["C_v"]))
+    # no silent failure: a solve that did not converge gives NaN (and, by solve_root, NaN gradients)
+    return jnp.where(sol.converged, v, jnp.nan)
 
 
 # ---------------------------------------------------------------------------------------
@@ -912,7 +925,8 @@ def run_counterfactual(params, types: ForwardTypes, policies, *, name: str = "co
 # ---------------------------------------------------------------------------------------
 
 
-def welfare_gradient(params, types: ForwardTypes, policies=None, *, what: str = "welfare") -> dict:
+def welfare_gradient(params, types: ForwardTypes, policies=None, *, what: str = "welfare",
+                     max_steps: int = 60) -> dict:
     """Gradient of a forward-equilibrium outcome with respect to the policy schedules, bin by bin.
 
     Returns ``{"t_h": dW/dt_h (m,), "tau_w": dW/dtau_w (m,), "value": W}`` by reverse-mode
@@ -923,7 +937,7 @@ def welfare_gradient(params, types: ForwardTypes, policies=None, *, what: str = 
     pol = _policies(types, policies)
 
     def f(th, tw):
-        return welfare(params, types, Policies(t_h=th, tau_w=tw), what=what)
+        return welfare(params, types, Policies(t_h=th, tau_w=tw), what=what, max_steps=max_steps)
 
     val, (g_th, g_tw) = jax.value_and_grad(f, argnums=(0, 1))(pol.t_h, pol.tau_w)
     return {"t_h": g_th, "tau_w": g_tw, "value": val}
