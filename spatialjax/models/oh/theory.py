@@ -50,6 +50,20 @@ evaluates the paper's closed-form derivatives (Hosios epsilon_lambda = 1 - beta 
 one-sided sorting economy (homogeneous firms, local TFP Abar(ell) = y(ell)/y0, business-services
 cost backed out from the cross-section) and solves it forward.
 
+**Checked against the paper (tests in tests/test_oh_theory.py).** (i) The bargaining wage (3)/(A.1)
+at the local types reduces to (10). (ii) At the planner's optimum (A.12) -- (11) with C'' -- and the
+second condition *without* the factor epsilon_lambda vanish at O(h^2) under refinement, while the
+printed (A.13) keeps a residual of about 11 % of its left-hand side (the MODELS.md misprint,
+confirmed). (iii) A.6 prints the nationwide wage as w(x_min) + int y(Q_w^{-1}(x)) dx; y is a function
+of ell = Q_w(x), so it is y(Q_w(x)) (used here). (iv) Corollary 1's closed-form transfer slopes match
+the transfers computed from the discrete sorting conditions at Hosios with b = 0; the location-only
+transfers implement every first-order condition, but at the default economy they are *not* globally
+incentive compatible, not even at Hosios: the lowest firm types would move to a cell where they do
+not hire (negative surplus, the max{., 0} in (5)) and pay less overhead net of the transfer.
+(v) Proposition 3 holds in aggregate (Phi > 0 everywhere in equilibrium, higher congestion, lower net
+output); per type it holds at Hosios, but at beta = 0.1 the lowest ~4 % of worker types sit lower in
+the equilibrium than in the optimum.
+
 Values are flow values (rho V); Pi (a lump sum common to all workers) is omitted since it does not
 affect any location choice.
 """
