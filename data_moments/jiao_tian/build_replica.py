@@ -28,6 +28,10 @@ def build(name: str):
     print(rep.summary())
     s = rep.truth["solve"]
     share = s["min_Lm"] / rep.truth["parameters"]["Lm_total"]
+    own = rep.links[rep.links["origin"] == rep.links["destination"]]
+    if len(own) < rep.geography.N:
+        raise SystemExit(f"{name}: not written: {rep.geography.N - len(own)} cities have no own-city link "
+                         "(X_nn = 0), which eq. (33) cannot use; choose another seed or a larger M")
     if not rep.converged or share < 1e-6:
         raise SystemExit(f"{name}: not written: solve status {s['status']}, converged {s['converged']}, "
                          f"min L^m share {share:.2e}")
