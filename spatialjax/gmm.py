@@ -75,10 +75,16 @@ function so that every iteration can be displayed, checkpointed, and failed eval
   evaluation reverts the step and halves the learning rate.
 
 Stopping (whichever fires first is reported in ``convergence["stop_reason"]``):
-``"gradient"``: ``max|dQ/du| <= gtol * max(1, Q)``; ``"step"``: ``max|du| <= xtol (1 + max|u|)``;
+``"gradient"``: ``max|dQ/du| <= gtol * max(1, Q)``; ``"step"``: ``max|du| <= xtol (1 + max|u|)`` for
+an unshortened step (BFGS step length 1; LM damping <= 1);
 ``"objective"``: ``|Q_k - Q_{k+1}| <= ftol max(|Q_k|, 1e-300)`` (off by default, ``ftol = 0``:
 near the minimum Q is flat to rounding long before the estimates are accurate); otherwise ``"max_iter"`` or
-``"line_search"`` (no acceptable step).
+``"line_search"`` (no acceptable step, or only negligible shortened steps: stalled). When the
+objective's own noise floor is reached (an inner solve with tolerance 1e-12 makes Q noisy at
+that level, finite differences more so) the gradient cannot reach ``gtol``; after five
+negligible shortened steps in a row the Gauss-Newton step ``(2 G_u'W G_u)^{-1} dQ/du`` is
+computed: below ``gn_tol (1 + max|u|)`` the stop is ``"step"`` (converged; the predicted
+distance to the minimum is negligible), else ``"line_search"`` (not converged).
 
 Long runs: ``options["progress"]`` shows a tqdm bar; ``options["checkpoint"]`` (a path) is
 rewritten atomically (:mod:`spatialjax.atomic`, JSON) after every optimiser iteration with the
@@ -119,11 +125,12 @@ OPTIONS: dict[str, Any] = {
     "W1": None,  # first-step weighting matrix (micro GMM), default identity
     "W": None,  # weighting="fixed": the matrix
     "optimizer": "bfgs",
-    "gtol": 1e-10,
+    "gtol": None,  # default 1e-10 (1e-8 with jacobian="fd": central differences are noisier)
     "xtol": 1e-14,
     "ftol": 0.0,  # 0 disables the relative-objective criterion
     "max_iter": 500,
     "max_ls": 40,  # line-search trials per iteration
+    "gn_tol": 1e-9,  # a stalled line search counts as converged if the Gauss-Newton step is below this
     "multistart": 1,  # number of starts (the first is theta0)
     "start_box": None,  # {name: (lo, hi)} on the natural scale
     "seed": 0,
@@ -322,7 +329,9 @@ def _check_options(options, allowed):
         raise ParameterError("options.optimizer", f"must be one of {OPTIMIZERS}; got {out['optimizer']!r}")
     if out["jacobian"] not in ("autodiff", "fd"):
         raise ParameterError("options.jacobian", f"must be 'autodiff' or 'fd'; got {out['jacobian']!r}")
-    for key in ("gtol", "xtol", "ftol", "iter_tol", "weak_rtol", "s_rcond", "learning_rate"):
+    if out.get("gtol", 0) is None:
+        out["gtol"] = 1e-8 if out["jacobian"] == "fd" else 1e-10
+    for key in ("gtol", "xtol", "ftol", "gn_tol", "iter_tol", "weak_rtol", "s_rcond", "learning_rate"):
         if key not in out:
             continue
         v = out[key]
@@ -634,6 +643,22 @@ class _Problem:
             return None, None, False
         return np.asarray(r), np.asarray(J), True
 
+    def gauss_newton_step(self, u, W, grad):
+        """``(2 G_u' W G_u)^{-1} grad`` at ``u`` (``W = S(theta)^{-1}`` for CUE): the distance to the
+        minimum predicted by the Gauss-Newton curvature, used when the line search stalls."""
+        gb, G, S, ok = self.stats(u)
+        self.n_evals["gradient"] += 1
+        if not ok or grad is None:
+            return np.full(len(u), np.nan)
+        Gu = G * self.tr.jacobian_diag(u)[None, :]
+        Wm = _inv_spd(S, 1e-300) if W is None else np.asarray(W)
+        if Wm is None:
+            return np.full(len(u), np.nan)
+        try:
+            return np.linalg.solve(2 * Gu.T @ Wm @ Gu, grad)
+        except np.linalg.LinAlgError:
+            return np.full(len(u), np.nan)
+
     def stats(self, u):
         th = self.tr.to_natural(jnp.asarray(u))
         gb, G, S, ok = self._natural_stats(th, self.data)
@@ -645,10 +670,13 @@ class _Problem:
 # ---------------------------------------------------------------------------------------
 
 
-def _criteria(opt, f_old, f_new, g_new, s, u_new):
+def _criteria(opt, f_old, f_new, g_new, s, u_new, full=True):
+    """Which stopping criterion holds after an accepted step ``s`` (None if none). The step
+    criterion counts only for a full (unshortened) step: a step shortened by the line search
+    after rejected evaluations is small without the iteration having converged."""
     if g_new is not None and np.max(np.abs(g_new)) <= opt["gtol"] * max(1.0, abs(f_new)):
         return "gradient"
-    if np.max(np.abs(s)) <= opt["xtol"] * (1.0 + np.max(np.abs(u_new))):
+    if full and np.max(np.abs(s)) <= opt["xtol"] * (1.0 + np.max(np.abs(u_new))):
         return "step"
     if opt["ftol"] > 0 and abs(f_old - f_new) <= opt["ftol"] * max(abs(f_old), 1e-300):
         return "objective"
@@ -701,7 +729,20 @@ def _bfgs_step(prob, st, W, opt):
         rho = 1.0 / sy
         Hy = H @ y
         H = H - rho * (np.outer(s, Hy) + np.outer(Hy, s)) + (rho * rho * float(y @ Hy) + rho) * np.outer(s, s)
-    reason = _criteria(opt, f, fn, gn, s, un)
+    reason = _criteria(opt, f, fn, gn, s, un, full=t == 1.0)
+    # Negligible shortened steps: restart from a scaled identity; five in a row is a stall (e.g.
+    # the noise floor of finite-difference gradients), reported as not converged.
+    st["stall"] = st.get("stall", 0) + 1 if (
+        reason is None and t < 1.0 and np.max(np.abs(s)) <= opt["xtol"] * (1.0 + np.max(np.abs(un)))) else 0
+    if st["stall"]:
+        H = np.eye(len(u)) * (sy / float(y @ y) if sy > 0 and float(y @ y) > 0 else 1.0)
+        if st["stall"] >= 5:
+            # At the noise floor of Q (inner-solve tolerance, FD noise) the gradient cannot shrink
+            # further. Converged if the Gauss-Newton step is negligible, else stalled.
+            d_gn = prob.gauss_newton_step(un, W, gn)
+            st["gauss_newton_step"] = float(np.max(np.abs(d_gn)))
+            small = np.all(np.isfinite(d_gn)) and st["gauss_newton_step"] <= opt["gn_tol"] * (1 + np.max(np.abs(un)))
+            reason = "step" if small else "line_search"
     st.update(u=un, f=fn, g=gn, H=H)
     if reason:
         st.update(done=True, reason=reason)
@@ -748,7 +789,18 @@ def _lm_step(prob, st, L, opt):
         st.update(done=True, reason="line_search")
         return st
     gn = 2 * Jn.T @ rn
-    reason = _criteria(opt, f, fn, gn, un - u, un)
+    reason = _criteria(opt, f, fn, gn, un - u, un, full=lam <= 1.0)
+    st["stall"] = st.get("stall", 0) + 1 if (
+        reason is None and lam > 1.0 and np.max(np.abs(un - u)) <= opt["xtol"] * (1.0 + np.max(np.abs(un)))) else 0
+    if st["stall"] >= 5:
+        # heavily damped negligible steps only: converged if the undamped Gauss-Newton step is negligible
+        try:
+            d_gn = np.linalg.solve(Jn.T @ Jn, Jn.T @ rn)
+        except np.linalg.LinAlgError:
+            d_gn = np.full(len(un), np.nan)
+        st["gauss_newton_step"] = float(np.max(np.abs(d_gn)))
+        small = np.all(np.isfinite(d_gn)) and st["gauss_newton_step"] <= opt["gn_tol"] * (1 + np.max(np.abs(un)))
+        reason = "step" if small else "line_search"
     st.update(u=un, r=rn, J=Jn, f=fn, g=gn)
     if reason:
         st.update(done=True, reason=reason)
@@ -898,6 +950,7 @@ class _Driver:
         best = min(range(len(res)), key=lambda i: (res[i]["f"] if np.isfinite(res[i]["f"]) else math.inf))
         rec = {"name": st["stage_name"], "u": res[best]["u"], "f": res[best]["f"], "reason": res[best]["reason"],
                "iterations": res[best]["iterations"], "W": st["W"], "ok": res[best]["ok"],
+               "gn_step": res[best].get("gn_step"),
                "starts": [{"f": r["f"], "reason": r["reason"], "iterations": r["iterations"], "u0": r["u0"]}
                           for r in res]}
         st["stages"].append(rec)
@@ -976,7 +1029,8 @@ class _Driver:
                 if o["done"]:
                     st["start_results"].append({"u": o["u"], "f": o["f"] if o["ok"] or o["reason"] != "start_failed"
                                                 else math.inf, "reason": o["reason"], "iterations": o["it"],
-                                                "ok": o["reason"] != "start_failed", "u0": st["starts"][st["start"]]})
+                                                "ok": o["reason"] != "start_failed", "u0": st["starts"][st["start"]],
+                                                "gn_step": o.get("gauss_newton_step")})
                     st["start"] += 1
                     st["opt"] = None
                     if st["start"] >= len(st["starts"]):
@@ -1488,7 +1542,7 @@ def _assemble(prob: _Problem, drv_state, *, kind, weighting, cov_type, names, mn
         "n_gradient_evals": int(prob.n_evals["gradient"]),
         "n_failed_evals": int(prob.n_evals["failed"]),
         "stages": [{"name": s["name"], "objective": float(s["f"]), "iterations": int(s["iterations"]),
-                    "stop_reason": s["reason"]} for s in stages],
+                    "stop_reason": s["reason"], "gauss_newton_step": s.get("gn_step")} for s in stages],
         "multistart": [float(r["f"]) for r in stages[0]["starts"]] if stages and len(stages[0]["starts"]) > 1 else [],
         "multistart_starts": [np.asarray(prob.tr.to_natural(jnp.asarray(r["u0"]))).tolist() for r in stages[0]["starts"]]
         if stages else [],
