@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings, strategies as st
 from scipy.special import gamma as gamma_fn
 
 from spatialjax.errors import ParameterError
@@ -509,3 +510,23 @@ def test_row_with_extra_field_names_its_line(copy60):
     lines[line - 1] += ",7.0"
     path.write_text("\n".join(lines) + "\n")
     _expect(copy60, "instruments.csv", line, "cannot parse")
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_comments=st.integers(0, 3), n_rows=st.integers(1, 12), data=st.data())
+def test_reported_line_is_the_line_in_the_file(tmp_path_factory, n_comments, n_rows, data):
+    """Property: whatever the comment lines and the position of the bad value, the error names the
+    line a user sees in the file (1-based, counting comments and the header)."""
+    bad_row = data.draw(st.integers(0, n_rows - 1))
+    bad = data.draw(st.sampled_from(["-1", "nan", "x", ""]))
+    rows = [f"{i + 1},{40.0 + i * 0.1},-75.0,{i + 1}" for i in range(n_rows)]
+    cells = rows[bad_row].split(",")
+    cells[3] = bad
+    rows[bad_row] = ",".join(cells)
+    text = "".join(f"# comment {k}\n" for k in range(n_comments)) + "city,lat,lon,population\n" + "\n".join(rows) + "\n"
+    path = tmp_path_factory.mktemp("prop") / "g.csv"
+    path.write_text(text)
+    with pytest.raises(ParameterError) as ei:
+        jd._read_csv_checked(path, {"city": "id", "lat": "lat", "lon": "lon", "population": "positive"})
+    assert ei.value.field == "g.csv:population"
+    assert str(ei.value).split(": ", 1)[1].startswith(f"line {n_comments + 2 + bad_row}:")

@@ -25,10 +25,10 @@ Data contract (a user can fill these with real data, theirs or another country's
   needs at least :data:`MIN_INCOMES_PER_CITY` rows (the city fixed effect of (31)).
 * ``instruments.csv``: ``city``, then one numeric column per instrument.
 
-Units: masses in persons; wages and incomes in units of the tradable good (the numeraire
-of the model; any common currency unit works for real data, since the model is homogeneous
-in it only through the normalisation of T_n); distances d_nc = 1 + great-circle km (so
-d_nc >= 1 and d_nn = 1, see :func:`distance_matrix`).
+Units: masses in persons; wages and incomes in one common money unit (in the replicas: model
+units of the tradable good, the numeraire); distances d_nc = 1 + great-circle km between the
+cities' coordinates (so d_nc >= 1 and d_nn = 1, see :func:`distance_matrix`). Lines of the CSV
+files that start with ``#`` are comments.
 
 Equation numbers refer to the paper (``shared/seeds/jiao_tian_2024_geographic_fragmentation.txt``).
 """
