@@ -362,6 +362,14 @@ def test_committed_replica_loads(copy60):
     ds = jd.load(copy60)
     assert ds.N == 60 and ds.X.shape == (60, 60) and ds.Z.shape == (60, 5)
     assert "N = 60" in str(ds)
+    assert jd.load().paths["cities"] == DATA / "us722" / "cities.csv"  # the default data set
+    # a truth.json whose city ids disagree with cities.csv is rejected
+    tr = json.loads((copy60 / "truth.json").read_text())
+    tr["city"] = tr["city"][::-1]
+    (copy60 / "truth.json").write_text(json.dumps(tr))
+    _expect(copy60, "truth.json:city", match="do not match cities.csv")
+    (copy60 / "truth.json").write_text("{not json")
+    _expect(copy60, "truth.json", 1, "not valid JSON")
 
 
 @pytest.mark.parametrize("fname,col,value,match", [
