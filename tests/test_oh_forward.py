@@ -68,24 +68,27 @@ def test_backed_out_normalisations_are_an_equilibrium(base):
     assert float(jnp.max(jnp.abs(fw._residual(z, (p, bad, ty.base_policies))))) > 1e-4
 
 
+@pytest.mark.slow
 def test_refinement_converges(base):
-    """Splitting every bin in two (m = 40) and four (m = 80): the density aggregated back to the 20
-    baseline bins converges (self-convergence, observed order > 1). The limit differs from the
-    20-bin input by the 20-bin discretisation error of the inverse problem, which must be small
-    (< 2% of L) but is not zero."""
+    """Splitting every bin in two (m = 40) and four (m = 80). On the inverse grid (m = 20) the round
+    trip is exact; refined grids converge to the continuum equilibrium of the fixed type
+    distributions, whose density aggregated back to the 20 bins differs from the 20-bin input by
+    the inverse problem's own discretisation error (measured 1.2% at the worst bin, < 2%
+    required). The refined solutions agree with each other far better than with the input
+    (measured 2.0e-4 between m = 40 and 80; 5.7e-5 between m = 80 and 200, observed order
+    about 1.4 in h), so the test requires e(40, 80) < e(20, 40) / 10."""
     p, inv, ty = base
     L_in = np.asarray(inv.L)
     agg = {1: L_in}
     for k in (2, 4):
         r = fw.solve_forward(p, fw.refine_types(ty, k))
         assert r.converged, r.summary()
-        P = np.asarray(r.P).reshape(20, k).sum(axis=1)
-        agg[k] = P / np.asarray(ty.land)
+        np.testing.assert_allclose(np.asarray(r.u), np.asarray(inv.u)[0], rtol=1e-3)   # flat u stays flat
+        agg[k] = np.asarray(r.P).reshape(20, k).sum(axis=1) / np.asarray(ty.land)
     e12 = np.max(np.abs(agg[2] / agg[1] - 1))
     e24 = np.max(np.abs(agg[4] / agg[2] - 1))
-    assert e12 < 0.02 and e24 < e12
-    order = np.log2(e12 / e24)
-    assert order > 1.0, order
+    assert 1e-4 < e12 < 0.02, e12
+    assert e24 < e12 / 10, (e12, e24)
 
 
 def test_deregulation_matches_the_paper_in_sign_and_magnitude(dereg):
@@ -164,15 +167,17 @@ def test_welfare_gradient_against_finite_differences(base):
 
 
 def test_failed_solve_gives_nan_not_a_number(base):
-    """A forward solve stopped before convergence (one Newton step towards the deregulation
-    equilibrium): ``welfare`` is NaN and its gradient NaN, never a plausible number."""
+    """Plain Newton from the baseline allocation does not reach the deregulation equilibrium on the
+    stand-in (``solve_forward`` needs its policy homotopy there): ``welfare`` -- which cannot use
+    the homotopy under ``jax.grad`` -- then returns NaN and a NaN gradient, never a plausible
+    number. (If a future stand-in makes the direct solve converge, the first assertion says so.)"""
     p, _, ty = base
     pol = fw.deregulation_policies(ty)
-    assert not fw.solve_forward(p, ty, pol, max_steps=1, continuation=False).converged
-    g = fw.welfare_gradient(p, ty, pol, max_steps=1)
+    direct = fw.solve_forward(p, ty, pol, continuation=False)
+    assert not direct.converged and direct.status in ("stalled", "max_steps_reached", "nonfinite", "singular")
+    g = fw.welfare_gradient(p, ty, pol)
     assert np.isnan(float(g["value"])) and np.all(np.isnan(np.asarray(g["t_h"])))
-    # the same call with enough steps is finite (so the NaN is caused by the failed solve)
-    assert np.isfinite(float(fw.welfare(p, ty, fw.Policies(ty.base_t_h + 1e-4, ty.base_tau_w))))
+    assert fw.solve_forward(p, ty, pol).converged          # with the homotopy it converges
 
 
 def test_recover_productivity_from_simulated_fixed_effects(base):

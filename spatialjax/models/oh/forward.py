@@ -65,6 +65,48 @@ Outcomes: aggregate output ``sum a_i (1-u_i) L_i x_i y_i``; congestion costs
 welfare = the unweighted average over all workers (each type once, exactly, by integrating the
 linear-in-x value over the type quantiles of each bin) of the value rho V of employed and
 unemployed workers in their steady-state proportions, in flow utility units.
+
+Counterfactuals
+---------------
+* Housing deregulation (Section 4.4): ``t_h`` in ``l >= 0.9`` lowered to its level at
+  ``l = 0.5`` (:func:`deregulation_policies`); federal tax reform (B.6):
+  ``log(1 - tau_w) = a + s log L`` from (-0.072, -0.0061) to (-0.071, -0.0026), ``L`` the
+  location's baseline density (:func:`tax_reform_policies`).
+* One-sided benchmark (B.6, :func:`one_sided_types`): homogeneous firms, ``Abar(l) = y(l)``,
+  ``c^one(N)`` recovered from the baseline so homogeneous firms are indifferent.
+* Figure 6 decomposition (:func:`welfare_decomposition`) and welfare gradients with respect
+  to ``t_h(l)``, ``tau_w(l)`` bin by bin (:func:`welfare_gradient`, checked against central
+  finite differences in the tests).
+
+Printed vs ours (stand-in profile ``quantitative.standin_profile`` at Table 1, 20 bins; changes
+in percent)::
+
+                                    paper     ours
+    deregulation  top-decile density +55.3    +66.8
+                  aggregate output    -0.01    +0.002
+                  congestion costs    +1.36    +0.31
+                  welfare             -0.21    -0.24
+                  one-sided output    +0.40    +0.39
+                  one-sided welfare   +0.37    -0.01
+    tax reform    top-decile density +25      +22.7
+                  aggregate output    +0.004   +0.004
+                  welfare             -0.228   -0.305
+                  one-sided output    +0.388   +0.357
+                  one-sided welfare   +0.239   -0.03
+
+Signs and orders of magnitude agree except the one-sided welfare change, which is about zero
+in ours: the one-sided output gain (+0.39%, as printed) is offset by higher congestion costs
+(+0.79%), whose size depends on the recovered ``c^one(N)`` and on ``t_h(l)``, neither of which
+the paper prints (our ``t_h`` is the quantitative helper's linear stand-in, not Saiz's WRI
+schedule). The two-sided congestion increase is smaller than printed for the same reason. The
+Figure 6 pattern holds: the housing market accounts for the whole two-sided welfare loss
+(-0.25 of -0.25 points), firm productivity and tightness for < 0.001 points each.
+
+Numerics: at the baseline the round trip is exact (residual ~1e-15); under refinement
+(``refine_types``, m = 40, 80, 200) the aggregated densities converge to a limit 1.2% (worst
+bin) from the 20-bin input, with self-convergence differences 2.0e-4 (m = 40 vs 80) and 5.7e-5
+(80 vs 200). Plain Newton from the baseline does not reach the deregulation equilibrium; the
+policy homotopy of :func:`solve_forward` (4 steps) does.
 """
 
 from __future__ import annotations
