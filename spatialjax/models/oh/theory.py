@@ -894,7 +894,8 @@ def _planner_v0(p, z):
 def _planner_solve(p, v0, tol, max_steps=100):
     """Modified Newton ascent on net output: the Hessian's eigenvalues are replaced by -|lambda| (so each
     step is an ascent direction even away from the optimum), backtracking (Armijo) line search on the
-    objective; converged when max |n grad| <= tol. Returns (EqState, max eigenvalue of n x Hessian)."""
+    objective; converged when max |n grad| <= tol. Returns (EqState, max eigenvalue of n x Hessian at the
+    last Newton iterate -- the point before the final, converged step)."""
     n = v0.shape[0] // 2 + 1
     f = lambda v: _planner_objective(v, p)  # noqa: E731
     grad = lambda v: jax.grad(f)(v) * n  # noqa: E731
@@ -913,23 +914,21 @@ def _planner_solve(p, v0, tol, max_steps=100):
             return (f(v + s_ * d) < f0 + 1e-4 * s_ * slope - 64 * jnp.finfo(f0.dtype).eps * jnp.abs(f0)) & (k < 40)
 
         s_, _ = jax.lax.while_loop(ls_cond, lambda c: (0.5 * c[0], c[1] + 1), (jnp.asarray(1.0), 0))
-        return v + s_ * d
+        return v + s_ * d, jnp.stack([jnp.max(lam), jnp.min(jnp.abs(lam))])
 
     def cond(c):
-        v, k, res = c
-        return (res > tol) & (k < max_steps) & jnp.isfinite(res)
+        v, k, res, _ = c
+        # at least one step, so that the Hessian (second-order check) is evaluated at the last iterate
+        return ((res > tol) | (k == 0)) & (k < max_steps) & jnp.isfinite(res)
 
     def body(c):
-        v, k, _ = c
-        v = step(v)
-        return v, k + 1, jnp.max(jnp.abs(grad(v)))
+        v, k, _, _ = c
+        v, eig = step(v)
+        return v, k + 1, jnp.max(jnp.abs(grad(v))), eig
 
-    v, k, res = jax.lax.while_loop(cond, body, (v0, 0, jnp.max(jnp.abs(grad(v0)))))
-    H = hess(v)
-    lam = jnp.linalg.eigvalsh(0.5 * (H + H.T))
+    v, k, res, eig = jax.lax.while_loop(cond, body, (v0, 0, jnp.max(jnp.abs(grad(v0))), jnp.full((2,), jnp.nan)))
     code = jnp.where(~jnp.isfinite(res), 3, jnp.where(res <= tol, 0, 1))
-    return (EqState(z=_planner_z(v, p), residual=res, code=code, steps=k,
-                    sigma_min=jnp.min(jnp.abs(lam))), jnp.max(lam))
+    return (EqState(z=_planner_z(v, p), residual=res, code=code, steps=k, sigma_min=eig[1]), eig[0])
 
 
 class PlannerResult(TheoryResult):
