@@ -23,8 +23,11 @@ def test_cli_default_economy_writes_tables_and_figures(tmp_path, capsys):
     # Nash interval [6, 8], specialized n^S = (1.5, 1.3)
     np.testing.assert_allclose(s["type_optima"][0]["n"], [8 / 3, 7 / 3], rtol=1e-9)
     np.testing.assert_allclose(s["type_optima"][1]["n"], [1.8, 2.2], rtol=1e-9)
-    assert s["cpe"]["scale"] == pytest.approx(50 / 11, rel=1e-9)
-    np.testing.assert_allclose(s["nash"]["scale"], [6.0, 8.0], rtol=1e-8)
+    assert s["cpe"]["S"] == pytest.approx(50 / 11, rel=1e-9)
+    np.testing.assert_allclose([s["nash"]["S_lo"], s["nash"]["S_hi"]], [6.0, 8.0], rtol=1e-8)
+    # every block of the JSON is a result's to_dict(): status names, converged derived from them
+    for block in (*s["type_optima"], s["cpe"], s["nash"], s["specialized"], s["partitions"]):
+        assert block["status"] == "successful" and block["converged"] is True
     np.testing.assert_allclose(s["specialized"]["n_S"], [1.5, 1.3], rtol=1e-9)
     assert s["problems"] == []
     with open(tmp_path / "helsley_strange_partitions.csv") as fh:

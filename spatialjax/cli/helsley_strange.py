@@ -96,7 +96,7 @@ def run(args) -> int:
     for i, o in enumerate(opts):
         rows.append((f"type {i + 1}", *[float(x) for x in o.n], float(np.sum(o.n)), float(o.V[i]), o.status))
         if not bool(o.is_max):
-            problems.append(f"type-{i + 1} optimum: {o.status}")
+            problems.append(f"type-{i + 1} optimum: {o.status} ({o.message})")
     print(format_table(["optimum", *[f"n_{k + 1}" for k in range(I)], "N^j", "V_i", "status"], rows,
                        title="Type optimal clusters (IV.1)"))
     assumptions = hs.check_assumptions(params)
@@ -104,46 +104,38 @@ def run(args) -> int:
     cpe = hs.constrained_pareto_efficient(params)
     print(cpe.summary())
     if not cpe.converged:
-        problems.append(f"CPE: {cpe.status}")
+        problems.append(f"CPE: {cpe.status} ({cpe.message})")
     print()
     nash = hs.nash_interval(params)
     print(nash.summary())
     print()
     spec = hs.specialized_equilibria(params)
     print(spec.summary())
-    if not (spec.converged and spec.second_order):
-        problems.append(f"specialized cities: {spec.status}")
+    if not spec.converged:
+        problems.append(f"specialized cities: {spec.status} ({spec.message})")
     print()
     parts = hs.partition_equilibria(params)
     print(parts.summary())
     print()
     print("Assumptions: " + "; ".join(f"{k}: {'n/a' if v is None else ('yes' if v else 'no')}" for k, v in assumptions.items()))
 
-    f = lambda x: [float(v) for v in np.atleast_1d(np.asarray(x))]  # noqa: E731
     summary = {
-        "params": {"alpha": float(params.alpha), "beta": float(params.beta), "gamma": float(params.gamma),
-                   "t": float(params.t), "theta": np.asarray(params.theta).tolist(), "V0": f(params.V0), "N": f(params.N)},
-        "type_optima": [{"type": i + 1, "n": f(o.n), "V": f(o.V), "status": o.status,
-                         "foc_residual": float(o.foc_residual), "iterations": int(o.iterations)} for i, o in enumerate(opts)],
-        "cpe": {"n": f(cpe.n), "scale": cpe.S, "J": cpe.J, "lambda": f(cpe.lam), "V": f(cpe.V),
-                "own_marginal": f(cpe.own_marginal), "exists": cpe.exists, "status": cpe.status, "residual": cpe.residual},
-        "nash": {"exists": nash.exists, "scale": [nash.S_lo, nash.S_hi] if nash.exists else None,
-                 "J": list(nash.J_range) if nash.exists else None, "lower_bound": nash.lower_bound,
-                 "upper_bound": nash.upper_bound, "efficient_scale": nash.S_eff, "status": nash.status},
-        "specialized": {"n_S": f(spec.n_S), "n_A": f(spec.n_A), "n_C": f(spec.n_C), "lo": f(spec.lo),
-                        "hi": f(spec.hi), "status": spec.status},
-        "partitions": [{"partition": r.label, "equilibrium": r.is_equilibrium, "W_nash": r.W_nash,
-                        "W_eff": r.W_eff, "scales": list(r.scales)} for r in parts.ranking()],
+        "params": params.to_dict(),
+        "type_optima": [dict(type=i + 1, **o.to_dict()) for i, o in enumerate(opts)],
+        "cpe": cpe.to_dict(),
+        "nash": nash.to_dict(),
+        "specialized": spec.to_dict(),
+        "partitions": parts.to_dict(),
         "assumptions": assumptions,
         "problems": problems,
     }
     atomic.write_json(out / "helsley_strange_summary.json", summary)   # NaN -> null (valid JSON)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["rank", "partition", "equilibrium", "W_nash", "W_eff", "scales"])
-    for k, r in enumerate(parts.ranking(), start=1):
-        w.writerow([k, r.label, r.is_equilibrium, r.W_nash, r.W_eff, " ".join(f"{s:.10g}" for s in r.scales)])
-    atomic.write_text(out / "helsley_strange_partitions.csv", buf.getvalue())
+    import pandas as pd
+
+    part_rows = parts.to_dict()["rows"]
+    atomic.write_frame(out / "helsley_strange_partitions.csv", pd.DataFrame(
+        [{k: (" ".join(f"{x:.10g}" for x in r["scales"]) if k == "scales" else r[k])
+          for k in ("rank", "partition", "equilibrium", "W_nash", "W_eff", "scales")} for r in part_rows]))
     if I == 2:
         lams = np.linspace(0.0, 1.0, 51)
         path = np.asarray(hs.contract_curve_path(params, lams))

@@ -57,6 +57,7 @@ import numpy as np
 
 import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ConvergenceError, ParameterError
+from spatialjax.results import Result
 from spatialjax.scalar import bisect
 from spatialjax.tables import format_kv, format_table
 from spatialjax.validation import check_finite, check_positive, check_shape, is_traced
@@ -155,6 +156,13 @@ class Params(eqx.Module):
         self.alpha, self.beta, self.gamma, self.t = f(alpha), f(beta), f(gamma), f(t)
         self.theta, self.V0, self.N = f(theta), f(V0), f(N)
         self.aux, self.g, self.c = aux, g, c
+
+    def to_dict(self) -> dict:
+        """The numeric parameters as plain lists / floats (a user ``g``/``c`` is named, not serialised)."""
+        d = {k: np.asarray(getattr(self, k)).tolist() for k in ("alpha", "beta", "gamma", "t", "theta", "V0", "N")}
+        d["g"] = None if self.g is None else getattr(self.g, "__name__", "user g")
+        d["c"] = None if self.c is None else getattr(self.c, "__name__", "user c")
+        return d
 
     @property
     def I(self) -> int:  # noqa: E743
@@ -295,13 +303,16 @@ def _solve_weighted(params: Params, w: Array, n0: Optional[Array]):
     return n, utility(params, n), resid, it, converged, jnp.max(eig)
 
 
-class Optimum(eqx.Module):
+class Optimum(Result, eqx.Module):
     """A maximizer of W = sum_i w_i V_i(n): a type optimum (w = e_i, (IV.1)) or a Pareto
     efficient cluster (w = lambda, (IV.5)).
 
-    n: (I,) cluster; V: (I,) utilities there; weights: (I,); foc_residual: max |dW/dn_k|;
-    iterations; converged; hessian_max_eig: largest eigenvalue of the Hessian of W in n
-    (second-order condition: < 0); is_max = converged and hessian_max_eig < 0.
+    n: (I,) cluster; V: (I,) utilities there; weights: (I,); foc_residual: max |dW/dn_k|
+    (also ``residual``); iterations; foc_converged: the FOC solve reached its tolerance;
+    hessian_max_eig: largest eigenvalue of the Hessian of W in n (second-order condition: < 0);
+    is_max = converged = foc_converged and hessian_max_eig < 0 (an array under jit / vmap).
+    status (:mod:`spatialjax.results`): "successful" (a local maximum), "nonfinite",
+    "max_steps_reached" (FOC not solved) or "not_a_maximum"; ``message`` says why.
     """
 
     n: Array
@@ -309,21 +320,39 @@ class Optimum(eqx.Module):
     weights: Array
     foc_residual: Array
     iterations: Array
-    converged: Array
+    foc_converged: Array
     hessian_max_eig: Array
 
     @property
     def is_max(self):
-        return self.converged & (self.hessian_max_eig < 0)
+        return self.foc_converged & (self.hessian_max_eig < 0)
+
+    @property
+    def converged(self):
+        """Same as ``is_max`` (status "successful"); an array when the result is traced or batched."""
+        return self.is_max
+
+    @property
+    def residual(self):
+        return self.foc_residual
+
+    def _status_message(self) -> tuple[str, str]:
+        if not bool(self.foc_converged):
+            why = (f"FOC residual {float(self.foc_residual):.3e} after {int(self.iterations)} iterations; "
+                   "no interior maximum found: for (A.1) with I = 2 this needs beta > gamma and alpha theta > t")
+            return ("nonfinite" if not bool(np.all(np.isfinite(np.asarray(self.n)))) else "max_steps_reached"), why
+        if not bool(self.hessian_max_eig < 0):
+            return "not_a_maximum", (f"FOC solved but Hessian max eigenvalue {float(self.hessian_max_eig):.3e} >= 0 "
+                                     "(for (A.1), I = 2 needs beta > gamma)")
+        return "successful", "local maximum"
 
     @property
     def status(self) -> str:
-        if not bool(self.converged):
-            return (f"not converged (FOC residual {float(self.foc_residual):.3e} after {int(self.iterations)} iterations; "
-                    "no interior maximum found: for (A.1) with I = 2 this needs beta > gamma and alpha theta > t)")
-        if not bool(self.hessian_max_eig < 0):
-            return f"FOC solved but not a maximum: Hessian max eigenvalue {float(self.hessian_max_eig):.3e} >= 0 (for (A.1), I = 2 needs beta > gamma)"
-        return "ok (local maximum)"
+        return self._status_message()[0]
+
+    @property
+    def message(self) -> str:
+        return self._status_message()[1]
 
     def summary(self, title: str = "Optimum") -> str:
         I = self.n.shape[0]
@@ -331,9 +360,8 @@ class Optimum(eqx.Module):
         notes = [f"weights = {np.round(np.asarray(self.weights), 6).tolist()}",
                  f"N = {float(jnp.sum(self.n)):.6g}; FOC residual {float(self.foc_residual):.2e}; "
                  f"iterations {int(self.iterations)}; Hessian max eig {float(self.hessian_max_eig):.4g}",
-                 f"status: {self.status}"]
-        s = format_table(["type k", "n_k", "V_k(n)"], rows, title=title, notes=notes)
-        return s
+                 f"status: {self.status} ({self.message})"]
+        return format_table(["type k", "n_k", "V_k(n)"], rows, title=title, notes=notes)
 
 
 def _check_index(params: Params, i) -> int:
@@ -354,13 +382,13 @@ def _check_n0(params, n0):
 
 def _optimum(params, w, n0):
     n, V, r, it, conv, eig = _solve_weighted(params, w, _check_n0(params, n0))
-    return Optimum(n=n, V=V, weights=w, foc_residual=r, iterations=it, converged=conv, hessian_max_eig=eig)
+    return Optimum(n=n, V=V, weights=w, foc_residual=r, iterations=it, foc_converged=conv, hessian_max_eig=eig)
 
 
 def _raise_or_nan(opt: Optimum, what: str) -> Array:
-    if _is_concrete(opt.converged) and _is_concrete(opt.hessian_max_eig):
+    if _is_concrete(opt.foc_converged) and _is_concrete(opt.hessian_max_eig):
         if not bool(opt.is_max):
-            raise ConvergenceError(f"{what}: {opt.status}")
+            raise ConvergenceError(f"{what}: {opt.status}: {opt.message}")
         return opt.n
     return jnp.where(opt.is_max, opt.n, jnp.nan)
 
@@ -468,14 +496,16 @@ def _solve_cpe(params: Params, y0: Array):
 
 
 @dataclass
-class CPE:
+class CPE(Result):
     """Symmetric constrained Pareto-efficient allocation (contract surface (IV.5) ∩ ratio ray (V.1)).
 
     n: (I,) cluster; S: city scale sum(n); lam: (I,) Pareto weights of the contract point;
     J: number of cities sum(N)/S; V: (I,) utilities; own_marginal: (I,) dV_i/dn_i (all > 0 under
-    Assumption 2, so the CPE is unstable: Proposition 2); residual, iterations, converged;
-    exists: converged with all lam in (0, 1) (footnote 14: the ray meets the contract surface
-    between the type optima)."""
+    Assumption 2, so the CPE is unstable: Proposition 2); residual, iterations; solve_converged:
+    the Newton solve reached its tolerance; exists: solve_converged with all lam in (0, 1)
+    (footnote 14: the ray meets the contract surface between the type optima).
+    status: "successful", "empty" (solved, but the ray misses the contract surface: no CPE;
+    ``converged`` is True, ``exists`` False) or "max_steps_reached"; ``message`` the detail."""
 
     n: Array
     S: float
@@ -485,16 +515,24 @@ class CPE:
     own_marginal: Array
     residual: float
     iterations: int
-    converged: bool
+    solve_converged: bool
     exists: bool
+
+    def _status_message(self) -> tuple[str, str]:
+        if not self.solve_converged:
+            return "max_steps_reached", f"residual {self.residual:.3e} after {self.iterations} iterations"
+        if not self.exists:
+            return "empty", (f"ratio ray misses the contract surface: weights "
+                             f"{np.round(np.asarray(self.lam), 4).tolist()} not in (0, 1) (footnote 14)")
+        return "successful", ""
 
     @property
     def status(self) -> str:
-        if not self.converged:
-            return f"not converged (residual {self.residual:.3e} after {self.iterations} iterations)"
-        if not self.exists:
-            return f"ratio ray misses the contract surface: weights {np.round(np.asarray(self.lam), 4).tolist()} not in (0, 1) (footnote 14)"
-        return "ok"
+        return self._status_message()[0]
+
+    @property
+    def message(self) -> str:
+        return self._status_message()[1]
 
     @property
     def is_nash(self) -> bool:
@@ -508,7 +546,8 @@ class CPE:
                             title="Constrained Pareto-efficient allocation (IV.5) ∩ (V.1)",
                             notes=[f"city scale N^j = {self.S:.6g}, number of cities J = {self.J:.6g}",
                                    f"stable for all types (Nash)? {'yes' if self.is_nash else 'no (Proposition 2)'}",
-                                   f"residual {self.residual:.2e}; iterations {self.iterations}; status: {self.status}"])
+                                   f"residual {self.residual:.2e}; iterations {self.iterations}; status: {self.status}"
+                                   + (f" ({self.message})" if self.message else "")])
 
 
 def constrained_pareto_efficient(params: Params) -> CPE:
@@ -516,14 +555,14 @@ def constrained_pareto_efficient(params: Params) -> CPE:
     sum_i lam_i dV_i/dn_k (S r) = 0 (k = 1..I), sum lam = 1 for (log S, lam) by Newton."""
     lam0 = np.asarray(params.N) / np.sum(np.asarray(params.N))
     pe = solve_contract_curve(params, lam0)
-    S0 = float(np.sum(np.asarray(pe.n))) if bool(pe.converged) else 1.0
+    S0 = float(np.sum(np.asarray(pe.n))) if bool(pe.foc_converged) else 1.0
     y0 = np.concatenate([[math.log(S0)], lam0])
     n, S, lam, r, it, conv, D, V = _solve_cpe(params, y0)
     lam_np = np.asarray(lam)
     conv = bool(conv)
     exists = conv and bool(np.all((lam_np > 0) & (lam_np < 1)))
     return CPE(n=np.asarray(n), S=float(S), lam=lam_np, J=float(np.sum(np.asarray(params.N)) / float(S)) if float(S) > 0 else float("nan"), V=np.asarray(V),
-               own_marginal=np.diag(np.asarray(D)), residual=float(r), iterations=int(it), converged=conv, exists=exists)
+               own_marginal=np.diag(np.asarray(D)), residual=float(r), iterations=int(it), solve_converged=conv, exists=exists)
 
 
 def cpe_allocation(params: Params) -> Array:
@@ -532,7 +571,7 @@ def cpe_allocation(params: Params) -> Array:
     or the ratio ray misses the contract surface (footnote 14); NaNs under tracing."""
     lam0 = params.ratio
     pe = solve_contract_curve(params, lam0)
-    S0 = jnp.where(pe.converged, jnp.sum(pe.n), 1.0)
+    S0 = jnp.where(pe.foc_converged, jnp.sum(pe.n), 1.0)
     y0 = jnp.concatenate([jnp.log(S0)[None], lam0])
     n, S, lam, r, it, conv, D, V = _solve_cpe(params, y0)
     ok = conv & jnp.all((lam > 0) & (lam < 1))
@@ -589,7 +628,7 @@ def _golden_max(params: Params, r, m, a, b):
 
 
 @dataclass
-class NashSet:
+class NashSet(Result):
     """The symmetric Nash equilibria on a ratio ray, as an interval of city scale N^j = sum(n).
 
     S_lo, S_hi: ends of the (first) interval where dV_i/dn_i < 0 (stability, S_i) and
@@ -597,7 +636,9 @@ class NashSet:
     J_range: numbers of cities (sum N / S_hi, sum N / S_lo); lower_bound, upper_bound: the
     conditions binding at the ends; exists; components: number of disjoint feasible pieces on
     the grid (1 for (A.1) with I = 2); S_max: grid end; S_eff: scale that maximizes the
-    members' welfare sum N_i V_i on the ray (unconstrained by stability); members: the types."""
+    members' welfare sum N_i V_i on the ray (unconstrained by stability); members: the types.
+    status: "successful" (non-empty) or "empty" (``reason`` in ``message``); the ends are found
+    by a grid scan and bisection, so ``residual`` is nan (no equation system is solved)."""
 
     members: tuple
     exists: bool
@@ -617,11 +658,16 @@ class NashSet:
 
     @property
     def status(self) -> str:
-        return "ok" if self.exists else f"no symmetric Nash equilibrium on the ray: {self.reason}"
+        return "successful" if self.exists else "empty"
+
+    @property
+    def message(self) -> str:
+        return "" if self.exists else f"no symmetric Nash equilibrium on the ray: {self.reason}"
 
     def summary(self) -> str:
         if not self.exists:
-            return format_kv([("members", str([k + 1 for k in self.members])), ("status", self.status)],
+            return format_kv([("members", str([k + 1 for k in self.members])), ("status", self.status),
+                              ("message", self.message)],
                              title="Symmetric Nash equilibria (empty)")
         I = len(self.n_lo)
         rows = [("lower end", self.S_lo, self.J_range[1], *[float(x) for x in self.n_lo], self.lower_bound),
@@ -778,7 +824,7 @@ def _specialized(params: Params):
 
 
 @dataclass
-class Specialized:
+class Specialized(Result):
     """Specialized-city equilibria (Section VI), per type i (arrays of shape (I,)):
 
     n_S: type-i optimum specialized city argmax V_i^i; V_S = V_i^i(n_S);
@@ -788,7 +834,10 @@ class Specialized:
     V_cross: (I, I), V_cross[i, k] = V_i^k(n_k^S);
     assumption3: (I, I) bool, V_i(0) = V_i^i(n_A) >= V_i^k(n_k^S) for k != i (VI.2);
     lo, hi: the equilibrium interval [n_S, min(n_A, n_C)] (= Proposition 3's [n_S, n_A]
-    when Assumption 3 holds); exists: V_S >= V_i(0) and lo <= hi for every i."""
+    when Assumption 3 holds); exists: V_S >= V_i(0) and lo <= hi for every i;
+    nS_converged: the n^S solves converged; second_order: n^S maximises V_i^i.
+    status: "successful", "empty" (some type has no specialized-city equilibrium), "not_a_maximum"
+    or "max_steps_reached"; ``message`` the detail."""
 
     n_S: Array
     V_S: Array
@@ -798,20 +847,29 @@ class Specialized:
     assumption3: Array
     lo: Array
     hi: Array
-    converged: bool
+    nS_converged: bool
     second_order: bool
 
     @property
     def exists(self) -> bool:
         return bool(np.all(np.isfinite(np.asarray(self.lo))) and np.all(np.asarray(self.lo) <= np.asarray(self.hi)))
 
+    def _status_message(self) -> tuple[str, str]:
+        if not self.nS_converged:
+            return "max_steps_reached", "the solve for n^S did not converge"
+        if not self.second_order:
+            return "not_a_maximum", "n^S is not a maximum of V_i^i (second derivative >= 0)"
+        if self.exists:
+            return "successful", ""
+        return "empty", "empty for some type (specialized city worse than autarky or than another type's city)"
+
     @property
     def status(self) -> str:
-        if not self.converged:
-            return "not converged (n^S)"
-        if not self.second_order:
-            return "n^S is not a maximum of V_i^i (second derivative >= 0)"
-        return "ok" if self.exists else "empty for some type (specialized city worse than autarky or than another type's city)"
+        return self._status_message()[0]
+
+    @property
+    def message(self) -> str:
+        return self._status_message()[1]
 
     def summary(self) -> str:
         I = len(self.n_S)
@@ -820,7 +878,7 @@ class Specialized:
                 for i in range(I)]
         return format_table(["", "n^S", "V_i^i(n^S)", "n^A", "n^C", "eq. lo", "eq. hi", "Assumption 3"], rows,
                             title="Specialized-city equilibria (Proposition 3, Figure 5)",
-                            notes=[f"status: {self.status}"])
+                            notes=[f"status: {self.status}" + (f" ({self.message})" if self.message else "")])
 
 
 def specialized_equilibria(params: Params) -> Specialized:
@@ -838,7 +896,7 @@ def specialized_equilibria(params: Params) -> Specialized:
     hi = np.minimum(nA, nC)
     lo = np.where(VS >= np.asarray(params.V0), nS, np.nan)
     return Specialized(n_S=nS, V_S=VS, n_A=nA, n_C=nC, V_cross=Vc, assumption3=a3, lo=lo, hi=hi,
-                       converged=bool(np.all(np.asarray(conv))), second_order=bool(np.all(np.asarray(d2) < 0)))
+                       nS_converged=bool(np.all(np.asarray(conv))), second_order=bool(np.all(np.asarray(d2) < 0)))
 
 
 # ----------------------------------------------------------------------------------------
@@ -891,11 +949,32 @@ class PartitionResult:
 
 
 @dataclass
-class PartitionTable:
-    """All partitions, sorted by efficient welfare W_eff (best first)."""
+class PartitionTable(Result):
+    """All partitions (``rows``, :class:`PartitionResult`); ``ranking()`` sorts them by welfare.
+
+    status: "successful" when at least one partition is an equilibrium, else "empty" (the
+    enumeration is complete, so an empty answer is an answer); ``message`` counts them;
+    ``residual`` is nan (the blocks' scales come from grid scans, see :func:`nash_interval`)."""
 
     rows: list
     assumption4: Optional[bool]
+
+    @property
+    def status(self) -> str:
+        return "successful" if any(r.is_equilibrium for r in self.rows) else "empty"
+
+    @property
+    def message(self) -> str:
+        k = sum(r.is_equilibrium for r in self.rows)
+        return f"{k} of {len(self.rows)} partitions are equilibria"
+
+    def _dict_fields(self) -> dict:
+        return {"assumption4": self.assumption4,
+                "rows": [dict(rank=k + 1, partition=r.label, blocks=[list(b) for b in r.blocks],
+                              equilibrium=r.is_equilibrium, blocks_ok=r.blocks_ok, deviation_ok=r.deviation_ok,
+                              W_nash=r.W_nash, W_eff=r.W_eff, scales=list(r.scales), prop4=r.prop4,
+                              worst_deviation=r.worst_deviation)
+                         for k, r in enumerate(self.ranking())]}
 
     def ranking(self, by: str = "W_eff") -> list:
         if by not in ("W_eff", "W_nash"):
@@ -910,7 +989,8 @@ class PartitionTable:
         a4 = {None: "unknown (user g/c)", True: "holds", False: "fails"}[self.assumption4]
         return format_table(["rank", "partition", "Nash eq.", "W at Nash", "W efficient", "city scales"], rows,
                             title="Symmetric partitions into city types (Section VII)",
-                            notes=[f"Assumption 4 (own type essential): {a4}",
+                            notes=[f"status: {self.status} ({self.message})",
+                                   f"Assumption 4 (own type essential): {a4}",
                                    "W = sum_i N_i V_i; 'W at Nash' uses the best scale in each block's Nash interval."])
 
 
