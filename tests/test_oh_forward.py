@@ -229,3 +229,16 @@ def test_bad_input_raises_parameter_error(base):
     with pytest.raises(ParameterError) as e:
         fw.refine_types(ty, 0)
     assert e.value.field == "k"
+
+
+def test_plots_are_written_atomically(base, dereg, tmp_path):
+    """Figure 5/6 analogs and the welfare-gradient bars are PNG files, with no temporary file left."""
+    from spatialjax.plots import oh_counterfactuals as pl
+
+    p, _, ty = base
+    paths = [pl.plot_deregulation(p, dereg, tmp_path / "fig5.png"),
+             pl.plot_welfare_decomposition(dereg, tmp_path / "fig6.png"),
+             pl.plot_welfare_gradient(ty.edges, fw.welfare_gradient(p, ty), tmp_path / "grad.png")]
+    for f in paths:
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["fig5.png", "fig6.png", "grad.png"]
