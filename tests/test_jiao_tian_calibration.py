@@ -186,7 +186,7 @@ def problem60(replica60):
 def result60(problem60, truth60):
     pr = problem60
     return gmm.estimate(pr.moments, pr.theta0, pr.data, bounds=pr.bounds,
-                        options=dict(moment_names=pr.moment_names,
+                        options=dict(pr.estimator["options"], moment_names=pr.moment_names,
                                      true_params={k: truth60[k] for k in jc.PARAM_NAMES}))
 
 

@@ -36,7 +36,7 @@ def test_full_solution_recovery_standin60():
     tv = {k: truth[k] for k in jc.PARAM_NAMES}
     pr = jc.problem_from_data(data, mode="full-solution", technology_shifters=("z1", "z2"), housing_shifters=("h1", "h2"),
                               theta0=START, bounds=BOUNDS)
-    r = gmm.estimate(pr.moments, pr.theta0, pr.data, bounds=pr.bounds, options=dict(moment_names=pr.moment_names))
+    r = gmm.estimate(pr.moments, pr.theta0, pr.data, bounds=pr.bounds, options=dict(pr.estimator["options"], moment_names=pr.moment_names))
     assert r.converged, r.summary()
     for k in jc.PARAM_NAMES:
         est, se = float(r.params[k]), float(r.se[k])
@@ -71,7 +71,7 @@ def test_monte_carlo_coverage_inversion_mode():
         data = jd.load(tmp["cities"].parent)
         tv = jc.true_values(data)
         pr = jc.problem_from_data(data, technology_shifters=T_SHIFTERS, theta0=START, bounds=BOUNDS)
-        r = gmm.estimate(pr.moments, pr.theta0, pr.data, bounds=pr.bounds)
+        r = gmm.estimate(pr.moments, pr.theta0, pr.data, bounds=pr.bounds, options=pr.estimator["options"])
         assert r.converged, r.summary()
         for k in jc.PARAM_NAMES:
             e, s = float(r.params[k]), float(r.se[k])

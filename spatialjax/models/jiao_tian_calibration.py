@@ -17,19 +17,23 @@ blocks of a city sit in one row, the estimated S = (1/N) sum_n g_n g_n' captures
 correlation (e.g. Poisson noise in city n's links and sampling noise in its managers' incomes
 both move its inverted T_n).
 
-**Gravity, eqs. (9), (29)-(30), (32).** X_nc = L^m_n x_nc (32), so
-log E[X_nc] = o_n + d_c - theta delta^d log d_nc - theta delta^I q_n q_c - theta lam 1[n != c]
-(origin effect o_n = log L^m_n T_n / Phi_n, destination effect d_c = -beta theta log w_c).
-Own-city pairs have tau_nn = 1, so the common pair cost lam of (29) is *not* absorbed by the
-fixed effects: it is the coefficient nu = theta lam of an own-pair dummy. Estimated by Poisson
-pseudo maximum likelihood (zeros in X_nc are data). The 2N fixed effects and nu are profiled
-out (:func:`ppml_fixed_effects`: alternating closed-form updates, then a Newton polish whose
-derivative is the implicit-function one), and the GMM moments are the FWL-partialled slope
-scores sum_c (X_nc - mu_nc) x~_nc (the regressors with the mu-weighted projection on the fixed
-effect directions removed, as ``ppmlhdfe`` does), so the sandwich standard errors of the
-slopes are those of the joint estimator with all fixed effects. The paper's log-linear (34)
-on positive counts is the documented alternative (``gravity = "loglinear"``: OLS of log X_nc
-on the same design, biased under Poisson noise by Jensen's inequality, E log X != log E X).
+**Gravity, eqs. (9), (29)-(30), (32).** X_nc = L^m_n x_nc (32), so for n != c
+log E[X_nc] = o_n + d_c - theta delta^d log d_nc - theta delta^I q_n q_c, with origin effect
+o_n = log L^m_n T_n / Phi_n and destination effect d_c = -beta theta log w_c - theta lambda_c (the
+pair cost lambda_nc of (29) may vary by origin and by destination; the replica's is a
+destination cost lambda_c). Estimated by Poisson pseudo maximum likelihood on the cross-city
+pairs (zeros in X_nc are data; own-city pairs, tau_nn = 1, carry no slope information once
+each has its own effect). The 2N fixed effects are profiled out (:func:`ppml_fixed_effects`:
+alternating closed-form updates, then a Newton polish whose derivative is the
+implicit-function one), and the GMM moments are the FWL-partialled slope scores
+sum_c (X_nc - mu_nc) x~_nc (the regressors with their mu-weighted projection on the fixed
+effects removed, as ``ppmlhdfe`` does), so the sandwich standard errors of the slopes are
+those of the joint estimator with all fixed effects (tested against statsmodels' Poisson GLM
+with dummies). The destination pair costs follow from the own-city counts,
+theta lambda_c = log X_cc - o_c - d_c (:func:`destination_pair_cost`), used for tau in the
+full-solution mode and the calibrated baseline. The paper's log-linear (34) on positive
+counts is the documented alternative (``gravity = "loglinear"``: OLS of log X_nc on the same
+design; biased under Poisson noise by Jensen's inequality, E log X != log E X).
 
 **theta (1 - beta) from manager incomes, eq. (31).** Within city n manager income is Fréchet
 with shape kappa = theta (1 - beta) and a city scale (L^m_n)^(gamma theta) Phi_n (12), which the
@@ -54,9 +58,11 @@ the replica: the housing-supply shifters, which move L^m_n through (11), (14) bu
 A gamma that is too high leaves xi_n(gamma) negatively correlated with those shifters. The
 nuisance coefficients pi are concentrated out (OLS on x_n, exact because xi is linear in pi),
 and the moments are z~_n xi_n with z~ the excluded instruments partialled on x (FWL), so their
-sandwich accounts for the estimated pi. The fragmentation potential uses the fitted (29)
-(common lam = nu / theta from the gravity block), not the count inversion (33), which is
-undefined where X_nc = 0.
+sandwich accounts for the estimated pi. T_n comes from (33) substituted into (36):
+sum_k (tau_nk w_k^beta)^(-theta) = w_n^(-beta theta) / s_nn with the own-link share
+s_nn = X_nn / sum_c X_nc, so log T_n = theta (log w_n - gamma log L^m_n) + log s_nn + const
+(:func:`log_technology_from_counts`; zero counts contribute zero and need no tau, alpha and
+beta drop out). Poisson noise in s_nn enters xi_n; it is independent of the instruments.
 
 **Full-solution mode** (``mode = "full-solution"``): fundamentals parametric,
 log T_n = x_n' pi and log H_n = x^H_n' rho (pi, rho estimated as nuisance GMM parameters named
@@ -188,27 +194,34 @@ def gravity_mask(X):
     return (1 - np.eye(X.shape[0])) * r[:, None] * c[None, :]
 
 
-def _fe_solve(mu, A, e_ref, f_o, f_d):
-    """Solve the PPML fixed-effect Hessian system (D' diag(mu) D) eta = f on the active pairs
-    ``A`` for origin effects o (N) and destination effects d (N) with the normalisation
-    d_ref = 0 (``e_ref`` one-hot): the origin block is diagonal and eliminated (Schur
-    complement of size N). ``f_o``, ``f_d`` have shape (N, m). Inactive origins/destinations
-    (no cross-city links) get 0."""
+def _fe_factor(mu, A, e_ref):
+    """Factor the PPML fixed-effect Hessian D' diag(mu) D on the active pairs ``A`` for origin
+    effects o (N) and destination effects d (N) with d_ref = 0 (``e_ref`` one-hot): the origin
+    block is diagonal and eliminated, leaving an N x N Schur complement (one LU). Inactive
+    origins/destinations (no cross-city links) are pinned at 0."""
     mu = mu * A
     r = jnp.sum(mu, axis=1)
     c = jnp.sum(mu, axis=0)
     ra = jnp.where(r > 0, r, 1.0)
     ca = jnp.where(c > 0, c, 1.0)
-    N = mu.shape[0]
-    I = jnp.eye(N, dtype=mu.dtype)
+    keep = (1 - e_ref) * (c > 0)
     S = jnp.diag(ca) - mu.T @ (mu / ra[:, None])
-    rhs = f_d - mu.T @ (f_o / ra[:, None])
-    keep = (1 - e_ref) * (c > 0)  # pinned: the reference destination and inactive ones
-    P = keep[:, None] * keep[None, :]
-    S = P * S + jnp.diag(1 - keep)
-    y_d = jnp.linalg.solve(S, keep[:, None] * rhs)
-    y_o = jnp.where(r[:, None] > 0, (f_o - mu @ y_d) / ra[:, None], 0.0)
+    S = keep[:, None] * keep[None, :] * S + jnp.diag(1 - keep)
+    return dict(mu=mu, r=r, ra=ra, keep=keep, lu=jax.scipy.linalg.lu_factor(S))
+
+
+def _fe_apply(fac, f_o, f_d):
+    """Solve (D' diag(mu) D) (eta_o, eta_d) = (f_o, f_d) with a factorisation from :func:`_fe_factor`; shapes (N, m)."""
+    mu, ra = fac["mu"], fac["ra"]
+    rhs = fac["keep"][:, None] * (f_d - mu.T @ (f_o / ra[:, None]))
+    y_d = jax.scipy.linalg.lu_solve(fac["lu"], rhs)
+    y_o = jnp.where(fac["r"][:, None] > 0, (f_o - mu @ y_d) / ra[:, None], 0.0)
     return y_o, y_d
+
+
+def _fe_solve(mu, A, e_ref, f_o, f_d):
+    """One solve of the fixed-effect Hessian system (:func:`_fe_factor`, :func:`_fe_apply`)."""
+    return _fe_apply(_fe_factor(mu, A, e_ref), f_o, f_d)
 
 
 def ppml_fixed_effects(X, xb, A, e_ref, *, tol: float = 1e-11, max_iter: int = 20000):
@@ -219,56 +232,63 @@ def ppml_fixed_effects(X, xb, A, e_ref, *, tol: float = 1e-11, max_iter: int = 2
     (o_n = log sum_c X_nc - log sum_c exp(d_c + xb_nc), the same for d_c) until the scores are
     below ``tol`` relative to the margins, then one Newton step ``eta* + (D'MD)^-1 F(eta*, b)`` with
     ``eta*`` held constant: its value is ``eta*`` to rounding and its derivative in ``b`` is the
-    implicit-function derivative ``-(D'MD)^-1 D'M x``. Returns ``(o, d, mu, max_score, sweeps)``.
+    implicit-function derivative ``-(D'MD)^-1 D'M x``. Returns ``(o, d, mu, max_score, sweeps, factor)``
+    (``factor``: the factorised fixed-effect Hessian at ``eta*``, reused for the FWL partialling).
     """
     X = jnp.asarray(X) * A
     R = jnp.sum(X, axis=1)
     C = jnp.sum(X, axis=0)
     rok, cok = R > 0, C > 0
-    logR = jnp.log(jnp.where(rok, R, 1.0))
-    logC = jnp.log(jnp.where(cok, C, 1.0))
     xb0 = jax.lax.stop_gradient(xb)
-    neg = jnp.where(A > 0, 0.0, -jnp.inf)
+    # multiplicative form of the updates: u = exp(o), v = exp(d), V = A exp(xb - max):
+    # u_n = R_n / (V v)_n, v_c = C_c / (V'u)_c (matrix-vector products, no exponentials)
+    shift0 = jnp.max(jnp.where(A > 0, xb0, -jnp.inf))
+    V = A * jnp.exp(xb0 - shift0)
 
-    def sweep(eta):
-        o, d = eta
-        o = jnp.where(rok, logR - jax.nn.logsumexp(d[None, :] + xb0 + neg, axis=1), 0.0)
-        d = jnp.where(cok, logC - jax.nn.logsumexp(o[:, None] + xb0 + neg, axis=0), 0.0)
-        shift = jnp.sum(d * e_ref)
-        return (jnp.where(rok, o + shift, 0.0), jnp.where(cok, d - shift, 0.0))
+    def sweep(uv):
+        u, v = uv
+        u = jnp.where(rok, R / jnp.where(rok, V @ v, 1.0), 0.0)
+        v = jnp.where(cok, C / jnp.where(cok, V.T @ u, 1.0), 0.0)
+        vr = jnp.sum(v * e_ref)
+        return (u * vr, v / vr)
 
-    def score_max(eta):
-        o, d = eta
-        E = X - A * jnp.exp(o[:, None] + d[None, :] + xb0)
-        return jnp.maximum(jnp.max(jnp.abs(jnp.sum(E, 1)) / jnp.where(rok, R, 1.0)),
-                           jnp.max(jnp.abs(jnp.sum(E, 0)) / jnp.where(cok, C, 1.0)))
+    def score_max(uv):
+        u, v = uv
+        er = R - u * (V @ v)
+        ec = C - v * (V.T @ u)
+        return jnp.maximum(jnp.max(jnp.abs(er) / jnp.where(rok, R, 1.0)), jnp.max(jnp.abs(ec) / jnp.where(cok, C, 1.0)))
 
     def cond(c):
         return (c[2] > tol) & (c[1] < max_iter)
 
     def body(c):
-        eta = sweep(sweep(c[0]))
-        return eta, c[1] + 2, score_max(eta)
+        uv = sweep(sweep(c[0]))
+        return uv, c[1] + 2, score_max(uv)
 
-    eta0 = (logR - jnp.log(X.shape[0]), jnp.zeros_like(logC))
-    eta, it, err = jax.lax.while_loop(cond, body, (eta0, 0, jnp.asarray(jnp.inf, X.dtype)))
-    o, d = jax.lax.stop_gradient(eta)
+    uv0 = (jnp.where(rok, R, 0.0) / X.shape[0], jnp.where(cok, 1.0, 0.0))
+    uv, it, err = jax.lax.while_loop(cond, body, (uv0, 0, jnp.asarray(jnp.inf, X.dtype)))
+    uv = jax.lax.stop_gradient(uv)
+    o = jnp.where(rok, jnp.log(jnp.where(rok, uv[0], 1.0)) - shift0, 0.0)
+    d = jnp.where(cok, jnp.log(jnp.where(cok, uv[1], 1.0)), 0.0)
+    # Newton polish (value: eta* to rounding; derivative: the implicit-function one)
     mu_s = jax.lax.stop_gradient(A * jnp.exp(o[:, None] + d[None, :] + xb0))
+    fac = _fe_factor(mu_s, A, e_ref)
     E = X - A * jnp.exp(o[:, None] + d[None, :] + xb)
-    s_o, s_d = _fe_solve(mu_s, A, e_ref, jnp.sum(E, axis=1)[:, None], jnp.sum(E, axis=0)[:, None])
+    s_o, s_d = _fe_apply(fac, jnp.sum(E, axis=1)[:, None], jnp.sum(E, axis=0)[:, None])
     o, d = o + s_o[:, 0], d + s_d[:, 0]
     mu = A * jnp.exp(o[:, None] + d[None, :] + xb)
-    return o, d, mu, err, it
+    return o, d, mu, err, it, fac
 
 
 _ppml_jit = jax.jit(ppml_fixed_effects, static_argnames=("tol", "max_iter"))
 
 
-def _partial_fe(w, A, e_ref, xs):
+def _partial_fe(w, A, e_ref, xs, fac=None):
     """Weighted (``w``, on the active pairs) FWL partialling of the regressors ``xs`` (K, N, N) on
-    the origin and destination dummies."""
+    the origin and destination dummies (``fac``: a factorisation of the same weights, if at hand)."""
     wx = (w * A)[None] * xs
-    p_o, p_d = _fe_solve(w, A, e_ref, jnp.sum(wx, axis=2).T, jnp.sum(wx, axis=1).T)
+    fac = _fe_factor(w, A, e_ref) if fac is None else fac
+    p_o, p_d = _fe_apply(fac, jnp.sum(wx, axis=2).T, jnp.sum(wx, axis=1).T)
     return (xs - p_o.T[:, :, None] - p_d.T[:, None, :]) * A[None]
 
 
@@ -284,8 +304,9 @@ def gravity_moments(b, X, xs, A, e_ref, *, method: str = "ppml", tol: float = 1e
     """
     xb = jnp.tensordot(b, xs, axes=1)
     if method == "ppml":
-        o, d, mu, err, _ = ppml_fixed_effects(X, xb, A, e_ref, tol=tol)
-        xt = _partial_fe(jax.lax.stop_gradient(mu), A, e_ref, xs)
+        o, d, mu, err, _, fac = ppml_fixed_effects(X, xb, A, e_ref, tol=tol)
+        # the weights of the partialling: mu at eta* (equal to mu to rounding), factorised once
+        xt = _partial_fe(fac["mu"], A, e_ref, xs, fac)
         g = jnp.sum((A * X - mu)[None] * xt, axis=2).T
         return g, o, d, err
     if method == "loglinear":
@@ -723,7 +744,11 @@ def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shif
                 prepared=d)
     names = moment_names(meta)
     return Problem(kind="micro", moments=moments, theta0=th0, data=d,
-                   bounds=bnds or None, estimator=dict(weighting="two-step", cov="robust"), moment_names=names,
+                   bounds=bnds or None,
+                   # gtol: the objective's gradient is exact only to the tolerance of the profiled PPML
+                   # fixed effects and the inner solves (~1e-11 relative): a criterion of 1e-10 can sit
+                   # at that noise floor at N = 722 (line-search stop at |g| = 2e-10)
+                   estimator=dict(weighting="two-step", cov="robust", options={"gtol": 1e-8, "xtol": 1e-10}), moment_names=names,
                    true_params=true_params, fixed={"alpha": alpha, "beta": beta, **fixed_j}, meta=meta,
                    n_obs=meta["N"])
 
@@ -818,7 +843,7 @@ def calibrated_baseline(estimates: dict, data, *, check_tol: float = 1e-8):
     ref = int(np.argmax((A * np.asarray(data.X)).sum(axis=0)))
     xs = gravity_design(jnp.asarray(data.dist), jnp.asarray(data.q))
     b = jnp.asarray([-e["theta"] * e["delta_d"], -e["theta"] * e["delta_I"]])
-    o, dd, _, err, _ = _ppml_jit(X, jnp.tensordot(b, xs, axes=1), jnp.asarray(A), jnp.asarray(np.eye(N)[ref]))
+    o, dd, _, err, _, _ = _ppml_jit(X, jnp.tensordot(b, xs, axes=1), jnp.asarray(A), jnp.asarray(np.eye(N)[ref]))
     lam = np.asarray(destination_pair_cost(X, o, dd, e["theta"]))
     off = 1 - np.eye(N)
     base = e["delta_d"] * np.asarray(xs[0]) + e["delta_I"] * np.asarray(xs[1])
