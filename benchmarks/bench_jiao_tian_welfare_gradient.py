@@ -100,7 +100,6 @@ def main(argv=None):
 
     import spatialjax  # noqa: F401
     from spatialjax import atomic
-    from spatialjax.models import jiao_tian as jt
     from spatialjax.models import jiao_tian_counterfactuals as cf
 
     out = dict(benchmark="jiao_tian_welfare_gradient", created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -60,7 +60,6 @@ has g = 0).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import pathlib
 import time
