@@ -479,6 +479,11 @@ def test_names_from_pytree_paths():
     rn = gmm.minimum_distance(lambda t: jnp.stack([t["outer"]["inner"], t["v"][0], t["v"][1]]), nested,
                               np.array([2.0, 1.0, 0.5]), W=np.eye(3))
     assert rn.param_names == ["outer.inner", "v[0]", "v[1]"]
+    # bounds as a PyTree with theta0's structure (pairs as leaves, None = unbounded)
+    rb = gmm.minimum_distance(lambda t: jnp.stack([t["outer"]["inner"], t["v"][0], t["v"][1]]), nested,
+                              np.array([2.0, 1.0, 0.5]), W=np.eye(3), bounds={"outer": {"inner": (0.0, None)}, "v": None})
+    assert rb.transform_jacobian[0] != 1.0 and list(rb.transform_jacobian[1:]) == [1.0, 1.0]
+    np.testing.assert_allclose(rb.theta, [2.0, 1.0, 0.5], atol=1e-8)
 
 
 def test_outputs_json_frames_summary(two_step):
