@@ -80,6 +80,8 @@ def test_monte_carlo_coverage_inversion_mode():
             covered += int(abs(e - tv[k]) <= 1.96 * s)
             total += 1
     assert total == 32
+    print(f"coverage {covered}/{total}; sd/mean-SE:", {k: round(float(np.std(est[k], ddof=1) / np.mean(ses[k])), 2)
+                                                   for k in jc.PARAM_NAMES})
     assert covered >= 27, f"coverage {covered}/{total}"
     for k in ("theta", "delta_d"):
         ratio = np.std(est[k], ddof=1) / np.mean(ses[k])
