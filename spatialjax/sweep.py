@@ -237,18 +237,14 @@ def _status_of(values):
             conv = None
     names = None
     res = values.get("result") if isinstance(values, dict) else getattr(values, "result", None)
-    if hasattr(res, "_enumeration") and hasattr(res, "_value"):  # an eqx.Enumeration item
-        enum = res._enumeration
-        name_to_item = getattr(enum, "_name_to_item", {})
-        members = list(name_to_item)
-        codes = np.asarray(res._value).reshape(-1)
-        try:
-            lookup = {int(item._value): m for m, item in name_to_item.items()}
-        except Exception:  # noqa: BLE001
-            lookup = {}
-        names = [lookup.get(int(c), f"code {int(c)}") for c in codes]
-        if conv is None and "successful" in members:
-            conv = res == enum.successful
+    if res is not None:
+        # a spatialjax.solver.RESULTS item: names via the enumeration's public comparisons
+        # (None for anything else, e.g. another enumeration)
+        from spatialjax.results import status_names
+
+        names = status_names(res)
+        if names is not None and conv is None:
+            conv = np.asarray([n == "successful" for n in names], dtype=bool)
     if conv is not None and _is_array(conv) and np.asarray(conv).dtype == np.bool_:
         return np.asarray(conv).reshape(-1), "converged flag of the outputs", names
     return None, None, names

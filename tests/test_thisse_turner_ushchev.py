@@ -118,23 +118,33 @@ def test_reduced_solution_satisfies_full_system(alpha, beta, eps, tau, gamma, de
 
 def test_conditional_prices_reproduce_equilibrium_prices():
     p = A.replace(gamma=0.2, b=1.3, d=0.8, c=1.1)
-    for e in interior(ttu.equilibria(p)):
+    ints = interior(ttu.equilibria(p))
+    checked = 0
+    for e in ints:
         if not (1e-8 < e.L.min()):
-            continue
+            continue                               # near-corner root: employment below 1e-8 somewhere
         cp = ttu.conditional_prices(p, e.s)        # cold start v = 0
         assert cp["residual"] < 1e-12
         np.testing.assert_allclose(cp["W"], e.W, rtol=1e-10)
         np.testing.assert_allclose(cp["R"], e.R, rtol=1e-10)
+        checked += 1
+    # the skips are the near-corner roots only: at least one root is checked, at most two skipped
+    assert checked >= 1 and len(ints) - checked <= 2, (checked, len(ints))
 
 
 def test_f_and_g_loci_cross_at_each_interior_equilibrium():
     for p in (A.replace(gamma=0.05), A.replace(gamma=0.15, b=1.2, d=0.9), A.replace(gamma=0.04, delta=0.3)):
-        for e in interior(ttu.equilibria(p)):
+        ints = interior(ttu.equilibria(p))
+        checked = 0
+        for e in ints:
             if abs(e.log_omega) > 30:
                 continue       # ρ is at ρ_m / ρ_M to machine precision there; f cannot be inverted in ρ
             Om = math.exp((1 + float(p.eps)) / float(p.eps) * e.log_omega)
             assert float(ttu.f_curve(p, e.rho)) == pytest.approx(Om, rel=1e-8)
             assert float(ttu.g_curve(p, jnp.array([e.rho]))[0]) == pytest.approx(Om, rel=1e-8)
+            checked += 1
+        # only the (at most two) extreme near-corner roots may be skipped
+        assert checked >= 1 and len(ints) - checked <= 2, (checked, len(ints))
     rho_m, rho_M = ttu.rho_bounds(A)
     f = np.asarray(ttu.f_curve(A, np.linspace(rho_m * 1.001, rho_M * 0.999, 200)))
     assert np.all(np.diff(f) < 0)                  # Lemma 1: f decreases from ∞ to 0
@@ -429,7 +439,7 @@ def test_expected_utility_matches_monte_carlo():
 
 def test_summary_and_json():
     eqs = ttu.equilibria(A.replace(gamma=0.11))
-    txt = eqs.summary(print_it=False)
+    txt = eqs.summary()
     assert "interior" in txt and "corner" in txt and "unstable" in txt and "rho_L" in txt
     import json
     d = json.loads(eqs.to_json())

@@ -241,10 +241,10 @@ def test_sweep_matches_solve_market():
 
 
 def test_summaries_are_tables(interior_eq):
-    s = interior_eq.summary(print_=False)
+    s = interior_eq.summary()
     assert "interior" in s and f"{interior_eq.u:.4f}" in s
     pl = vv.solve_planner(vv.Params.panel_a(1.0))
-    assert "integrated" in pl.summary(print_=False)
+    assert "integrated" in pl.summary()
 
 
 @pytest.mark.parametrize("kw,field", [
@@ -271,7 +271,8 @@ def test_no_equilibrium_is_reported_not_hidden():
     assert not vv.existence_condition(P)
     with pytest.warns(RuntimeWarning, match="no equilibrium"):
         eqs = vv.solve_market(P)
-    assert len(eqs) == 0 and "no equilibrium" in eqs.status
+    assert len(eqs) == 0 and eqs.status == "no_solution" and not eqs.converged
+    assert "no equilibrium" in eqs.message
     from spatialjax.errors import ConvergenceError
     with pytest.raises(ConvergenceError):
         vv.solve_market(P, throw=True)
@@ -286,7 +287,11 @@ def test_cli_writes_outputs(tmp_path, capsys):
     assert "market equilibria" in outp and "planner" in outp
     import json
     sol = json.loads((tmp_path / "van_vuuren_solution.json").read_text())
-    assert sol["market"][0]["config"] == "interior" and abs(sol["market"][0]["u"] - 0.0798) < 1e-3
+    market = sol["market"]                      # Equilibria.to_dict(): status + the equilibria
+    assert market["status"] == "successful" and market["converged"] is True
+    eq0 = market["equilibria"][0]
+    assert eq0["config"] == "interior" and abs(eq0["u"] - 0.0798) < 1e-3 and eq0["status"] == "successful"
+    assert sol["planner"]["status"] == "successful" and sol["planner"]["converged"] is True
     assert (tmp_path / "van_vuuren_sweep_a.png").stat().st_size > 1000
     assert list(tmp_path.glob("van_vuuren_rents_*.png"))
     assert main(["solve", "van-vuuren", "--a", "2.0", "-o", str(tmp_path)]) == 2  # a > s0: clean error

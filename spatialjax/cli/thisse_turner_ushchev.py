@@ -26,9 +26,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import csv
-    import io
-
     import numpy as np
 
     from spatialjax import atomic
@@ -46,14 +43,7 @@ def run(args) -> int:
     print(eqs.summary())
     if float(params.alpha) <= 0.5:
         print("note: alpha <= 1/2, stability not tested (conditional prices need alpha > 1/2)")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["kind", "rho", "omega", "ell", "L_-1", "L_0", "L_1", "M_0", "W_0", "W_1", "R_0", "R_1",
-                "stable", "stable_pair", "stable_all", "stability_margin", "full_residual", "converged"])
-    for e in eqs:
-        w.writerow([e.kind, e.rho, e.omega, e.ell, *e.L, e.M[1], e.W[1], e.W[2], e.R[1], e.R[2],
-                    e.stable, e.stable_pair, e.stable_all, e.stability_margin, e.full_residual, e.converged])
-    atomic.write_text(out / "ttu_equilibria.csv", buf.getvalue())
+    atomic.write_frame(out / "ttu_equilibria.csv", _table(eqs))
     atomic.write_text(out / "ttu_equilibria.json", eqs.to_json())
     if not args.no_figures:
         from spatialjax.plots import thisse_turner_ushchev as plots
@@ -67,8 +57,30 @@ def run(args) -> int:
             print(f"figure 2: {int(np.sum(sw['valid']))} interior equilibria over {args.n_gamma} values of gamma")
     if not args.quiet:
         print(f"wrote {out}/ttu_equilibria.csv, ttu_equilibria.json" + ("" if args.no_figures else ", ttu_figure1.png, ttu_figure2.png"))
-    problems = eqs.info["problems"]
-    if problems:
-        print("solve problems: " + "; ".join(problems))
+    if not eqs.converged:
+        print(f"solve problems ({eqs.status}): {eqs.message}")
         return 1
     return 0
+
+
+#: CSV columns: (column, key of Equilibrium.to_dict(), index into an array field or None).
+#: Locations are -1, 0, 1 (array index 0, 1, 2); blank cells are non-finite values (JSON null:
+#: at a corner omega = inf or 0 and ell = inf or 0, see log_omega).
+_COLUMNS = [("kind", "kind", None), ("pattern", "pattern", None), ("rho", "rho", None), ("omega", "omega", None),
+            ("log_rho", "log_rho", None), ("log_omega", "log_omega", None), ("ell_L0_over_L1", "ell", None),
+            ("L_-1", "L", 0), ("L_0", "L", 1), ("L_1", "L", 2), ("M_0", "M", 1), ("M_1", "M", 2),
+            ("W_0", "W", 1), ("W_1", "W", 2), ("R_0", "R", 1), ("R_1", "R", 2),
+            ("stable", "stable", None), ("stable_pair", "stable_pair", None), ("stable_all", "stable_all", None),
+            ("stability_margin", "stability_margin", None), ("full_residual", "full_residual", None),
+            ("status", "status", None), ("converged", "converged", None)]
+
+
+def _table(eqs):
+    """The equilibria as a DataFrame built from each ``Equilibrium.to_dict()``."""
+    import pandas as pd
+
+    rows = []
+    for e in eqs:
+        d = e.to_dict()
+        rows.append({col: (d[key] if i is None else d[key][i]) for col, key, i in _COLUMNS})
+    return pd.DataFrame(rows, columns=[c for c, _, _ in _COLUMNS])

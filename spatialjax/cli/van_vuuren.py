@@ -48,12 +48,7 @@ def run(args) -> int:
     print(eqs.summary())
     print()
     print(pl.summary())
-    res = {"params": P.to_dict(), "market": [
-        {k: getattr(e, k) for k in ("config", "u", "v", "du", "phi", "w1", "w_tilde", "w_plus", "omega",
-                                    "residual", "status")} for e in eqs],
-        "market_status": eqs.status, "rejected": eqs.rejected,
-        "planner": {"config": pl.config, "u": pl.u, "v": pl.v, "du": pl.du, "omega": pl.omega,
-                    "local_choice_26": pl.local_choice_26, "status": pl.status, "corners": pl.corners}}
+    res = {"params": P.to_dict(), "market": eqs.to_dict(), "planner": pl.to_dict()}
     atomic.write_json(out / "van_vuuren_solution.json", res)
     for i, e in enumerate(eqs):
         vvplot.plot_rents(e, out / f"van_vuuren_rents_{i}_{e.config}.png")
@@ -84,5 +79,5 @@ def run(args) -> int:
         print(t2[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     if not args.quiet:
         print(f"\nwrote tables and figures to {out}")
-    ok = len(eqs) > 0 and pl.converged
+    ok = eqs.converged and pl.converged
     return 0 if ok else 1

@@ -676,7 +676,7 @@ class NashSet(Result):
                             title=f"Symmetric Nash equilibria on the ratio ray, types {[k + 1 for k in self.members]}",
                             notes=[f"efficient scale on the ray (max sum N_i V_i): {self.S_eff:.6g}; "
                                    f"Nash clusters too large: {'yes' if self.S_lo > self.S_eff else 'no'}",
-                                   f"feasible pieces on the grid: {self.components}"])
+                                   f"feasible pieces on the grid: {self.components}; status: {self.status}"])
 
 
 def _labels(I):

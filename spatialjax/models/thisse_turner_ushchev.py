@@ -61,6 +61,7 @@ import numpy as np
 
 import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ConvergenceError, ParameterError
+from spatialjax.results import Equilibria, Result
 from spatialjax.tables import format_table
 from spatialjax.validation import check_finite, check_interval, check_positive
 
@@ -128,6 +129,10 @@ class Params(eqx.Module):
         if unknown:
             raise ParameterError(unknown[0], f"unknown parameter; allowed keys are {', '.join(PARAM_NAMES)}")
         return cls(**values)
+
+    def to_dict(self) -> dict:
+        """The parameters as plain floats (scalar parameters only)."""
+        return {k: float(getattr(self, k)) for k in PARAM_NAMES}
 
     def replace(self, **kw) -> "Params":
         """A copy with some fields changed (validated again)."""
@@ -580,7 +585,7 @@ _sweep_jit = jax.jit(jax.vmap(_interior_core), compiler_options=_FAST_COMPILE)
 # --------------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class Equilibrium:
+class Equilibrium(Result):
     """One spatial equilibrium (Definition 1). Arrays are ordered over locations (-1, 0, 1).
 
     rho, omega: amenity-adjusted relative rent and wage (6) (ω = inf / 0 at the corners).
@@ -595,6 +600,9 @@ class Equilibrium:
     stability_margin: max over the Appendix-P moves of the indifferent household's log-utility
     gain per unit mass moved (> 0 means unstable; +inf at corners). residual: |Z| at the root (interior).
     full_residual: max abs residual of the primitive system (3), (9), (12)–(15).
+    status: "successful" (interior: full_residual below 1e-9 plus the log-space rounding floor;
+    corners: closed form) or "max_steps_reached" (the root's full residual is above it);
+    converged is derived from it (:mod:`spatialjax.results`). message: detail, "" if none.
     """
 
     kind: str
@@ -616,7 +624,8 @@ class Equilibrium:
     stability_margin: float
     residual: float
     full_residual: float
-    converged: bool
+    status: str = "successful"
+    message: str = ""
 
     @property
     def pattern(self) -> str:
@@ -625,55 +634,54 @@ class Equilibrium:
             return "flat"
         return "bell" if self.ell > 1 else "U"
 
+    def summary(self) -> str:
+        return format_table(["quantity", "value"],
+                            [("kind", self.kind), ("pattern", self.pattern), ("rho", self.rho), ("omega", self.omega),
+                             ("ell = L_0/L_1", self.ell), ("L (-1, 0, 1)", ", ".join(f"{v:.4g}" for v in self.L)),
+                             ("W (-1, 0, 1)", ", ".join(f"{v:.4g}" for v in self.W)),
+                             ("R (-1, 0, 1)", ", ".join(f"{v:.4g}" for v in self.R)),
+                             ("stable (Definition 3)", _fmt_stable(self.stable)),
+                             ("full residual", self.full_residual), ("status", self.status)],
+                            title="Thisse-Turner-Ushchev equilibrium", digits=6,
+                            notes=[self.message] if self.message else ())
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["pattern"] = self.pattern
+        return d
+
     def as_dict(self) -> dict:
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = v.tolist() if isinstance(v, np.ndarray) else v
-        out["pattern"] = self.pattern
-        return out
+        """Alias of :meth:`to_dict` (JSON-safe: non-finite numbers become None)."""
+        return self.to_dict()
 
 
 def _fmt_stable(v):
     return "n/a" if v is None else ("stable" if v else "unstable")
 
 
-class Equilibria(list):
-    """List of ``Equilibrium`` ordered by ρ ascending (computed as ω descending, the same order
-    along the market-clearing locus, without rounding ties at ρ_m / ρ_M)."""
-
-    def __init__(self, items, params: Params, info: dict):
-        super().__init__(items)
-        self.params = params
-        self.info = info
-
-    def summary(self, print_it: bool = False) -> str:
-        p = self.params
-        rows = []
-        for k, e in enumerate(self):
-            rows.append((k + 1, e.kind, e.rho, e.omega, e.ell, e.L[1], e.L[2], e.M[1], e.W[1], e.W[2],
-                         e.R[1], e.R[2], _fmt_stable(e.stable), _fmt_stable(e.stable_pair),
-                         _fmt_stable(e.stable_all), e.full_residual))
-        head = ["#", "kind", "rho", "omega", "ell", "L0", "L1", "M0", "W0", "W1", "R0", "R1",
-                "stable", "stable(pair)", "stable(all)", "residual"]
-        pv = ", ".join(f"{k}={float(getattr(p, k)):.6g}" for k in PARAM_NAMES)
-        notes = [
-            f"parameters: {pv}",
-            f"phi={float(p.phi):.6g}  eta={float(p.eta):.6g}  psi={float(p.psi):.6g}  gamma_m={float(p.gamma_m):.6g}"
-            f"  rho_m={self.info['rho_m']:.6g}  rho_M={self.info['rho_M']:.6g}  rho_L={self.info['rho_L']:.6g}",
-            "stable: Definition 3, Appendix-P moves (residence-only / workplace-only), mirror-symmetric;",
-            "stable(pair): same moves on a single pair; stable(all): symmetric moves incl. residence+workplace.",
-        ]
-        txt = format_table(head, rows, title="Thisse-Turner-Ushchev: all equilibria (locations -1, 0, 1)",
-                           digits=4, notes=notes)
-        if print_it:
-            print(txt)
-        return txt
-
-    def to_json(self) -> str:
-        return json.dumps({"params": {k: float(getattr(self.params, k)) for k in PARAM_NAMES},
-                           "info": self.info, "equilibria": [e.as_dict() for e in self]},
-                          indent=2, default=float)
+def _summary_table(eqs: Equilibria) -> str:
+    """The table of :func:`equilibria` (one row per equilibrium, ordered by rho)."""
+    p = eqs.params
+    rows = []
+    for k, e in enumerate(eqs):
+        rows.append((k + 1, e.kind, e.rho, e.omega, e.ell, e.L[1], e.L[2], e.M[1], e.W[1], e.W[2],
+                     e.R[1], e.R[2], _fmt_stable(e.stable), _fmt_stable(e.stable_pair),
+                     _fmt_stable(e.stable_all), e.full_residual))
+    head = ["#", "kind", "rho", "omega", "ell", "L0", "L1", "M0", "W0", "W1", "R0", "R1",
+            "stable", "stable(pair)", "stable(all)", "residual"]
+    pv = ", ".join(f"{k}={float(getattr(p, k)):.6g}" for k in PARAM_NAMES)
+    notes = [
+        f"parameters: {pv}",
+        f"phi={float(p.phi):.6g}  eta={float(p.eta):.6g}  psi={float(p.psi):.6g}  gamma_m={float(p.gamma_m):.6g}"
+        f"  rho_m={eqs.info['rho_m']:.6g}  rho_M={eqs.info['rho_M']:.6g}  rho_L={eqs.info['rho_L']:.6g}",
+        "ell = L_0/L_1; L0, L1: employment at the centre and a periphery; M0: residents at the centre;",
+        "W, R: wages and rents (B_1 = C_1 = D_1 = 1).",
+        "stable: Definition 3, Appendix-P moves (residence-only / workplace-only), mirror-symmetric;",
+        "stable(pair): same moves on a single pair; stable(all): symmetric moves incl. residence+workplace.",
+        f"status: {eqs.status}" + (f" ({eqs.message})" if eqs.message else ""),
+    ]
+    return format_table(head, rows, title="Thisse-Turner-Ushchev: all equilibria (locations -1, 0, 1)",
+                        digits=4, notes=notes)
 
 
 def _full_from_logs(p, ls, lW, lR, lN, lL, x, lw):
@@ -737,7 +745,16 @@ def _interior_equilibrium(p, x, lw, z, st_sym, st_pair, st_all, margin, with_sta
         stable=bool(st_sym) if with_stab else None, stable_pair=bool(st_pair) if with_stab else None,
         stable_all=bool(st_all) if with_stab else None,
         stability_margin=float(margin) if with_stab else math.nan, residual=abs(float(z)),
-        full_residual=fr, converged=bool(np.isfinite(fr) and fr < _converged_tol(lw)))
+        full_residual=fr, **_interior_status(fr, lw))
+
+
+def _interior_status(fr: float, lw: float) -> dict:
+    if not np.isfinite(fr):
+        return dict(status="nonfinite", message="non-finite residual of the primitive system")
+    if fr < _converged_tol(lw):
+        return dict(status="successful", message="")
+    return dict(status="max_steps_reached",
+                message=f"full residual {fr:.3g} above the tolerance {_converged_tol(lw):.3g}")
 
 
 def _corner_levels(p, which: str):
@@ -963,7 +980,7 @@ def equilibria(params: Params, *, stability: bool = True, corners: bool = True,
                 stable=(not unst) if stability else None, stable_pair=(not unst) if stability else None,
                 stable_all=(not unst) if stability else None,
                 stability_margin=math.inf if (stability and unst) else math.nan, residual=0.0,
-                full_residual=0.0, converged=True))
+                full_residual=0.0, status="successful", message="Proposition 6 corner (closed form)"))
     # ρ is strictly decreasing in ω along the market-clearing locus, so ordering by -log ω is the
     # ordering by ρ without ties at ρ_m / ρ_M (where extreme interior roots sit within rounding)
     out.sort(key=lambda e: -e.log_omega)
@@ -972,7 +989,9 @@ def equilibria(params: Params, *, stability: bool = True, corners: bool = True,
                 y_bound=float(core["Y"]), problems=problems)
     if problems and throw:
         raise ConvergenceError("; ".join(problems))
-    return Equilibria(out, p, info)
+    status = "incomplete" if problems else "successful"
+    return Equilibria(out, status=status, message="; ".join(problems), params=p, info=info,
+                      title="Thisse-Turner-Ushchev: all equilibria", formatter=_summary_table)
 
 
 def sweep_gamma(params: Params, gammas) -> dict:

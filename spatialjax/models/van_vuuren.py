@@ -53,6 +53,7 @@ import numpy as np
 
 import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ConvergenceError, ParameterError
+from spatialjax.results import Equilibria, Result
 from spatialjax.scalar import bisect
 from spatialjax.tables import format_table
 from spatialjax.validation import check_finite, check_interval, check_positive, is_traced
@@ -377,7 +378,7 @@ _core_jit = jax.jit(_core, static_argnums=(3,))
 # Results
 # ----------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class MarketEquilibrium:
+class MarketEquilibrium(Result):
     """One market equilibrium (Section 4).
 
     Scalars: ``u`` unemployment, ``v`` vacancies, ``du`` inner edge of the unemployed
@@ -386,7 +387,8 @@ class MarketEquilibrium:
     welfare (24), ``s_u`` = s(du + u/2) (the table's "s(du)" column).  ``config`` is
     "integrated", "interior" or "segregated"; ``slack`` >= 0 is the margin of the
     configuration's inequality ((15)--(17)); ``residual`` the max abs residual of the
-    equilibrium equations; ``status`` "converged" or a description of what failed.
+    equilibrium equations; ``status`` "successful", or "rejected" with the failed sanity
+    conditions in ``message`` (protocol of :mod:`spatialjax.results`).
     Arrays on the rank grid (shape (2*48+4,)): ``g`` = G(w), ``F`` = F(w(g)), ``w``, ``d``.
     """
 
@@ -410,47 +412,31 @@ class MarketEquilibrium:
     w: np.ndarray
     d: np.ndarray
     params: Params
+    message: str = ""
+    _dict_exclude = ("params",)   # reported once by the Equilibria collection
 
-    @property
-    def converged(self) -> bool:
-        return self.status == "converged"
-
-    def summary(self, print_: bool = False) -> str:
+    def summary(self) -> str:
         rows = [("configuration", self.config), ("u", self.u), ("v", self.v), ("du", self.du),
                 ("s(du+u/2)", self.s_u), ("lambda", self.lam), ("phi (reservation wage)", self.phi),
                 ("w1 (top of low segment)", self.w1), ("w~ (gap wage)", self.w_tilde), ("w+", self.w_plus),
                 ("omega_t", self.omega), ("configuration slack", self.slack),
                 ("residual (max abs)", self.residual), ("status", self.status)]
-        s = format_table(["quantity", "value"], rows, title="van Vuuren (2016) market equilibrium")
-        if print_:
-            print(s)
-        return s
+        return format_table(["quantity", "value"], rows, title="van Vuuren (2016) market equilibrium",
+                            notes=[self.message] if self.message else ())
 
 
-class Equilibria(list):
-    """A list of :class:`MarketEquilibrium` (all configurations whose conditions hold),
-    with ``status`` and ``rejected`` (candidates that solved the equations but violated
-    their configuration's inequality or a sanity condition, with the reason)."""
-
-    def __init__(self, items, status: str, rejected: list):
-        super().__init__(items)
-        self.status = status
-        self.rejected = rejected
-
-    def summary(self, print_: bool = False) -> str:
-        rows = [(e.config, e.u, e.v, e.du, e.s_u, e.phi, e.omega, e.residual) for e in self]
-        s = format_table(["config", "u", "v", "du", "s(du)", "phi", "omega_t", "residual"], rows,
-                         title="van Vuuren (2016) market equilibria",
-                         notes=[f"status: {self.status}"] + [f"rejected: {r}" for r in self.rejected])
-        if print_:
-            print(s)
-        return s
+def _market_table(eqs: Equilibria) -> str:
+    """Table of :func:`solve_market` / :func:`solve_market_hetero` (one row per equilibrium)."""
+    rows = [(e.config, e.u, e.v, e.du, e.s_u, e.phi, e.omega, e.residual) for e in eqs]
+    return format_table(["config", "u", "v", "du", "s(du)", "phi", "omega_t", "residual"], rows,
+                        title=eqs.title,
+                        notes=[f"status: {eqs.status} ({eqs.message})", "s(du) = s(du + u/2); phi: reservation wage; "
+                               "omega_t: flow welfare (24)"] + [f"rejected: {r}" for r in eqs.rejected])
 
 
 def _make_eq(P: Params, u: float, t: float, config: str, residual: float) -> MarketEquilibrium:
     o = _core_jit(P, jnp.asarray(u), jnp.asarray(t), config)
     o = {k: np.asarray(v) for k, v in o.items()}
-    status = "converged"
     problems = []
     if not np.all(np.isfinite([o["u"], o["v"], o["phi"], o["omega"]])):
         problems.append("non-finite values")
@@ -464,14 +450,12 @@ def _make_eq(P: Params, u: float, t: float, config: str, residual: float) -> Mar
         problems.append("wage schedule not increasing in rank")
     if config == "interior" and not (o["w_tilde"] > o["w1"]):
         problems.append("no wage gap (w~ <= w1)")
-    if problems:
-        status = "; ".join(problems)
     return MarketEquilibrium(
         u=float(o["u"]), v=float(o["v"]), du=float(o["du"]), phi=float(o["phi"]), config=config,
         omega=float(o["omega"]), lam=float(o["lam"]), K=float(o["K"]), w1=float(o["w1"]),
         w_tilde=float(o["w_tilde"]), w_plus=float(o["w_plus"]), s_u=float(o["s_u"]),
-        slack=float(o["slack"]), residual=float(residual), status=status,
-        g=o["g"], F=o["F"], w=o["w"], d=o["d"], params=P)
+        slack=float(o["slack"]), residual=float(residual), status="rejected" if problems else "successful",
+        g=o["g"], F=o["F"], w=o["w"], d=o["d"], params=P, message="; ".join(problems))
 
 
 def _select(P: Params, out, tol: float):
@@ -503,7 +487,7 @@ def _select(P: Params, out, tol: float):
     good = [e for e in eqs if e.converged]
     for e in eqs:
         if not e.converged:
-            rejected.append((e.config, e.u, 0.0, f"{e.config} candidate u={e.u:.4f} rejected: {e.status}"))
+            rejected.append((e.config, e.u, 0.0, f"{e.config} candidate u={e.u:.4f} rejected: {e.message}"))
     return good, [r[3] for r in rejected]
 
 
@@ -521,15 +505,21 @@ def solve_market(params: Params, *, tol: float = 1e-9, throw: bool = False) -> E
         raise ParameterError("params", f"must be a van_vuuren.Params; got {type(params).__name__}")
     out = jax.tree.map(lambda x: x[0], _run_kernel(params))
     good, rejected = _select(params, out, tol)
-    if good:
-        status = f"{len(good)} equilibri{'um' if len(good) == 1 else 'a'} found"
-    else:
-        status = "no equilibrium found (no candidate satisfied the equations and its configuration inequality)"
+    status, message = _collection_status(good)
+    if not good:
         if throw:
-            raise ConvergenceError(f"van_vuuren.solve_market: {status}; rejected: {rejected}")
-        warnings.warn(f"van_vuuren.solve_market: {status}", RuntimeWarning, stacklevel=2)
+            raise ConvergenceError(f"van_vuuren.solve_market: {message}; rejected: {rejected}")
+        warnings.warn(f"van_vuuren.solve_market: {message}", RuntimeWarning, stacklevel=2)
     good.sort(key=lambda e: e.du)
-    return Equilibria(good, status, rejected)
+    return Equilibria(good, status=status, message=message, rejected=rejected, params=params,
+                      title="van Vuuren (2016) market equilibria", formatter=_market_table)
+
+
+def _collection_status(found) -> tuple[str, str]:
+    if found:
+        return "successful", f"{len(found)} equilibri{'um' if len(found) == 1 else 'a'} found"
+    return "no_solution", ("no equilibrium found (no candidate satisfied the equations and its configuration "
+                           "inequality)")
 
 
 # ----------------------------------------------------------------------------------------
@@ -562,13 +552,15 @@ def _planner_resid(P: Params, u, corner: str):
 
 
 @dataclasses.dataclass(frozen=True)
-class PlannerResult:
+class PlannerResult(Result):
     """Planner optimum (Section 5): the better of the two du corners (bang-bang).
 
     ``u, v, du, omega`` at the chosen corner, ``config`` ("integrated"/"segregated"),
     ``corners`` = {corner: dict(u, v, du, omega, residual)} for both corners,
     ``local_choice_26`` the corner that condition (26) evaluated at the chosen corner's lambda
-    would pick (it can disagree with the global comparison), ``residual`` and ``status``."""
+    would pick (it can disagree with the global comparison), ``residual``, ``status``
+    ("successful", also when only one corner has an optimum (then ``message`` says which),
+    or "no_solution") and ``message``."""
 
     u: float
     v: float
@@ -579,21 +571,15 @@ class PlannerResult:
     local_choice_26: str
     residual: float
     status: str
+    message: str = ""
 
-    @property
-    def converged(self) -> bool:
-        return self.status == "converged"
-
-    def summary(self, print_: bool = False) -> str:
+    def summary(self) -> str:
         rows = [(k, c["u"], c["v"], c["du"], c["omega"], c["residual"]) for k, c in self.corners.items()]
-        s = format_table(["corner", "u", "v", "du", "omega_t", "residual"], rows,
-                         title="van Vuuren (2016) planner (Section 5)",
-                         notes=[f"chosen: {self.config} (omega* = {self.omega:.4f}); "
-                                f"local condition (26) at that corner picks: {self.local_choice_26}",
-                                f"status: {self.status}"])
-        if print_:
-            print(s)
-        return s
+        return format_table(["corner", "u", "v", "du", "omega_t", "residual"], rows,
+                            title="van Vuuren (2016) planner (Section 5)",
+                            notes=[f"chosen: {self.config} (omega* = {self.omega:.4f}); "
+                                   f"local condition (26) at that corner picks: {self.local_choice_26}",
+                                   f"status: {self.status}" + (f" ({self.message})" if self.message else "")])
 
 
 def _planner_kernel(P: Params):
@@ -691,14 +677,15 @@ def solve_planner(params: Params, *, objective: str = "steady_state", tol: float
             raise ConvergenceError(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
         nan = float("nan")
-        return PlannerResult(nan, nan, nan, nan, "none", {}, "none", nan, msg)
+        return PlannerResult(nan, nan, nan, nan, "none", {}, "none", nan, "no_solution", msg)
     best = max(corners, key=lambda k: corners[k]["omega"])
     c = corners[best]
     P = params
     crit = float(P.a * c["lam"] * (P.p - P.b) / (P.rho + P.delta + c["lam"] * P.s0))  # (26)
     local = "segregated" if float(P.tau) > crit else "integrated"
-    status = "converged" if len(corners) == 2 else f"converged (only the {best} corner has an optimum)"
-    return PlannerResult(c["u"], c["v"], c["du"], c["omega"], best, corners, local, c["residual"], status)
+    message = "" if len(corners) == 2 else f"only the {best} corner has an optimum"
+    return PlannerResult(c["u"], c["v"], c["du"], c["omega"], best, corners, local, c["residual"], "successful",
+                         message)
 
 
 # ----------------------------------------------------------------------------------------
@@ -1019,7 +1006,7 @@ def _hetero_seeds(config: str) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class MarketEquilibriumHetero:
+class MarketEquilibriumHetero(Result):
     """One market equilibrium of the heterogeneous-firm model (Section 7, Table 2).
 
     ``u, v, du, config, omega`` as in :class:`MarketEquilibrium`; ``plow`` the lowest
@@ -1028,7 +1015,8 @@ class MarketEquilibriumHetero:
     efficiency (offers are drawn from p ~ U[0,1], a share ``plow`` is rejected); ``E_p``
     mean productivity of the employed E_H[p]; ``w1 < w_tilde`` the wage gap at p~,
     ``w_plus`` = K(1); ``s_u`` = s(du + u/2); ``slack`` >= 0 the configuration inequality;
-    ``residual`` max abs of (reservation wage, location, free entry) residuals."""
+    ``residual`` max abs of (reservation wage, location, free entry) residuals; ``status``
+    "successful" (rejected candidates are not returned, see ``Equilibria.rejected``)."""
 
     u: float
     v: float
@@ -1047,21 +1035,17 @@ class MarketEquilibriumHetero:
     residual: float
     status: str
     params: Params
+    message: str = ""
+    _dict_exclude = ("params",)   # reported once by the Equilibria collection
 
-    @property
-    def converged(self) -> bool:
-        return self.status == "converged"
-
-    def summary(self, print_: bool = False) -> str:
+    def summary(self) -> str:
         rows = [("configuration", self.config), ("u", self.u), ("v", self.v), ("du", self.du),
                 ("s(du+u/2)", self.s_u), ("p_low (lowest accepted productivity)", self.plow),
                 ("lambda", self.lam), ("E_H[p]", self.E_p), ("w1 / w~ (wage gap)", f"{self.w1:.4f} / {self.w_tilde:.4f}"),
                 ("w+ = K(1)", self.w_plus), ("omega_t", self.omega), ("configuration slack", self.slack),
                 ("residual (max abs)", self.residual), ("status", self.status)]
-        s = format_table(["quantity", "value"], rows, title="van Vuuren (2016) Section 7 market equilibrium (heterogeneous firms)")
-        if print_:
-            print(s)
-        return s
+        return format_table(["quantity", "value"], rows,
+                            title="van Vuuren (2016) Section 7 market equilibrium (heterogeneous firms)")
 
 
 def solve_market_hetero(params: Params, *, tol: float = 1e-10, throw: bool = False) -> Equilibria:
@@ -1127,16 +1111,16 @@ def solve_market_hetero(params: Params, *, tol: float = 1e-10, throw: bool = Fal
             found.append(MarketEquilibriumHetero(
                 u=o["u"], v=o["v"], du=o["du"], plow=o["plow"], phi=o["phi"], config=config, omega=o["omega"],
                 lam=o["lam"], E_p=o["E_p"], w1=o["w1"], w_tilde=o["w_tilde"], w_plus=o["w_plus"], s_u=o["s_u"],
-                slack=o["slack"], residual=float(ri), status="converged", params=params))
-    if found:
-        status = f"{len(found)} equilibri{'um' if len(found) == 1 else 'a'} found"
-    else:
-        status = "no equilibrium found (no candidate satisfied the equations and its configuration inequality)"
+                slack=o["slack"], residual=float(ri), status="successful", params=params))
+    status, message = _collection_status(found)
+    if not found:
         if throw:
-            raise ConvergenceError(f"van_vuuren.solve_market_hetero: {status}; rejected: {rejected}")
-        warnings.warn(f"van_vuuren.solve_market_hetero: {status}", RuntimeWarning, stacklevel=2)
+            raise ConvergenceError(f"van_vuuren.solve_market_hetero: {message}; rejected: {rejected}")
+        warnings.warn(f"van_vuuren.solve_market_hetero: {message}", RuntimeWarning, stacklevel=2)
     found.sort(key=lambda e: e.du)
-    return Equilibria(found, status, rejected)
+    return Equilibria(found, status=status, message=message, rejected=rejected, params=params,
+                      title="van Vuuren (2016) Section 7 market equilibria (heterogeneous firms)",
+                      formatter=_market_table)
 
 
 def _hetero_planner_omega(P: Params, u, t, plow):
@@ -1172,13 +1156,14 @@ _hp_all = jax.jit(lambda P, x: _hetero_planner_omega(P, x[0], x[1], x[2]))
 
 
 @dataclasses.dataclass(frozen=True)
-class PlannerResultHetero:
+class PlannerResultHetero(Result):
     """Planner optimum of the heterogeneous-firm model (Section 7, Table 2).
 
     ``u, v, du, plow, omega`` at the optimum; ``config`` "integrated" (du = 0),
     "interior" or "segregated" (du = 1 - u); ``E_p`` = E_H[p]; ``lam``; ``residual`` the
     projected-gradient norm of omega at the optimum (bound-constrained in t = du/(1-u));
-    ``status``."""
+    ``status`` "successful", "on_bound" (the optimum sits on an artificial bound of the search
+    box) or "stalled" (projected gradient above ``tol``), detail in ``message``."""
 
     u: float
     v: float
@@ -1190,10 +1175,7 @@ class PlannerResultHetero:
     lam: float
     residual: float
     status: str
-
-    @property
-    def converged(self) -> bool:
-        return self.status == "converged"
+    message: str = ""
 
     @property
     def s_u(self) -> float:
@@ -1201,6 +1183,20 @@ class PlannerResultHetero:
         return self._s_u
 
     _s_u: float = float("nan")
+
+    def _dict_fields(self) -> dict:
+        d = super()._dict_fields()
+        d["s_u"] = self.s_u
+        return d
+
+    def summary(self) -> str:
+        rows = [("configuration", self.config), ("u", self.u), ("v", self.v), ("du", self.du),
+                ("s(du+u/2)", self.s_u), ("p_low (lowest accepted productivity)", self.plow),
+                ("lambda", self.lam), ("E_H[p]", self.E_p), ("omega_t", self.omega),
+                ("projected gradient (residual)", self.residual), ("status", self.status)]
+        return format_table(["quantity", "value"], rows,
+                            title="van Vuuren (2016) Section 7 planner (heterogeneous firms)",
+                            notes=[self.message] if self.message else ())
 
 
 def solve_planner_hetero(params: Params, *, tol: float = 1e-7, throw: bool = False) -> PlannerResultHetero:
@@ -1212,7 +1208,7 @@ def solve_planner_hetero(params: Params, *, tol: float = 1e-7, throw: bool = Fal
     homogeneous model, du can be interior (on-the-job search now has social value: (30)).
     Bound-constrained quasi-Newton (L-BFGS-B, exact gradients by autodiff) in (u, t, plow)
     from several starts; the best local optimum is returned.  ``residual`` is the projected
-    gradient norm; status "converged" when it is below ``tol``."""
+    gradient norm; status "successful" when it is below ``tol`` and no artificial bound binds."""
     from scipy.optimize import minimize
 
     if not isinstance(params, Params):
@@ -1238,15 +1234,20 @@ def solve_planner_hetero(params: Params, *, tol: float = 1e-7, throw: bool = Fal
     om, v, E, lam = (float(q) for q in _hp_all(params, jnp.asarray(x)))
     u, t, pl = (float(q) for q in x)
     config = "integrated" if t <= 1e-9 else ("segregated" if t >= 1 - 1e-9 else "interior")
-    status = "converged" if res < tol and pl < bounds[2][1] - 1e-9 and u < bounds[0][1] - 1e-9 else \
-        f"not converged (projected gradient {res:.3g}, or optimum on an artificial bound)"
-    if status != "converged":
+    if not (pl < bounds[2][1] - 1e-9 and u < bounds[0][1] - 1e-9):
+        status, message = "on_bound", (f"optimum on an artificial bound (u <= {bounds[0][1]}, p_low <= "
+                                       f"{bounds[2][1]}); projected gradient {res:.3g}")
+    elif not res < tol:
+        status, message = "stalled", f"projected gradient {res:.3g} >= tol {tol:.3g}"
+    else:
+        status, message = "successful", ""
+    if status != "successful":
         if throw:
-            raise ConvergenceError(f"van_vuuren.solve_planner_hetero: {status}")
-        warnings.warn(f"van_vuuren.solve_planner_hetero: {status}", RuntimeWarning, stacklevel=2)
+            raise ConvergenceError(f"van_vuuren.solve_planner_hetero: {status}: {message}")
+        warnings.warn(f"van_vuuren.solve_planner_hetero: {status}: {message}", RuntimeWarning, stacklevel=2)
     du = (1 - u) * t
     return PlannerResultHetero(u=u, v=v, du=du, plow=pl, omega=om, config=config, E_p=E, lam=lam,
-                               residual=res, status=status,
+                               residual=res, status=status, message=message,
                                _s_u=float(params.s0) - float(params.a) * (du + u / 2))
 
 

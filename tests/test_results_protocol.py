@@ -1,0 +1,136 @@
+"""Every public result type of the models has the protocol of :mod:`spatialjax.results`:
+``status`` is a vocabulary name, ``converged`` agrees with it, ``str(r) == r.summary()``
+(a string, never printed), ``to_json`` is strict JSON that round-trips to ``to_dict``."""
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from spatialjax import results
+from spatialjax.models import helsley_strange as hs
+from spatialjax.models import thisse_turner_ushchev as ttu
+from spatialjax.models import van_vuuren as vv
+
+
+def _hs_results():
+    p = hs.default_params()
+    bad = hs.Params(beta=0.5, gamma=0.8)             # beta < gamma: no interior maximum (after (A.19))
+    miss = hs.Params(N=[100.0, 300.0])                # ratio ray misses the contract curve (footnote 14)
+    return {"hs.Optimum": hs.solve_type_optimum(p, 0), "hs.Optimum(failed)": hs.solve_type_optimum(bad, 0),
+            "hs.Optimum(contract)": hs.solve_contract_curve(p, [0.5, 0.5]),
+            "hs.CPE": hs.constrained_pareto_efficient(p), "hs.CPE(empty)": hs.constrained_pareto_efficient(miss),
+            "hs.NashSet": hs.nash_interval(p), "hs.Specialized": hs.specialized_equilibria(p),
+            "hs.PartitionTable": hs.partition_equilibria(p, grid=801)}
+
+
+def _ttu_results():
+    eqs = ttu.equilibria(ttu.Params(gamma=0.11))
+    return {"ttu.Equilibria": eqs, "ttu.Equilibrium(interior)": next(e for e in eqs if e.kind == "interior"),
+            "ttu.Equilibrium(corner)": next(e for e in eqs if e.kind == "corner")}
+
+
+def _vv_results():
+    P = vv.Params.panel_a()
+    eqs = vv.solve_market(P)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        none = vv.solve_market(vv.Params.panel_b(1.0, gamma=50.0))   # vacancies too costly: no_solution
+        Ph = vv.Params.panel_b(1.0, tau=vv.TABLE2_TAU)
+        het = vv.solve_market_hetero(Ph)
+        plh = vv.solve_planner_hetero(Ph)
+    return {"vv.Equilibria": eqs, "vv.Equilibria(none)": none, "vv.MarketEquilibrium": eqs[0],
+            "vv.PlannerResult": vv.solve_planner(P), "vv.Equilibria(hetero)": het,
+            "vv.MarketEquilibriumHetero": het[0], "vv.PlannerResultHetero": plh}
+
+
+_CACHE = {}
+
+
+def _all():
+    if not _CACHE:
+        for f in (_hs_results, _ttu_results, _vv_results):
+            _CACHE.update(f())
+    return _CACHE
+
+
+NAMES = ["hs.Optimum", "hs.Optimum(failed)", "hs.Optimum(contract)", "hs.CPE", "hs.CPE(empty)", "hs.NashSet",
+         "hs.Specialized", "hs.PartitionTable", "ttu.Equilibria", "ttu.Equilibrium(interior)",
+         "ttu.Equilibrium(corner)", "vv.Equilibria", "vv.Equilibria(none)", "vv.MarketEquilibrium",
+         "vv.PlannerResult", "vv.Equilibria(hetero)", "vv.MarketEquilibriumHetero", "vv.PlannerResultHetero"]
+
+
+def _no_nonfinite(x):
+    if isinstance(x, float):
+        assert math.isfinite(x)
+    elif isinstance(x, dict):
+        for v in x.values():
+            _no_nonfinite(v)
+    elif isinstance(x, list):
+        for v in x:
+            _no_nonfinite(v)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_protocol(name):
+    r = _all()[name]
+    assert isinstance(r, results.Result)
+    assert r.status in results.STATUSES
+    assert bool(r.converged) == (r.status in results.CONVERGED)
+    assert isinstance(r.message, str)
+    s = r.summary()
+    assert isinstance(s, str) and len(s) > 20 and str(r) == s
+    assert r.status in s                                   # the table names its status
+    d = r.to_dict()
+    text = r.to_json()
+    back = json.loads(text)                                # strict JSON: NaN/inf written as null
+    assert "NaN" not in text and "Infinity" not in text
+    assert back == d
+    _no_nonfinite(back)
+    assert back["status"] == r.status and back["converged"] == bool(r.converged)
+    res = float(np.max(np.asarray(r.residual, dtype=float))) if hasattr(r, "residual") else math.nan
+    assert back["residual"] == (res if math.isfinite(res) else None)
+
+
+def test_expected_statuses():
+    """The status names say what happened (a success is never free text that reads as a failure)."""
+    r = _all()
+    assert r["hs.Optimum"].status == "successful"
+    assert r["hs.Optimum(failed)"].status in ("not_a_maximum", "max_steps_reached")
+    assert r["hs.CPE(empty)"].status == "empty" and r["hs.CPE(empty)"].converged
+    assert r["vv.Equilibria(none)"].status == "no_solution" and not r["vv.Equilibria(none)"].converged
+    assert r["vv.Equilibria"].status == "successful" and len(r["vv.Equilibria"]) >= 1
+    assert r["ttu.Equilibria"].status == "successful" and len(r["ttu.Equilibria"]) == 5
+    corner = r["ttu.Equilibrium(corner)"].to_dict()
+    assert corner["kind"] == "corner" and (corner["omega"] is None or corner["omega"] == 0.0)
+
+
+def test_vv_one_corner_planner_is_a_success():
+    """Issue 13: the planner with an optimum at only one corner used the free-text status
+    'converged (only the ... corner ...)' so ``converged`` read False; now status is a name."""
+    P = vv.Params.panel_a()
+    pl = vv.solve_planner(P)
+    one = vv.PlannerResult(pl.u, pl.v, pl.du, pl.omega, pl.config, {pl.config: pl.corners[pl.config]},
+                           pl.local_choice_26, pl.residual, "successful", f"only the {pl.config} corner has an optimum")
+    assert one.converged and "only the" in one.summary()
+
+
+def test_one_equilibria_type_and_unknown_status_rejected():
+    assert ttu.Equilibria is vv.Equilibria is results.Equilibria
+    with pytest.raises(ValueError, match="unknown result status"):
+        results.Equilibria([], status="converged (only one corner)")
+
+
+def test_json_safe_and_status_names():
+    from spatialjax.solver import RESULTS
+    import jax.numpy as jnp
+    import optimistix as optx
+
+    assert results.json_safe({"a": np.array([1.0, np.nan, np.inf]), "b": np.float64(-np.inf), "c": (1, 2)}) == \
+        {"a": [1.0, None, None], "b": None, "c": [1, 2]}
+    batched = RESULTS.where(jnp.array(True), RESULTS.successful, RESULTS.stalled)
+    assert results.status_names(batched) == ["successful"]
+    assert results.status_names(RESULTS.singular) == ["singular"]
+    assert results.status_names(optx.RESULTS.successful) is None   # another enumeration: no guess
