@@ -134,3 +134,18 @@ def test_json_safe_and_status_names():
     assert results.status_names(batched) == ["successful"]
     assert results.status_names(RESULTS.singular) == ["singular"]
     assert results.status_names(optx.RESULTS.successful) is None   # another enumeration: no guess
+
+
+def test_ttu_figure1_labels_are_mathtext():
+    """Issue 13: the TTU labels rendered literally (``ω^{(1+ε)/ε}``); they are mathtext now, and
+    the drawn figure's label text is the rendered formula, not the TeX source with braces."""
+    import matplotlib.pyplot as plt
+    from spatialjax.plots import thisse_turner_ushchev as plots
+
+    fig = plots.figure1(ttu.Params(gamma=0.11), [0.05, 0.11], n=50)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == r"$\omega^{(1+\epsilon)/\epsilon}$"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert r"$\rho_L$" in labels and any(r"$\gamma=0.11$" in t for t in labels)
+    fig.canvas.draw()                                     # mathtext parses (raises otherwise)
+    plt.close(fig)

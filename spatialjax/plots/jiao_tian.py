@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -23,7 +24,8 @@ def plot_openness_sweep(branches, eqs, report, out: Path, title: str = "") -> li
             d, s, sg = b["Delta"].to_numpy(), b["skill_share_focus"].to_numpy(), b["det_sign"].to_numpy()
             sg0 = sg[0] if len(sg) else 1.0
             for k in range(len(d) - 1):
-                ax.plot(d[k:k + 2], s[k:k + 2], "-" if sg[k + 1] == sg0 else "--", color=f"C{bi}", lw=1.6)
+                ax.plot(d[k:k + 2], s[k:k + 2], "-" if sg[k + 1] == sg0 else "--", color=f"C{bi}", lw=1.6,
+                        label=("branch from autarky" if bi == 0 else f"branch {bi} (from an equilibrium at Delta = 1)"))
             # folds: where the branch turns in Delta
             dd = np.diff(d)
             for k in np.flatnonzero(dd[:-1] * dd[1:] < 0):
@@ -31,11 +33,14 @@ def plot_openness_sweep(branches, eqs, report, out: Path, title: str = "") -> li
         q = eqs[eqs["experiment"] == e]
         ax.scatter(q["Delta"], q["skill_share_focus"], s=14, color="k", zorder=3, label="equilibria on the Delta grid")
         ax.set_xlabel(r"ICT openness $\Delta = \tau^{-\theta}$")
-        ax.set_ylabel(r"$L^m/(L^m+L^p)$")
+        city = re.search(r"City (\d+)", str(e))
+        ax.set_ylabel(rf"$L^m/(L^m+L^p)$ in City {city.group(1) if city else 1}")
         ax.set_title(e)
         ax.set_xlim(0, 1)
         h, lab = ax.get_legend_handles_labels()
         uniq = dict(zip(lab, h))
+        uniq["solid: before the first fold (det J sign of the start); dashed: after"] = \
+            plt.Line2D([], [], color="0.4", ls="-")
         ax.legend(uniq.values(), uniq.keys(), fontsize=8, loc="best")
     if title:
         fig.suptitle(title)

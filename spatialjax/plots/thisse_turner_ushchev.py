@@ -26,19 +26,19 @@ def figure1(params: ttu.Params, gammas: Sequence[float], path: str | Path | None
     blues = plt.cm.Blues(np.linspace(0.45, 0.95, max(len(gammas), 1)))
     for g, col in zip(gammas, blues):
         p = params.replace(gamma=float(g))
-        ax.plot(rho, np.asarray(ttu.g_curve(p, rho)), color=col, lw=1.5, label=f"g, γ={g:g}")
+        ax.plot(rho, np.asarray(ttu.g_curve(p, rho)), color=col, lw=1.5, label=rf"g, $\gamma={g:g}$")
         for e in ttu.equilibria(p, stability=False, corners=False, throw=False):
             if 0 < e.omega < np.inf:
                 Om = np.exp((1 + float(p.eps)) / float(p.eps) * e.log_omega)
                 ax.plot([e.rho], [Om], "o", color=col, mec="k", ms=5, zorder=5)
-    ax.axvline(ttu.rho_L(params), color="0.6", ls=":", lw=1, label="ρ_L")
+    ax.axvline(ttu.rho_L(params), color="0.6", ls=":", lw=1, label=r"$\rho_L$")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(rho_m, rho_M)
     ax.set_ylim(1e-3, 1e3)
-    ax.set_xlabel("ρ (amenity-adjusted relative rent)")
-    ax.set_ylabel("ω^{(1+ε)/ε}")
-    ax.set_title(f"f and g loci (γ_m = α/ε = {float(params.gamma_m):.4g})")
+    ax.set_xlabel(r"$\rho$ (amenity-adjusted relative rent)")
+    ax.set_ylabel(r"$\omega^{(1+\epsilon)/\epsilon}$")
+    ax.set_title(rf"f and g loci ($\gamma_m = \alpha/\epsilon$ = {float(params.gamma_m):.4g})")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     if path is not None:
@@ -77,17 +77,17 @@ def figure2(params: ttu.Params, gammas, path: str | Path | None = None, sweep: d
     for k in range(sw["log_rho"].shape[1]):
         m = sw["valid"][:, k] & lonely
         ax.plot(g[m], sw["log_rho"][m, k], "o", color="k", ms=3, mfc="none")
-    ax.axvline(float(params.gamma_m), color="tab:blue", ls=":", lw=1, label="γ_m = α/ε")
+    ax.axvline(float(params.gamma_m), color="tab:blue", ls=":", lw=1, label=r"$\gamma_m = \alpha/\epsilon$")
     gs = float(params.gamma_strong)
     if g.min() <= gs <= g.max():
         ax.axvline(gs, color="tab:green", ls=":", lw=1, label="Prop. 9 bound")
-    ax.axhline(np.log(ttu.rho_L(params)), color="0.6", ls=":", lw=1, label="ln ρ_L")
+    ax.axhline(np.log(ttu.rho_L(params)), color="0.6", ls=":", lw=1, label=r"$\ln \rho_L$")
     ax.plot([], [], "k-", lw=2, label="stable")
     ax.plot([], [], "k--", lw=1, label="unstable")
     rm, rM = ttu.rho_bounds(params)
     ax.set_ylim(np.log(rm) - 0.2, np.log(rM) + 0.2)
-    ax.set_xlabel("γ")
-    ax.set_ylabel("ln ρ")
+    ax.set_xlabel(r"$\gamma$")
+    ax.set_ylabel(r"$\ln \rho$")
     ax.set_title("Equilibrium correspondence (interior equilibria)")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

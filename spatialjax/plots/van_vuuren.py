@@ -43,7 +43,8 @@ def plot_sweep(sweep: dict, path, title: str = ""):
             c = sweep[cfg]
             if np.any(c["valid"]):
                 ax.plot(a[c["valid"]], c[k][c["valid"]], m, ms=3, label=cfg)
-        ax.set_xlabel("a")
+        ax.set_xlabel("a (search efficiency at the CBD)")
+        ax.set_ylabel({"u": "unemployment u", "v": "vacancies v", "du": "inner edge of unemployed zone du"}[k])
         ax.set_title(k)
     axes[0].legend(fontsize=7)
     fig.suptitle(title)
