@@ -28,7 +28,7 @@ def _fmt(v, digits: int) -> str:
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence], *, title: str | None = None,
-                 digits: int = 4, notes: Sequence[str] = ()) -> str:
+                 digits: int = 4, notes: Sequence[str] | None = ()) -> str:
     """Format ``rows`` under ``headers`` as a fixed-width table with rules above and below."""
     cells = [[_fmt(v, digits) for v in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
@@ -42,7 +42,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence], *, title: str
     for r in cells:
         out.append("  ".join(c.rjust(w) for c, w in zip(r, widths)))
     out.append(rule)
-    out.extend(notes)
+    out.extend(notes or ())
     return "\n".join(out)
 
 
