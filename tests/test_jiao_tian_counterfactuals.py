@@ -420,3 +420,57 @@ def test_printed_numbers_match_the_published_tables():
     for who in ("workers", "managers"):
         assert P["decomposition"][f"direct_{who}"] + P["decomposition"][f"reorg_{who}"] == pytest.approx(
             P["no_internet"][who], abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# A fold on the path is reported as a fold, at the s where the branch turns back
+# ---------------------------------------------------------------------------------------
+
+
+def _fold_economy(n=24, D=0.01):
+    """24 cities, 12 big (T^(1/theta) = 1.5) and 12 small, Figure-2 parameters (theta = 5, gamma = 0.1,
+    alpha = beta = 0.4), uniform openness D = tau^(-theta): the branch that starts near autarky folds
+    when the openness rises (MODELS.md §1; the mechanism of the us722 digital-divide failure, where
+    one city's manager block folds at s = 0.0033 of the policy)."""
+    T = jnp.array([1.5 ** 5] * (n // 2) + [1.0] * (n // 2))
+    tau = np.full((n, n), D ** (-1 / 5))
+    np.fill_diagonal(tau, 1.0)
+    p = jt.Params(alpha=0.4, beta=0.4, theta=5.0, gamma=0.1, T=T, tau=jnp.asarray(tau), H=jnp.ones(n),
+                  Lm_total=1.0, Lp_total=2.0)
+    sol = jt.solve(p)
+    b = cf.Baseline(params=p, sol=sol, q=jnp.ones(n), dist=jnp.ones((n, n)), log_lam=0.0, delta_d=0.0, delta_I=0.0)
+    dl = jnp.full((n, n), -(math.log(0.5) - math.log(D)) / 5) * (1 - jnp.eye(n))  # openness 0.01 -> 0.5
+    return b, dl
+
+
+def test_fold_on_the_path_is_reported_with_its_s():
+    from spatialjax.continuation import pseudo_arclength
+
+    b, dl = _fold_economy()
+    r = cf.run_counterfactual(b, dl, name="fold_case", description="openness 0.01 -> 0.5", steps=4)
+    # before the fix this was "stalled" with no location: the halvings ran out at the fold
+    assert r.status == "fold" and not r.converged
+    assert r.message.startswith(f"fold at s = {r.fold_s:.6g}")
+    assert r.s_reached < r.fold_s < min(p["s"] for p in r.path if p["status"] != "successful")
+    assert math.isnan(r.slope) and math.isnan(r.d_log_Uw) and r.row()["fold_s"] == r.fold_s
+    assert "fold at s" in r.summary() and r.to_dict()["message"] == r.message
+    # independent check: a fresh pseudo-arclength run from the baseline finds the same turning point,
+    # where dF/dy is singular (a genuine fold, not a solver failure)
+    args = (b.params, jnp.log(b.params.tau), dl, jnp.asarray(0.0))
+    br = pseudo_arclength(cf._shock_res, b.sol.y, args, 0.0, ds=0.05, ds_max=0.5, n_steps=80, lam_min=-0.5,
+                          lam_max=1.0, jac=cf._shock_jac)
+    assert len(br.folds) >= 1
+    s_f, y_f = br.folds[0]
+    # the two runs take different steps; the secant refinement of the turning point is accurate to
+    # second order in the step (measured: 2e-6 apart), far inside the distance to the failed step
+    assert abs(s_f - r.fold_s) < 1e-4
+    J = np.asarray(cf._shock_jac(jnp.asarray(y_f), s_f, args))
+    sv = np.linalg.svd(J, compute_uv=False)
+    J0 = np.asarray(cf._shock_jac(b.sol.y, 0.0, args))
+    sv0 = np.linalg.svd(J0, compute_uv=False)
+    # sigma_min -> 0 like sqrt(s* - s) at a fold, so the refined point's s-error of ~1e-6 leaves
+    # sigma_min / sigma_max ~ 1e-4 (measured 1.3e-4, vs 0.03 at the baseline): one singular direction
+    assert sv[-1] / sv[0] < 1e-2 * sv0[-1] / sv0[0] and sv[-2] / sv[0] > 1e-2 * sv0[-1] / sv0[0]
+    # with the locator switched off the old status comes back (the failure is the solver's)
+    r0 = cf.run_counterfactual(b, dl, name="fold_case", description="", steps=4, locate_folds=False)
+    assert r0.status != "fold" and math.isnan(r0.fold_s) and r0.message == ""

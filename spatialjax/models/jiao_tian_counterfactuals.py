@@ -544,6 +544,8 @@ class CounterfactualResult:
     OLS slope of ``d_skill_share`` on ``log_size`` (baseline log(L^m + L^p)), ``slope_se`` its
     robust (HC1) standard error. ``status``: "successful", or why the branch was not followed to
     s = 1 ("fold", "degenerate", "branch_jump", or the solver's status); numbers are then NaN.
+    For "fold", ``fold_s`` is where the branch turns back (located by pseudo-arclength) and
+    ``message`` says so ("fold at s = ...").
     """
 
     name: str
@@ -568,6 +570,8 @@ class CounterfactualResult:
     paper: dict = field(default_factory=dict)  # printed values: slope, workers, managers (percent)
     y: np.ndarray | None = None  # the counterfactual equilibrium's unknowns (2N+2,)
     seconds: float = float("nan")
+    fold_s: float = float("nan")  # status "fold": the s where the branch through the baseline turns back
+    message: str = ""  # why the branch was not followed to s = 1 (e.g. "fold at s = ..."), "" if it was
 
     @property
     def converged(self) -> bool:
@@ -586,7 +590,8 @@ class CounterfactualResult:
 
     def to_dict(self) -> dict:
         d = dict(name=self.name, description=self.description, status=self.status, converged=self.converged,
-                 s_reached=self.s_reached, effect_sign=self.effect_sign, slope=self.slope, slope_se=self.slope_se,
+                 s_reached=self.s_reached, fold_s=self.fold_s, message=self.message,
+                 effect_sign=self.effect_sign, slope=self.slope, slope_se=self.slope_se,
                  intercept=self.intercept, r2=self.r2, d_log_Uw=self.d_log_Uw, d_log_Um=self.d_log_Um,
                  workers_pct=self.workers_pct, managers_pct=self.managers_pct, n_solves=self.n_solves,
                  seconds=self.seconds, settings={k: v for k, v in self.settings.items() if k != "A_eff"},
@@ -602,7 +607,7 @@ class CounterfactualResult:
     def row(self) -> dict:
         """One flat row of ``counterfactuals.csv``."""
         d = dict(name=self.name, status=self.status, converged=self.converged, s_reached=self.s_reached,
-                 effect=("baseline minus counterfactual" if self.effect_sign < 0 else "counterfactual minus baseline"),
+                 fold_s=self.fold_s, message=self.message, effect=("baseline minus counterfactual" if self.effect_sign < 0 else "counterfactual minus baseline"),
                  slope=self.slope, slope_se=self.slope_se, r2=self.r2,
                  workers_pct=self.workers_pct, managers_pct=self.managers_pct,
                  workers_logpts=100 * self.d_log_Uw, managers_logpts=100 * self.d_log_Um,
@@ -630,7 +635,7 @@ class CounterfactualResult:
                 ("managers' welfare, %", self.managers_pct, self.delta_se.get("managers_pct", float("nan")),
                  self.paper.get("managers", ""))]
         notes = [f"status: {self.status}; s reached {self.s_reached:.4g}; {self.n_solves} equilibrium solves; "
-                 f"changes are {sg}",
+                 f"changes are {sg}"] + ([self.message] if self.message else []) + [
                  "se: robust (HC1) for the slope; delta method from the estimates' covariance for welfare "
                  "(nan if not computed); paper: printed values on US data"]
         if self.decomposition:
@@ -658,21 +663,60 @@ def _solver_for(epsilon: float) -> Callable:
     return solve
 
 
+def _shock_res(y, s, a):
+    """Residual of the shocked economy at log tau(s) = log tau_0 + s dlogtau (elastic form; eps = 0 is
+    ``jt.residual``), for the pseudo-arclength fold locator. ``a = (params0, logtau0, dlogtau, eps)``."""
+    p0, lt0, dl, eps = a
+    return elastic_residual(y, eqx.tree_at(lambda p: p.tau, p0, jnp.exp(_offdiag(lt0 + s * dl))), eps)
+
+
+def _shock_jac(y, s, a):
+    p0, lt0, dl, eps = a
+    return elastic_jacobian(y, eqx.tree_at(lambda p: p.tau, p0, jnp.exp(_offdiag(lt0 + s * dl))), eps)
+
+
+def _locate_fold(params0: jt.Params, dlogtau, y0, s0: float, s_fail: float, epsilon: float = 0.0,
+                 n_steps: int = 60):
+    """Is there a fold of the branch through ``(y0, s0)`` before ``s_fail``? Pseudo-arclength in
+    z = (y, s) (``continuation.pseudo_arclength``): a fold is where the s-component of the branch's
+    tangent changes sign (the branch turns back; det dF/dy changes sign), so no equilibrium on this
+    branch exists just beyond it. Returns ``(s_fold or None, n_points)``."""
+    from spatialjax.continuation import pseudo_arclength
+
+    span = float(s_fail - s0)
+    if not span > 0:
+        return None, 0
+    args = (params0, jnp.log(params0.tau), _a(dlogtau), _a(epsilon))
+    try:
+        br = pseudo_arclength(_shock_res, _a(y0), args, float(s0), ds=span / 4, ds_max=0.5, ds_min=span * 1e-6,
+                              n_steps=n_steps, lam_min=s0 - span, lam_max=s_fail, direction=1.0, jac=_shock_jac)
+    except Exception:  # noqa: BLE001 - the locator is a diagnostic; its failure leaves the status as it was
+        return None, 0
+    folds = [float(f[0]) for f in br.folds if s0 - 1e-12 <= f[0] <= s_fail + 1e-12 and np.isfinite(f[0])]
+    return (folds[0] if folds else None), len(br.lam)
+
+
 def _follow(params0: jt.Params, dlogtau, y_base, solve, *, steps: int, max_halvings: int = 4, max_jump: float = 1.0,
-            degeneracy_rtol: float = 1e-3):
+            degeneracy_rtol: float = 1e-3, epsilon: float = 0.0, locate_folds: bool = True):
     """Follow the equilibrium along log tau(s) = log tau_0 + s dlogtau, s: 0 -> 1 (warm starts, secant
-    predictor, step halving). Returns ``(eq at the last accepted s, s_reached, status, path, n_solves)``."""
+    predictor, step halving). Returns ``(eq at the last accepted s, s_reached, status, path, n_solves,
+    fold)``. When the halvings are exhausted by solver failures (not by a degenerate or jumping
+    root), :func:`_locate_fold` follows the branch from the last accepted point by
+    pseudo-arclength: if it turns back at s_fold before the failed s, the status is "fold" and
+    ``fold = dict(s=s_fold, message=...)`` (the branch through the baseline ends there: past s_fold
+    the equilibrium must jump to another branch, which is never substituted); otherwise the
+    solver's status stands and ``fold`` is None."""
     logtau0 = jnp.log(params0.tau)
     min_base = float(jnp.min(jnp.exp(y_base[params0.N:2 * params0.N])))
     h0 = 1.0 / steps
     h, s, y_prev, s_prev, y_prev2, s_prev2 = h0, 0.0, y_base, 0.0, None, None
-    eq_acc, path, n_solves, status = None, [], 0, "successful"
+    eq_acc, path, n_solves, status, fold = None, [], 0, "successful", None
     if not bool(jnp.any(dlogtau != 0)):
         eq = solve(eqx.tree_at(lambda p: p.tau, params0, jnp.exp(logtau0)), y_base)
         n_solves += 1
         path.append(dict(s=1.0, status=eq.status, residual=eq.residual, sigma_min=eq.sigma_min, min_Lm=eq.min_Lm,
                          jump=0.0))
-        return eq, 1.0, ("successful" if eq.converged else eq.status), path, n_solves
+        return eq, 1.0, ("successful" if eq.converged else eq.status), path, n_solves, None
     while s < 1.0 - 1e-12:
         s_new = min(1.0, s + h)
         p_s = eqx.tree_at(lambda p: p.tau, params0, jnp.exp(_offdiag(logtau0 + s_new * dlogtau)))
@@ -703,8 +747,17 @@ def _follow(params0: jt.Params, dlogtau, y_base, solve, *, steps: int, max_halvi
             h = h / 2
             if h < h0 / 2 ** max_halvings:
                 status = why
+                if locate_folds and why not in ("degenerate", "branch_jump"):
+                    s_fold, npts = _locate_fold(params0, dlogtau, y_prev, s, s_new, epsilon)
+                    if s_fold is not None:
+                        status = "fold"
+                        fold = dict(s=s_fold, arclength_points=npts,
+                                    message=(f"fold at s = {s_fold:.6g}: the equilibrium branch through the "
+                                             f"baseline turns back (pseudo-arclength; det dF/dy changes sign) "
+                                             f"after s = {s:.6g}, before the failed step s = {s_new:.6g} "
+                                             f"(solver status there: {why})"))
                 break
-    return eq_acc, s, status, path, n_solves
+    return eq_acc, s, status, path, n_solves, fold
 
 
 def run_counterfactual(b: Baseline, dlogtau, *, name: str, description: str, effect_sign: int = 1,
@@ -724,8 +777,8 @@ def run_counterfactual(b: Baseline, dlogtau, *, name: str, description: str, eff
     dlogtau = _offdiag(_a(dlogtau))
     if dlogtau.shape != (N, N):
         raise ParameterError("dlogtau", f"must have shape ({N}, {N}); got {dlogtau.shape}")
-    eq, s_reached, status, path, n_solves = _follow(params0, dlogtau, y_base, _solver_for(epsilon), steps=steps,
-                                                    **follow_kw)
+    eq, s_reached, status, path, n_solves, fold = _follow(params0, dlogtau, y_base, _solver_for(epsilon),
+                                                          steps=steps, epsilon=epsilon, **follow_kw)
     Lm0 = jnp.exp(y_base[N:2 * N])
     o0 = jt.equilibrium_objects(params0, jnp.exp(y_base[:N]), Lm0)
     sk0 = np.asarray(o0.Lm / (o0.Lm + o0.Lp))
@@ -736,6 +789,9 @@ def run_counterfactual(b: Baseline, dlogtau, *, name: str, description: str, eff
                                d_log_Uw=nan, d_log_Um=nan, slope=nan, slope_se=nan, intercept=nan, r2=nan, path=path,
                                n_solves=n_solves, settings=dict(settings or {}, epsilon=epsilon),
                                paper=dict(paper or {}))
+    if fold is not None:
+        res.fold_s = fold["s"]
+        res.message = fold["message"]
     if status == "successful":
         sk1 = np.asarray(eq.Lm / (eq.Lm + eq.Lp))
         res.d_skill_share = effect_sign * (sk1 - sk0)
@@ -1127,7 +1183,8 @@ def paper_comparison(results: list[CounterfactualResult], data_label: str = DATA
             grp, tab = "elastic_housing", "Table 12 / Appendix K"
         else:
             continue
-        note = _NOTES[grp] + ("" if r.converged else f"; OURS FAILED: status {r.status}")
+        note = _NOTES[grp] + ("" if r.converged else f"; OURS FAILED: status {r.status}"
+                                                    + (f" ({r.message})" if r.message else ""))
         if "slope" in r.paper:
             add(r.name, "slope of d high-skill share on log size", tab, r.slope, r.paper["slope"], note)
         if "workers" in r.paper:
@@ -1279,7 +1336,8 @@ def _comparison_text(cmp_df: pd.DataFrame, results, label) -> str:
     rows = [(r["counterfactual"], r["quantity"], r["table"], r["ours"], r["paper"], r["same_sign"],
              r["log10_ratio"]) for _, r in cmp_df.iterrows()]
     notes = [f"ours: {label}; paper: printed values on US data. Notes per row in paper_comparison.csv."]
-    notes += [f"{r.name}: status {r.status}" for r in results if not r.converged]
+    notes += [f"{r.name}: status {r.status}" + (f" ({r.message})" if r.message else "")
+              for r in results if not r.converged]
     return format_table(["counterfactual", "quantity", "table", "ours", "paper", "same sign", "log10 ratio"], rows,
                         title="Jiao-Tian counterfactuals: ours vs the paper's printed numbers", notes=notes)
 
