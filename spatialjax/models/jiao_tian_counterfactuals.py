@@ -36,7 +36,11 @@ max-norm (log units) from the previous point (a continuous branch passes this te
 is small enough; a jump to another equilibrium at a finite distance does not), and keep min_n L^m_n above ``degeneracy_rtol`` times its
 baseline value (a cold solve of the shocked economy can land on the all-managers-in-one-city
 equilibrium). A branch that folds, jumps or degenerates is reported with that status and the s it
-reached, never replaced by a cold solve's other equilibrium.
+reached, never replaced by a cold solve's other equilibrium. When the halvings run out on solver
+failures, the branch is followed from the last accepted point by pseudo-arclength
+(``continuation.pseudo_arclength``); if it turns back before the failed s, the status is "fold",
+``fold_s`` the turning point and ``message`` "fold at s = ..." (the us722 replica's digital-divide
+policy folds at s = 0.0033: one upgraded city's manager block, ``log L^m``, is the null direction).
 
 Welfare: the common log real incomes log U_w = log w_n - (1-alpha) log p_n (16) and
 log U_m = log E[pi_n] - (1-alpha) log p_n (14); changes are reported in percent,
