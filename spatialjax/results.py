@@ -52,10 +52,25 @@ STATUSES: dict[str, str] = {
     "not_a_maximum": "the first-order conditions are solved but the second-order condition fails",
     "on_bound": "the optimum lies on an artificial bound of the search box (not a true optimum)",
     "incomplete": "some of the roots were not converged or not kept (see message)",
+    # continuation along a shock (spatialjax.models.jiao_tian_counterfactuals)
+    "fold": "the branch through the baseline turns back before the full shock (a fold, located by "
+            "pseudo-arclength; message gives its s): the counterfactual has no equilibrium on that branch",
+    "degenerate": "the branch reached an equilibrium with (almost) all of a group in one city",
+    "branch_jump": "a continuation step jumped to another branch (the change exceeded the step's bound)",
+    # estimation (spatialjax.gmm.Result; there ``converged`` is the optimiser's own stop flag)
+    "converged": "estimation: the optimiser converged and standard errors exist",
+    "converged_no_se": "estimation: the optimiser converged; no standard errors (fixed W without a "
+                       "covariance of the targets)",
+    "weakly_identified": "estimation: G'WG is (near-)singular; SEs are NaN and the weak direction is named",
+    "at_bound": "estimation: a bounded parameter is on its bound; no standard errors",
+    "singular_S": "estimation: the moment covariance S is singular; no efficient weighting or SEs",
+    "not_converged": "estimation: the optimiser stopped without meeting its criteria",
+    "max_rounds_reached": "estimation: iterated GMM stopped at its maximum number of rounds",
+    "failed": "estimation: no evaluation with a successful inner solve (or the optimiser failed)",
 }
 
 #: statuses for which ``converged`` is True
-CONVERGED = frozenset({"successful", "empty"})
+CONVERGED = frozenset({"successful", "empty", "converged", "converged_no_se"})
 
 
 def check_status(name: str) -> str:

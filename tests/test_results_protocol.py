@@ -149,3 +149,22 @@ def test_ttu_figure1_labels_are_mathtext():
     assert r"$\rho_L$" in labels and any(r"$\gamma=0.11$" in t for t in labels)
     fig.canvas.draw()                                     # mathtext parses (raises otherwise)
     plt.close(fig)
+
+
+def test_estimation_and_continuation_statuses_are_in_the_vocabulary():
+    """Every status name the estimation layer and the Jiao-Tian continuation can set is documented
+    in results.STATUSES (read from the source, so a new name that is not registered fails here)."""
+    import pathlib
+    import re
+
+    import spatialjax.gmm as gmm
+    import spatialjax.models.jiao_tian_counterfactuals as jcf
+
+    found = set()
+    for mod in (gmm, jcf):
+        src = pathlib.Path(mod.__file__).read_text()
+        found |= set(re.findall(r'status\s*(?:=|==|or)\s*"([a-z_A-Z]+)"', src))
+        found |= set(re.findall(r'status=\("?([a-z_]+)"', src))
+    assert {"converged", "weakly_identified", "at_bound", "singular_S", "fold"} <= found  # the regex sees them
+    missing = sorted(found - set(results.STATUSES))
+    assert not missing, f"status names used but not in results.STATUSES: {missing}"
