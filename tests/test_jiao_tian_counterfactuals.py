@@ -250,6 +250,50 @@ def test_ols_slope_matches_statsmodels_hc1():
     assert r2 == pytest.approx(fit.rsquared, rel=1e-12)
 
 
+def test_ols_slope_fe_matches_statsmodels_state_dummies_clustered():
+    """Column (2) of Tables 7/12: state fixed effects, SEs clustered by state; statsmodels with
+    explicit state dummies and cov_type="cluster" (its default small-sample correction) is the
+    independent reference."""
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    rng = np.random.default_rng(1)
+    n, G = 120, 9
+    g = rng.integers(0, G, size=n)
+    x = rng.normal(size=n) + 0.5 * g
+    y = 0.2 * x + 0.3 * g + rng.normal(size=n) * (1 + 0.1 * g)
+    states = np.array([f"S{k}" for k in g], dtype=object)
+    b, se, r2 = cf.ols_slope_fe(y, x, states)
+    df = pd.DataFrame(dict(y=y, x=x, s=states))
+    fit = smf.ols("y ~ x + C(s)", df).fit(cov_type="cluster", cov_kwds={"groups": g})
+    assert b == pytest.approx(fit.params["x"], rel=1e-11)
+    assert se == pytest.approx(fit.bse["x"], rel=1e-9)
+    # the slope differs from the pooled one here (the groups shift both x and y)
+    assert abs(b - cf.ols_slope(y, x)[0]) > 0.05
+    # one state only: no within-state slope to report
+    assert all(np.isnan(v) for v in cf.ols_slope_fe(y, x, ["S"] * n))
+    with pytest.raises(ParameterError, match="groups"):
+        cf.ols_slope_fe(y, x, states[:-1])
+
+
+def test_no_internet_reports_the_state_fixed_effects_slope(base, ni):
+    import dataclasses
+
+    # without states: NaN, said in the table's notes
+    assert np.isnan(ni.slope_state_fe)
+    states = np.array(["A", "B", "C", "D"] * (N // 4), dtype=object)
+    b2 = dataclasses.replace(base, states=states)
+    r = cf.no_internet(b2, steps=3)
+    ref, ref_se, _ = cf.ols_slope_fe(r.d_skill_share, r.log_size, states)
+    assert r.slope_state_fe == pytest.approx(ref, rel=1e-12) and np.isfinite(r.slope_state_fe_se)
+    assert r.slope == pytest.approx(ni.slope, rel=1e-9)        # the pooled slope is unchanged
+    assert r.row()["paper_slope_state_fe"] == cf.PAPER["no_internet"]["slope_state_fe"]
+    comp = cf.paper_comparison([r])
+    assert "slope with state fixed effects" in set(comp["quantity"])
+    with pytest.raises(ParameterError, match="states"):
+        dataclasses.replace(base, states=states[:-1])
+
+
 def test_delta_method_se():
     V = np.array([[4.0, 1.0, 0.0], [1.0, 9.0, 0.0], [0.0, 0.0, 1.0]])
     g = {"theta": 1.0, "gamma": -2.0}  # delta_d absent: the number does not depend on it

@@ -88,7 +88,7 @@ __all__ = [
     "baseline_from_allocation", "synthetic_baseline", "recalibrate", "no_internet", "sensitivity_gamma",
     "sensitivity_delta_I", "digital_divide", "run_counterfactual", "welfare_decomposition", "elastic_residual",
     "elastic_jacobian", "solve_elastic", "elastic_params", "welfare_gradient", "headline_gradients",
-    "delta_method_se", "paper_comparison", "run_all", "validate_config", "ols_slope", "digital_divide_q",
+    "delta_method_se", "paper_comparison", "run_all", "validate_config", "ols_slope", "ols_slope_fe", "digital_divide_q",
 ]
 
 F64 = jnp.float64
@@ -164,6 +164,8 @@ class Baseline:
         delta_d, delta_I: distance and internet elasticities of (29).
         names, lat, lon: optional city names and coordinates (degrees) for tables and the map.
         ids: optional city ids (default 0..N-1).
+        states: optional state of each city (any labels): the slope with state fixed effects
+            (Tables 7 and 12, column (2)) is computed when given, NaN otherwise.
     """
 
     params: jt.Params
@@ -177,6 +179,7 @@ class Baseline:
     lat: np.ndarray | None = None
     lon: np.ndarray | None = None
     ids: np.ndarray | None = None
+    states: np.ndarray | None = None
 
     def __post_init__(self):
         N = self.params.N
@@ -200,7 +203,7 @@ class Baseline:
         if not bool(self.sol.converged):
             raise ParameterError("sol", f"the baseline equilibrium must be converged and regular; its status is "
                                         f"{self.sol.status!r} (residual {float(self.sol.residual):.2e})")
-        for name in ("names", "lat", "lon", "ids"):
+        for name in ("names", "lat", "lon", "ids", "states"):
             v = getattr(self, name)
             if v is not None and len(v) != N:
                 raise ParameterError(name, f"must have one entry per city ({N}); got {len(v)}")
@@ -209,6 +212,10 @@ class Baseline:
         if self.lon is not None:
             self.lon = np.asarray(self.lon, dtype=float)
         self.ids = np.arange(N) if self.ids is None else np.asarray(self.ids)
+        if self.states is not None:
+            self.states = np.asarray(self.states, dtype=object)
+            if any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in self.states):
+                raise ParameterError("states", "has a missing entry; give every city a state label or pass None")
 
     @property
     def N(self) -> int:
@@ -453,6 +460,35 @@ def ols_slope(yv, xv):
     return b, a, se, r2
 
 
+def ols_slope_fe(yv, xv, groups):
+    """OLS of ``yv`` on ``xv`` with group fixed effects (within estimator), standard error clustered
+    by group (CR1: ``G/(G-1) * (n-1)/(n-k)``, k = 1 + number of groups), as in column (2) of the
+    paper's Tables 7 and 12 (state fixed effects, SEs clustered by state). Returns
+    ``(slope, se, within R^2)``; NaN when fewer than 2 groups have within-group variation in ``xv``.
+    NumPy."""
+    yv, xv = np.asarray(yv, float), np.asarray(xv, float)
+    g = pd.factorize(pd.Series(list(groups), dtype=object))[0]
+    n = len(yv)
+    if len(xv) != n or len(g) != n:
+        raise ParameterError("groups", f"must have one entry per observation ({n}); got {len(g)}")
+    G = int(g.max()) + 1 if n else 0
+    cnt = np.bincount(g, minlength=G)
+    xd = xv - (np.bincount(g, xv, G) / cnt)[g]
+    yd = yv - (np.bincount(g, yv, G) / cnt)[g]
+    sxx = float(np.sum(xd * xd))
+    varied = np.bincount(g, np.abs(xd) > 1e-14 * (1 + np.abs(xv)), G) > 0
+    k = 1 + G
+    if G < 2 or int(varied.sum()) < 2 or n <= k or sxx <= 0:
+        return float("nan"), float("nan"), float("nan")
+    b = float(np.sum(xd * yd) / sxx)
+    e = yd - b * xd
+    score = np.bincount(g, xd * e, G)
+    se = math.sqrt(G / (G - 1) * (n - 1) / (n - k) * float(np.sum(score ** 2)) / sxx ** 2)
+    sst = float(np.sum(yd * yd))
+    r2 = 1.0 - float(np.sum(e * e)) / sst if sst > 0 else float("nan")
+    return b, se, r2
+
+
 def _slope_jnp(yv, xv):
     xc = xv - jnp.mean(xv)
     return jnp.sum(xc * (yv - jnp.mean(yv))) / jnp.sum(xc * xc)
@@ -575,6 +611,8 @@ class CounterfactualResult:
     y: np.ndarray | None = None  # the counterfactual equilibrium's unknowns (2N+2,)
     seconds: float = float("nan")
     fold_s: float = float("nan")  # status "fold": the s where the branch through the baseline turns back
+    slope_state_fe: float = float("nan")  # Tables 7/12 col. (2): within-state slope (NaN without states)
+    slope_state_fe_se: float = float("nan")  # its SE clustered by state
     message: str = ""  # why the branch was not followed to s = 1 (e.g. "fold at s = ..."), "" if it was
 
     @property
@@ -596,6 +634,7 @@ class CounterfactualResult:
         d = dict(name=self.name, description=self.description, status=self.status, converged=self.converged,
                  s_reached=self.s_reached, fold_s=self.fold_s, message=self.message,
                  effect_sign=self.effect_sign, slope=self.slope, slope_se=self.slope_se,
+                 slope_state_fe=self.slope_state_fe, slope_state_fe_se=self.slope_state_fe_se,
                  intercept=self.intercept, r2=self.r2, d_log_Uw=self.d_log_Uw, d_log_Um=self.d_log_Um,
                  workers_pct=self.workers_pct, managers_pct=self.managers_pct, n_solves=self.n_solves,
                  seconds=self.seconds, settings={k: v for k, v in self.settings.items() if k != "A_eff"},
@@ -613,9 +652,11 @@ class CounterfactualResult:
         d = dict(name=self.name, status=self.status, converged=self.converged, s_reached=self.s_reached,
                  fold_s=self.fold_s, message=self.message, effect=("baseline minus counterfactual" if self.effect_sign < 0 else "counterfactual minus baseline"),
                  slope=self.slope, slope_se=self.slope_se, r2=self.r2,
+                 slope_state_fe=self.slope_state_fe, slope_state_fe_se=self.slope_state_fe_se,
                  workers_pct=self.workers_pct, managers_pct=self.managers_pct,
                  workers_logpts=100 * self.d_log_Uw, managers_logpts=100 * self.d_log_Um,
-                 paper_slope=self.paper.get("slope", np.nan), paper_workers=self.paper.get("workers", np.nan),
+                 paper_slope=self.paper.get("slope", np.nan),
+                 paper_slope_state_fe=self.paper.get("slope_state_fe", np.nan), paper_workers=self.paper.get("workers", np.nan),
                  paper_managers=self.paper.get("managers", np.nan))
         for k in ("gamma", "delta_I", "epsilon"):
             d[k] = self.settings.get(k, np.nan)
@@ -634,13 +675,16 @@ class CounterfactualResult:
     def summary(self) -> str:
         sg = "baseline - counterfactual" if self.effect_sign < 0 else "counterfactual - baseline"
         rows = [("slope of d skill share on log size", self.slope, self.slope_se, self.paper.get("slope", "")),
+                ("  the same with state fixed effects", self.slope_state_fe, self.slope_state_fe_se,
+                 self.paper.get("slope_state_fe", "")),
                 ("workers' welfare, %", self.workers_pct, self.delta_se.get("workers_pct", float("nan")),
                  self.paper.get("workers", "")),
                 ("managers' welfare, %", self.managers_pct, self.delta_se.get("managers_pct", float("nan")),
                  self.paper.get("managers", ""))]
         notes = [f"status: {self.status}; s reached {self.s_reached:.4g}; {self.n_solves} equilibrium solves; "
                  f"changes are {sg}"] + ([self.message] if self.message else []) + [
-                 "se: robust (HC1) for the slope; delta method from the estimates' covariance for welfare "
+                 "se: robust (HC1) for the slope, clustered by state with state fixed effects (nan without "
+                 "states); delta method from the estimates' covariance for welfare "
                  "(nan if not computed); paper: printed values on US data"]
         if self.decomposition:
             d = self.decomposition
@@ -802,6 +846,8 @@ def run_counterfactual(b: Baseline, dlogtau, *, name: str, description: str, eff
         res.d_log_Uw = effect_sign * float(eq.log_Uw - y_base[2 * N])
         res.d_log_Um = effect_sign * float(eq.log_Um - y_base[2 * N + 1])
         res.slope, res.intercept, res.slope_se, res.r2 = ols_slope(res.d_skill_share, log_size)
+        if b.states is not None:
+            res.slope_state_fe, res.slope_state_fe_se, _ = ols_slope_fe(res.d_skill_share, log_size, b.states)
         res.y = np.asarray(eq.y)
         if decompose and not epsilon:
             p_cf = eqx.tree_at(lambda p: p.tau, params0, jnp.exp(_offdiag(jnp.log(params0.tau) + dlogtau)))
@@ -842,9 +888,9 @@ def no_internet(b: Baseline, *, steps: int = 4, delta_I: float | None = None, ep
     (baseline minus no-internet), with the Table 8 decomposition (inelastic only)."""
     dI = b.delta_I if delta_I is None else float(delta_I)
     if epsilon:
-        paper = {k: PAPER["elastic_housing"][k] for k in ("slope", "workers", "managers")}
+        paper = {k: PAPER["elastic_housing"][k] for k in ("slope", "slope_state_fe", "workers", "managers")}
     else:
-        paper = {k: PAPER["no_internet"][k] for k in ("slope", "workers", "managers")}
+        paper = {k: PAPER["no_internet"][k] for k in ("slope", "slope_state_fe", "workers", "managers")}
     name = name or ("no_internet" if not epsilon else "no_internet_elastic_housing")
     desc = "no internet, log tau~ = log tau - delta^I q_n q_c" + (f" (elastic housing, eps = {epsilon:g})"
                                                                   if epsilon else "")
@@ -1191,6 +1237,9 @@ def paper_comparison(results: list[CounterfactualResult], data_label: str = DATA
                                                     + (f" ({r.message})" if r.message else ""))
         if "slope" in r.paper:
             add(r.name, "slope of d high-skill share on log size", tab, r.slope, r.paper["slope"], note)
+        if "slope_state_fe" in r.paper and np.isfinite(r.slope_state_fe):
+            add(r.name, "slope with state fixed effects", tab + " col. (2)", r.slope_state_fe,
+                r.paper["slope_state_fe"], note)
         if "workers" in r.paper:
             add(r.name, "workers' welfare change (100 d log U_w)", tab, 100 * r.d_log_Uw, r.paper["workers"], note)
         if "managers" in r.paper:
