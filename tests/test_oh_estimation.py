@@ -181,7 +181,8 @@ def test_report_at_table1_and_figures(us, tmp_path):
     assert "replacement rate x labour share" in txt and "h_bar" in txt
     from spatialjax.plots.oh import plot_figure3, plot_figure4
 
-    f3 = plot_figure3(rep["params"], rep["result"], tmp_path / "f3.png")
+    f3 = plot_figure3(rep["result"], est.wage_premium_lines(rep["params"], rep["result"]),
+                      est.wage_premium_shares(rep["params"], rep["result"]), tmp_path / "f3.png")
     f4 = plot_figure4(rep["params"], rep["result"], {k: v["target"] for k, v in rep["moments"].items()},
                       tmp_path / "f4.png")
     assert f3.stat().st_size > 10_000 and f4.stat().st_size > 10_000

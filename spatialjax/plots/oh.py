@@ -18,16 +18,18 @@ def _ell(n):
     return (np.arange(n) + 0.5) / n
 
 
-def plot_figure3(params, result, path, *, title: str = "") -> Path:
+def plot_figure3(result, lines: dict, shares: dict, path, *, title: str = "") -> Path:
     """Figure 3 analog. Left: ``log x(ℓ) − log x(0)`` and ``log y(ℓ) − log y(0)`` by bin. Right:
     the log wage from variation in ``x(ℓ)``, ``y(ℓ)``, ``θ(ℓ)`` alone (others at their averages),
-    and the model's log wage, each relative to its lowest-bin value; legend with the shares."""
-    from spatialjax.models.oh.estimation import wage_premium_lines, wage_premium_shares
+    and the model's log wage, each relative to its lowest-bin value; legend with the shares.
 
+    ``lines`` and ``shares`` are :func:`spatialjax.models.oh.estimation.wage_premium_lines` and
+    :func:`~spatialjax.models.oh.estimation.wage_premium_shares` of ``result`` (computed by the
+    caller, so that this plotting module does not import the estimation module that calls it)."""
     x, y = np.asarray(result.x), np.asarray(result.y)
     ell = _ell(x.shape[0])
-    lines = {k: np.asarray(v) for k, v in wage_premium_lines(params, result).items()}
-    sh = wage_premium_shares(params, result)
+    lines = {k: np.asarray(v) for k, v in lines.items()}
+    sh = shares
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ell, np.log(x / x[0]), "o-", label="worker productivity log x(ℓ)/x(0)")
     a.plot(ell, np.log(y / y[0]), "s-", label="firm productivity log y(ℓ)/y(0)")

@@ -715,8 +715,9 @@ def report(problem, result, outdir: Path, *, progress: bool = False) -> dict:
         from spatialjax.plots.oh import plot_figure3, plot_figure4
 
         tg = {k: v["target"] for k, v in rep["moments"].items()}
-        written["oh_figure3.png"] = plot_figure3(rep["params"], rep["result"], outdir / "oh_figure3.png",
-                                                 title=rep["label"])
+        written["oh_figure3.png"] = plot_figure3(rep["result"], wage_premium_lines(rep["params"], rep["result"]),
+                                                 wage_premium_shares(rep["params"], rep["result"]),
+                                                 outdir / "oh_figure3.png", title=rep["label"])
         written["oh_figure4.png"] = plot_figure4(rep["params"], rep["result"], tg, outdir / "oh_figure4.png",
                                                  housing_groups=meta["housing_groups"], title=rep["label"])
     return written
