@@ -192,31 +192,39 @@ def unstack(batched: Any, *, name: str = "batched") -> list[Any]:
 
 
 @eqx.filter_jit
-def _sharded_vmap(fn, mesh, dyn, static, inner="vmap"):
+def _sharded_vmap(fn, mesh, dyn, static, inner="vmap", shared=None, map_batch=None):
     """``vmap(fn)`` (or ``lax.map(fn)`` with ``inner="map"``) over the leading axis of
-    ``dyn`` (array leaves), sharded on ``mesh``.
+    ``dyn`` (array leaves), sharded on ``mesh``; ``shared`` (a PyTree of arrays, or None) is
+    replicated on every device and passed unbatched as ``fn(scenario, shared)``.
 
-    ``fn``, ``mesh``, ``static`` and ``inner`` are static (hashed) by ``filter_jit``: one
-    compilation per (function, mesh, static part, shapes), reused across chunks and calls.
+    ``fn``, ``mesh``, ``static``, ``inner`` and ``map_batch`` are static (hashed) by
+    ``filter_jit``: one compilation per (function, mesh, static part, shapes), reused across
+    chunks and calls.
     """
     out_static = {}
 
-    def one(d1):
-        out = fn(eqx.combine(d1, static))
-        o_dyn, o_static = eqx.partition(out, eqx.is_array)
-        out_static["v"] = o_static
-        return o_dyn
+    with_shared = shared is not None
 
-    def local(d):
+    def call(d1, sh):
+        sc = eqx.combine(d1, static)
+        return fn(sc, sh) if with_shared else fn(sc)
+
+    def local(d, sh):
         if inner == "map":
-            return jax.lax.map(one, d)
-        out = eqx.filter_vmap(fn)(eqx.combine(d, static))
+            def one(d1):
+                o_dyn, o_static = eqx.partition(call(d1, sh), eqx.is_array)
+                out_static["v"] = o_static
+                return o_dyn
+            return jax.lax.map(one, d, batch_size=map_batch)
+        out = eqx.filter_vmap(lambda d1: call(d1, sh))(d)
         o_dyn, o_static = eqx.partition(out, eqx.is_array)
         out_static["v"] = o_static
         return o_dyn
 
     spec = PartitionSpec(_AXIS)
-    o_dyn = jax.shard_map(local, mesh=mesh, in_specs=(spec,), out_specs=spec, check_vma=False)(dyn)
+    shared = () if shared is None else shared
+    sh_spec = jax.tree.map(lambda _: PartitionSpec(), shared)
+    o_dyn = jax.shard_map(local, mesh=mesh, in_specs=(spec, sh_spec), out_specs=spec, check_vma=False)(dyn, shared)
     return eqx.combine(o_dyn, out_static["v"])
 
 
@@ -376,6 +384,8 @@ def sweep(
     batch_size: int | None = None,
     progress: bool = False,
     inner: str = "auto",
+    shared: Any = None,
+    map_batch_size: int | None = None,
 ) -> SweepResult:
     """Evaluate ``fn`` on every scenario of ``batched`` as one vmapped, device-sharded sweep.
 
@@ -403,6 +413,14 @@ def sweep(
             devices waiting in ``jax::LuDecomposition`` / ``ParallelBatchMap``). Unbatched
             kernels do not do that; on CPU, ``map`` also costs nothing in parallelism that
             the devices do not already provide.
+        shared: optional PyTree of arrays common to every scenario (e.g. a baseline
+            solution and its factorised Jacobian): replicated on every device and passed
+            unbatched, ``fn(scenario, shared)``. Passing large arrays this way, instead of
+            closing over them in ``fn``, keeps them out of the compiled program as
+            constants and lets one compilation serve different shared values.
+        map_batch_size: with ``inner="map"``, the scenarios of a device are evaluated
+            ``map_batch_size`` at a time (``jax.lax.map(..., batch_size=...)``: vmapped
+            inside each group); default ``None``: one at a time.
 
     Returns:
         :class:`SweepResult` with ``values`` (outputs stacked along a leading axis ``B``)
@@ -431,12 +449,21 @@ def sweep(
 
     if inner not in ("auto", "vmap", "map"):
         raise ParameterError("inner", f"must be 'auto', 'vmap' or 'map'; got {inner!r}")
+    if map_batch_size is not None and (isinstance(map_batch_size, bool)
+                                       or not isinstance(map_batch_size, (int, np.integer)) or map_batch_size < 1):
+        raise ParameterError("map_batch_size", f"must be a positive integer or None; got {map_batch_size!r}")
     if inner == "auto":
         inner = "map" if (nd > 1 and all(d.platform == "cpu" for d in devs)) else "vmap"
 
     mesh = Mesh(np.asarray(devs, dtype=object), (_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(_AXIS))
     dyn, static = eqx.partition(batched, _is_array)
+    if shared is not None:
+        bad = [_path_name("shared", p) for p, x in _leaves_with_paths(shared) if not _is_array(x)]
+        if bad:
+            raise ParameterError(bad[0], "shared values must be arrays (a PyTree of arrays); put Python "
+                                         "numbers and other static values in fn or in the batched PyTree")
+        shared = jax.device_put(shared, NamedSharding(mesh, PartitionSpec()))
 
     starts = range(0, B, chunk)
     bar = None
@@ -450,7 +477,8 @@ def sweep(
         for lo in starts:
             hi = min(lo + chunk, B)
             d = jax.device_put(_take(dyn, lo, hi, chunk), sharding)
-            out = _sharded_vmap(fn, mesh, d, static, inner)
+            out = _sharded_vmap(fn, mesh, d, static, inner, shared,
+                                None if map_batch_size is None else int(map_batch_size))
             arrs = [x for x in jax.tree.leaves(out) if isinstance(x, jax.Array)]
             out_devices.append(min((len(x.sharding.device_set) for x in arrs), default=nd))
             if bar is not None:
