@@ -62,6 +62,8 @@ import numpy as np
 import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ConvergenceError, ParameterError
 from spatialjax.results import Equilibria, Result
+from spatialjax.scalar import SCALAR_STATUSES, bisect, bracket_root
+from spatialjax.solver import solve_root
 from spatialjax.tables import format_table
 from spatialjax.validation import check_finite, check_interval, check_positive
 
@@ -79,9 +81,10 @@ _N_CORE = 2049       # core scan points on y ∈ log d ± _Y_CORE
 _Y_CORE = 80.0       # beyond this ρ(y) equals ρ_m / ρ_M to machine precision
 _N_TAIL = 256        # geometric tail points on each side
 _K = 8               # maximum number of interior roots returned
-_BISECT_RHO = 64     # inner bisection steps for log ρ(y)
-_BISECT_Y = 110      # outer bisection steps inside each bracket
-_NEWTON_CP = 40      # Newton steps for the conditional prices
+_NEWTON_CP = 60      # at most this many Newton steps for the conditional prices (solve_root)
+_CP_TOL = 1e-13      # conditional prices: max-norm tolerance of the log land-clearing equations
+_ROOT_TOL = 1e-9     # implicit-derivative re-solve of an interior root in y (sensitivities)
+_SAME_ATOL = 1e-12   # an interior root is a corner in float64 when s, W, R agree to this (see equilibria)
 _LOG_CLAMP = 700.0   # exponent clamp in the spillover terms of (11)
 
 
@@ -207,20 +210,6 @@ def _land_residual(p, x, lp, lq):
     return num + x / (p.beta * p.eps) - jnp.log(p.b) / p.beta - den
 
 
-def _bisect(fun, lo, hi, n):
-    """Bisection for a root of ``fun`` on [lo, hi]; orientation taken from the sign at lo."""
-    neg_lo = fun(lo) <= 0
-
-    def body(_, c):
-        a, b = c
-        m = 0.5 * (a + b)
-        go_right = (fun(m) <= 0) == neg_lo
-        return jnp.where(go_right, m, a), jnp.where(go_right, b, m)
-
-    a, b = jax.lax.fori_loop(0, n, body, (lo, hi))
-    return 0.5 * (a + b)
-
-
 def _rho_bracket(p):
     lphi = _log_phi(p)
     return 20.0 + p.eps * jnp.abs(jnp.log(p.b)) + (1.0 + p.beta * p.eps) * (
@@ -229,15 +218,22 @@ def _rho_bracket(p):
 
 def _log_rho_bounds(p):
     """(log ρ_m, log ρ_M): ends of the market-clearing locus (Lemma 1; (C.1), (C.2), (E.1))."""
+    return tuple(r.value for r in _log_rho_bounds_roots(p))
+
+
+def _bound_m(x, p):
+    return _land_residual(p, x, 0.0, -jnp.inf)
+
+
+def _bound_M(x, p):
+    return _land_residual(p, x, -jnp.inf, 0.0)
+
+
+def _log_rho_bounds_roots(p):
+    """The two ends of the locus as :class:`spatialjax.scalar.ScalarRoot` (bracketed solves of
+    (B.1) at Ω = ∞ and Ω = 0; status-checked, implicit derivatives in the parameters)."""
     B = jax.lax.stop_gradient(_rho_bracket(p))
-    ninf = -jnp.inf
-
-    def solve(lp, lq):
-        fun = lambda x: _land_residual(p, x, lp, lq)
-        x0 = jax.lax.stop_gradient(_bisect(fun, -B, B, 200))
-        return x0 - fun(x0) / jax.grad(fun)(x0)
-
-    return solve(0.0, ninf), solve(ninf, 0.0)
+    return bracket_root(_bound_m, -B, B, p), bracket_root(_bound_M, -B, B, p)
 
 
 _log_rho_bounds_jit = jax.jit(_log_rho_bounds)
@@ -247,11 +243,17 @@ def _log_rho_of_y(p, y, lrm, lrM):
     """log ρ on the market-clearing locus (24) at ``y = log Ω`` (monotone bracketed solve)."""
     u = y - jnp.log(p.d)
     lp, lq = jax.nn.log_sigmoid(u), jax.nn.log_sigmoid(-u)
-    fun = lambda x: _land_residual(p, x, lp, lq)
     lo = jax.lax.stop_gradient(jnp.minimum(lrm, lrM) - 1e-9)
     hi = jax.lax.stop_gradient(jnp.maximum(lrm, lrM) + 1e-9)
-    x0 = jax.lax.stop_gradient(_bisect(fun, lo, hi, _BISECT_RHO))
-    return x0 - fun(x0) / jax.grad(fun)(x0)   # exact implicit derivative in y and parameters
+    # (B.1) is strictly increasing in x with a sign change on [ρ_m, ρ_M] (Lemma 1): NaN (status
+    # no_solution/nonfinite) otherwise, never an end of the bracket; the value carries the exact
+    # implicit derivative in y and the parameters (NaN where the root is not regular).
+    return bracket_root(_land_at_y, lo, hi, (p, lp, lq)).value
+
+
+def _land_at_y(x, a):
+    p, lp, lq = a
+    return _land_residual(p, x, lp, lq)
 
 
 def _log_Q(p, x):
@@ -288,6 +290,11 @@ def _log_a(p, lell):
     """log a(ℓ) = log(A_0/A_1) (16)."""
     lA = _log_A(p, _log_L_of_ell(lell))
     return lA[1] - lA[2]
+
+
+def _Z_fn(y, a):
+    p, lrm, lrM = a
+    return _Z(p, y, lrm, lrM)
 
 
 def _Z(p, y, lrm, lrM):
@@ -381,23 +388,32 @@ def _cp_residual(p, v, ls, lA, lL):
     return jnp.log(1.0 - a) + lA - a * v - rhs
 
 
-def _conditional_log_prices(p, ls, v0):
-    """Conditional equilibrium prices W̄(s), R̄(s) (Appendix N step 1 / P step 1) for a commuting
-    matrix with log shares ``ls`` (3, 3), all L_j > 0. Returns (log W̄ (3,), log R̄ (3,), v, resid)."""
+def _cp_fn(v, a):
+    p, ls, lA, lL = a
+    return _cp_residual(p, v, ls, lA, lL)
+
+
+def _solve_cp(p, ls, v0):
+    """The conditional-price system (P.1)–(P.3), (9) for ``v = log(N/L)`` (3,) at log shares ``ls``,
+    by :func:`spatialjax.solver.solve_root` (dense Newton with line search) from ``v0``: a
+    :class:`~spatialjax.solver.SolveResult` whose value has the implicit derivative in ``p`` and
+    ``ls`` — NaN when the solve did not converge or the Jacobian is (near-)singular."""
     lL = jax.nn.logsumexp(ls, axis=0)
     lA = _log_A(p, lL)
-    F = lambda v: _cp_residual(p, v, ls, lA, lL)
+    sol = solve_root(_cp_fn, jax.lax.stop_gradient(v0), (p, ls, lA, lL), linear_solver="dense",
+                     tol=_CP_TOL, max_steps=_NEWTON_CP)
+    return sol, lA
 
-    def body(_, v):
-        J = jax.jacfwd(F)(v)
-        step = jnp.linalg.solve(J, F(v))
-        return v - jnp.clip(step, -5.0, 5.0)
 
-    vs = jax.lax.stop_gradient(jax.lax.fori_loop(0, _NEWTON_CP, body, v0))
-    v = vs - jnp.linalg.solve(jax.jacfwd(F)(vs), F(vs))   # implicit-derivative step
+def _conditional_log_prices(p, ls, v0):
+    """Conditional equilibrium prices W̄(s), R̄(s) (Appendix N step 1 / P step 1) for a commuting
+    matrix with log shares ``ls`` (3, 3), all L_j > 0. Returns (log W̄ (3,), log R̄ (3,), v,
+    residual, status code of :class:`spatialjax.solver.RESULTS`)."""
+    sol, lA = _solve_cp(p, ls, v0)
+    v = sol.value
     lW = jnp.log(p.alpha) + lA + (1.0 - p.alpha) * v
     lR = jnp.log(1.0 - p.alpha) + lA - p.alpha * v
-    return lW, lR, v, jnp.max(jnp.abs(F(v)))
+    return lW, lR, v, sol.residual, sol.result
 
 
 def conditional_prices(params: Params, s, v0=None):
@@ -405,8 +421,9 @@ def conditional_prices(params: Params, s, v0=None):
     column sum (employment) > 0: the prices that clear land markets (9) with producers on
     their first-order conditions (P.1)–(P.2) and TFP (11), employment fixed by s.
 
-    Returns a dict with W, R, N, H (3,) and ``residual`` (max abs of the log land-clearing
-    equations)."""
+    Returns a dict with W, R, N, H (3,), ``residual`` (max abs of the log land-clearing
+    equations), ``status`` (a name of :data:`spatialjax.results.STATUSES`: ``successful``, or
+    why the Newton solve failed) and ``converged``. Solved by :func:`spatialjax.solver.solve_root`."""
     s = _f64(s)
     check_finite("s", s)
     if np.shape(s) != (3, 3):
@@ -415,11 +432,20 @@ def conditional_prices(params: Params, s, v0=None):
         raise ParameterError("s", "entries must be >= 0 with every column sum (employment) > 0")
     ls = jnp.log(s)
     v0 = jnp.zeros(3) if v0 is None else _f64(v0)
-    lW, lR, v, res = _conditional_log_prices_jit(params, ls, v0)
+    lW, lR, v, res, result = _conditional_log_prices_jit(params, ls, v0)
     lL = jax.nn.logsumexp(ls, axis=0)
     N = jnp.exp(v + lL)
+    status = _solver_status(result)
     return dict(W=np.asarray(jnp.exp(lW)), R=np.asarray(jnp.exp(lR)), N=np.asarray(N),
-                H=np.asarray(1.0 - N), residual=float(res))
+                H=np.asarray(1.0 - N), residual=float(res), status=status, converged=status == "successful")
+
+
+def _solver_status(result) -> str:
+    """Name of a (concrete, scalar) :class:`spatialjax.solver.RESULTS` item."""
+    from spatialjax.results import status_names
+
+    names = status_names(result)
+    return names[0] if names else "nonfinite"
 
 
 _conditional_log_prices_jit = jax.jit(_conditional_log_prices)
@@ -455,19 +481,18 @@ def _stability_gains(p, ls, v):
     """d/dΔ of the indifferent household's log-utility gain for every move ij -> kl, both for
     single-pair moves and mirror-symmetric moves (Definition 3; (P.8)–(P.11)). Shapes (72,), (72,)."""
     def prices(ls_flat):
-        # v solves the conditional-price system at ls (the equilibrium levels), so one Newton
-        # step from v has the exact first derivatives of the conditional prices (IFT).
+        # v solves the conditional-price system at ls (the equilibrium levels); solve_root
+        # re-solves it from v (converging at once) and differentiates it implicitly (IFT): the
+        # derivatives are NaN — hence "not stable", never a plausible number — when the system
+        # is not solved or its Jacobian is (near-)singular at the equilibrium.
         lsm = ls_flat.reshape(3, 3)
-        lL = jax.nn.logsumexp(lsm, axis=0)
-        lA = _log_A(p, lL)
-        F = lambda vv: _cp_residual(p, vv, lsm, lA, lL)
-        v1 = v - jnp.linalg.solve(jax.jacfwd(F)(v), F(v))
-        lW = jnp.log(p.alpha) + lA + (1.0 - p.alpha) * v1
-        lR = jnp.log(1.0 - p.alpha) + lA - p.alpha * v1
+        sol, lA = _solve_cp(p, lsm, v)
+        lW = jnp.log(p.alpha) + lA + (1.0 - p.alpha) * sol.value
+        lR = jnp.log(1.0 - p.alpha) + lA - p.alpha * sol.value
         return jnp.concatenate([lW, lR])
 
     lsf = ls.reshape(9)
-    J = jax.jacfwd(prices)(lsf)                   # (6, 9) w.r.t. log s
+    J = jax.jacrev(prices)(lsf)                   # (6, 9) w.r.t. log s (reverse mode: solve_root's adjoint)
     s = jnp.exp(lsf)
     i, j = _SRC // 3, _SRC % 3
     k, l = _DST // 3, _DST % 3
@@ -536,8 +561,12 @@ def _interior_core(p: Params):
     cvalid = cand[ci]
     a, c = grid[ci], grid[ci + 2]
     zfun = lambda y: _Z(p, y, lrm, lrM)
-    ystar = jax.vmap(lambda u, w: _bisect(jax.grad(zfun), u, w, 100))(a, c)
-    split = cvalid & (jnp.sign(jax.vmap(zfun)(ystar)) != jnp.sign(Zg[ci + 1]))
+    dzfun = jax.grad(zfun)
+    # only the value of the stationary point is needed (it splits a bracket); the bracket of the
+    # bisection on dZ/dy is checked: dZ/dy must change sign between a and c
+    dza, dzc = jax.vmap(dzfun)(a), jax.vmap(dzfun)(c)
+    ystar = jax.vmap(lambda u, w: bisect(dzfun, u, w, 100))(a, c)
+    split = cvalid & (jnp.sign(dza) != jnp.sign(dzc)) & (jnp.sign(jax.vmap(zfun)(ystar)) != jnp.sign(Zg[ci + 1]))
     los = jnp.concatenate([lo1, a, ystar])
     his = jnp.concatenate([hi1, ystar, c])
     vs = jnp.concatenate([v1, split, split])
@@ -546,18 +575,15 @@ def _interior_core(p: Params):
     lo, hi = los[order], his[order]
     valid = jnp.arange(_K) < n_roots
 
-    def refine(a, b):
-        fun = lambda y: _Z(p, y, lrm, lrM)
-        y0 = jax.lax.stop_gradient(_bisect(fun, a, b, _BISECT_Y))
-        z0, dz = jax.value_and_grad(fun)(y0)
-        step = z0 / dz
-        ok = jnp.isfinite(step) & (jnp.abs(jax.lax.stop_gradient(step)) <= jnp.abs(b - a))
-        return y0 - jnp.where(ok, step, 0.0 * step)
-
-    y = jax.vmap(refine)(lo, hi)
+    # every bracket is refined by the shared bracketing root finder: status per root (singular at a
+    # double root, no_solution if the bracket lost its sign change, ...) and the implicit
+    # derivative dy*/dθ = -Z_θ/Z_y, NaN where the root is not regular (never a silent zero)
+    roots = jax.vmap(lambda a_, b_: bracket_root(_Z_fn, a_, b_, (p, lrm, lrM)))(lo, hi)
+    y, code = roots.value, roots.code
     # order by ρ ascending, i.e. y descending along the market-clearing locus; unused slots last
-    order = jnp.argsort(jnp.where(valid, -y, jnp.inf))
-    y = y[order]
+    order = jnp.argsort(jnp.where(valid, jnp.where(jnp.isfinite(y), -y, 1e300), jnp.inf))   # failed roots last
+    y, code = y[order], jnp.where(valid[order], code[order], -1)
+    valid = valid[order]
     x = jax.vmap(lambda yy: _log_rho_of_y(p, yy, lrm, lrM))(y)
     lw = p.eps / (1.0 + p.eps) * y
     z = jax.vmap(lambda yy: _Z(p, yy, lrm, lrM))(y)
@@ -569,7 +595,7 @@ def _interior_core(p: Params):
         return jnp.max(g1), _verdict(g1), _verdict(jnp.where(jnp.asarray(_ONE_COORD), gp, -jnp.inf)), _verdict(gs)
 
     m_sym, st_sym, st_pair, st_all = jax.vmap(stab)(x, lw)
-    return dict(y=y, log_rho=x, log_omega=lw, valid=valid, n_roots=n_roots, Z=z,
+    return dict(y=y, log_rho=x, log_omega=lw, valid=valid, n_roots=n_roots, Z=z, root_code=code,
                 margin_sym=m_sym, stable_sym=st_sym, stable_pair=st_pair, stable_all=st_all,
                 log_rho_m=lrm, log_rho_M=lrM, grid_finite=jnp.all(jnp.isfinite(Zg)), Y=Y,
                 n_fold_pairs=jnp.sum(split))
@@ -577,7 +603,7 @@ def _interior_core(p: Params):
 
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}   # compile time dominates; runs stay ~10 ms
 _interior_core_jit = jax.jit(_interior_core, compiler_options=_FAST_COMPILE)
-_sweep_jit = jax.jit(jax.vmap(_interior_core), compiler_options=_FAST_COMPILE)
+
 
 
 # --------------------------------------------------------------------------------------
@@ -733,28 +759,53 @@ def _converged_tol(log_omega: float) -> float:
     return 1e-9 + 1e-14 * abs(log_omega)
 
 
-def _interior_equilibrium(p, x, lw, z, st_sym, st_pair, st_all, margin, with_stab):
+def _max_abs_diff(e: "Equilibrium", c: "Equilibrium") -> float:
+    """Largest difference between two equilibria's s (absolute) and W, R (relative to the largest)."""
+    sW = max(float(np.max(np.abs(c.W))), 1e-300)
+    sR = max(float(np.max(np.abs(c.R))), 1e-300)
+    return float(max(np.max(np.abs(e.s - c.s)), np.max(np.abs(e.W - c.W)) / sW, np.max(np.abs(e.R - c.R)) / sR))
+
+
+def _same_equilibrium(e: "Equilibrium", c: "Equilibrium") -> bool:
+    """True when ``e`` and ``c`` are the same equilibrium in float64 (rule in :func:`equilibria`)."""
+    d = _max_abs_diff(e, c)
+    return bool(np.isfinite(d) and d <= _SAME_ATOL)
+
+
+def _interior_equilibrium(p, x, lw, z, st_sym, st_pair, st_all, margin, with_stab, root_code=0):
     lv = _levels_jit(p, _f64(x), _f64(lw))
     fr = max(float(v) for v in _full_residuals_logs(p, _f64(x), _f64(lw)).values())
     lell = lw + float(_log_Q(p, _f64(x)))
     arr = lambda k: np.asarray(jnp.exp(lv[k]))
+    # a NaN margin means the autodiff gains are NaN (solve_root flags the conditional-price solve):
+    # the verdict is unknown (None), not "unstable"
+    untested = with_stab and not np.isfinite(float(margin)) and not float(margin) == math.inf
+    known = lambda v: (None if untested else bool(v)) if with_stab else None
     return Equilibrium(
         kind="interior", rho=math.exp(x), omega=math.exp(lw) if lw < 709 else math.inf,
         ell=math.exp(lell) if lell < 709 else math.inf, log_rho=float(x), log_omega=float(lw),
         s=arr("ls"), L=arr("lL"), M=arr("lM"), N=arr("lN"), H=arr("lH"), W=arr("lW"), R=arr("lR"),
-        stable=bool(st_sym) if with_stab else None, stable_pair=bool(st_pair) if with_stab else None,
-        stable_all=bool(st_all) if with_stab else None,
+        stable=known(st_sym), stable_pair=known(st_pair), stable_all=known(st_all),
         stability_margin=float(margin) if with_stab else math.nan, residual=abs(float(z)),
-        full_residual=fr, **_interior_status(fr, lw))
+        full_residual=fr, **_interior_status(fr, lw, root_code, untested))
 
 
-def _interior_status(fr: float, lw: float) -> dict:
+def _interior_status(fr: float, lw: float, root_code: int = 0, untested: bool = False) -> dict:
+    rs = SCALAR_STATUSES[root_code] if 0 <= root_code < len(SCALAR_STATUSES) else "nonfinite"
+    if rs != "successful":
+        detail = {"singular": "Z'(y) ≈ 0 at the root (a fold): derivatives there are undefined (NaN)",
+                  "no_solution": "the bracket lost its sign change", "max_steps_reached": "bisection did not "
+                  "narrow the bracket", "nonfinite": "non-finite zero-profit residual", "stalled": "residual too large"}
+        return dict(status=rs, message=f"zero-profit root: {detail.get(rs, rs)} (full residual {fr:.3g})")
     if not np.isfinite(fr):
         return dict(status="nonfinite", message="non-finite residual of the primitive system")
-    if fr < _converged_tol(lw):
-        return dict(status="successful", message="")
-    return dict(status="max_steps_reached",
-                message=f"full residual {fr:.3g} above the tolerance {_converged_tol(lw):.3g}")
+    if fr >= _converged_tol(lw):
+        return dict(status="max_steps_reached",
+                    message=f"full residual {fr:.3g} above the tolerance {_converged_tol(lw):.3g}")
+    if untested:
+        return dict(status="successful", message="stability not determined: the Definition-3 gains are not finite "
+                                                 "here (the conditional-price solve failed or is singular)")
+    return dict(status="successful", message="")
 
 
 def _corner_levels(p, which: str):
@@ -806,27 +857,47 @@ def _corner_unstable(p, s, which: str, Delta: float = 1e-6) -> tuple[bool, float
         s2[0, 1] += Delta / 2
         target = 1
     cp = conditional_prices(p, s2)
-    ok = cp["residual"] < 1e-8 and np.all(np.isfinite(cp["W"]))
+    ok = cp["converged"] and np.all(np.isfinite(cp["W"]))
     return bool(ok and cp["W"][target] > 0), float(cp["W"][target])
 
 
 def rho_bounds(params: Params) -> tuple[float, float]:
-    """(ρ_m, ρ_M): the market-clearing locus f (24) runs from ∞ at ρ_m to 0 at ρ_M (Lemma 1)."""
-    lrm, lrM = _log_rho_bounds_jit(params)
-    return float(jnp.exp(lrm)), float(jnp.exp(lrM))
+    """(ρ_m, ρ_M): the market-clearing locus f (24) runs from ∞ at ρ_m to 0 at ρ_M (Lemma 1).
+    Raises ConvergenceError if a bracketed solve of (B.1) fails (status named)."""
+    roots = jax.device_get(_log_rho_bounds_roots_jit(params))
+    _check_root(roots[0], "rho_m: the solve of (B.1) at omega = inf")
+    _check_root(roots[1], "rho_M: the solve of (B.1) at omega = 0")
+    return math.exp(float(roots[0].value)), math.exp(float(roots[1].value))
+
+
+def _check_root(r, what: str) -> float:
+    """The value of a concrete :class:`~spatialjax.scalar.ScalarRoot`, or ConvergenceError
+    naming its status."""
+    status = SCALAR_STATUSES[int(r.code)]
+    if status != "successful":
+        raise ConvergenceError(f"{what} failed: status {status} (residual {float(r.residual):.3g}, "
+                               f"bracket width {float(r.width):.3g} after {int(r.steps)} halvings)")
+    return float(r.value)
+
+
+_log_rho_bounds_roots_jit = jax.jit(_log_rho_bounds_roots)
 
 
 def rho_L(params: Params) -> float:
     """ρ_L (Lemma 2): the unique root of ρ^{1/η} Q(ρ) = (d c^{1/α} b^{-1/η})^{-ε}; the step of the
     zero-profit locus g as γ → γ_m. Not necessarily in (0, 1)."""
-    return float(jnp.exp(_log_rho_L_jit(params)))
+    return math.exp(_check_root(jax.device_get(_log_rho_L_jit(params)), "rho_L (Lemma 2)"))
+
+
+def _rho_L_fn(x, a):
+    p, rhs = a
+    return x / p.eta + _log_Q(p, x) - rhs      # strictly increasing in x
 
 
 def _log_rho_L(p):
     rhs = -p.eps * (jnp.log(p.d) + jnp.log(p.c) / p.alpha - jnp.log(p.b) / p.eta)
-    fun = lambda x: x / p.eta + _log_Q(p, x) - rhs      # strictly increasing in x
-    B = 50.0 + p.eta * (jnp.abs(rhs) + 5.0)
-    return _bisect(fun, -B, B, 200)
+    B = jax.lax.stop_gradient(50.0 + p.eta * (jnp.abs(rhs) + 5.0))
+    return bracket_root(_rho_L_fn, -B, B, (p, rhs))
 
 
 _log_rho_L_jit = jax.jit(_log_rho_L)
@@ -863,10 +934,8 @@ def _g_curve(params: Params, rho):
     def g0(xx):
         return ((1 + p.eps) / p.alpha * (jnp.log(p.c) + p.gamma * _log_Q(p, xx) - p.log_Psi) + p.psi * xx) / k
 
-    def gd(xx):
-        fun = lambda y: y - p.psi * xx - (1 + p.eps) / p.alpha * (
-            _log_a(p, p.eps / (1 + p.eps) * y + _log_Q(p, xx)) - p.log_Psi)
-        return _bisect(fun, -2000.0, 2000.0, 120)
+    def gd(xx):   # NaN where the fixed point is not bracketed in |log Ω| <= 2000
+        return bracket_root(_g_fixed_point, -2000.0, 2000.0, (p, xx)).value
 
     ly = jnp.where(p.delta > 0, jax.vmap(gd)(x), g0(x))
     return jnp.exp(ly)
@@ -889,6 +958,12 @@ def gamma_of_rho(params: Params, rho):
         p.eps / (1 + p.eps) * lf + _log_Q(p, x))
 
 
+def _g_fixed_point(y, a):
+    """Second line of (25) at fixed ρ = e^x, as a residual in y = log Ω (δ > 0)."""
+    p, xx = a
+    return y - p.psi * xx - (1 + p.eps) / p.alpha * (_log_a(p, p.eps / (1 + p.eps) * y + _log_Q(p, xx)) - p.log_Psi)
+
+
 def _gamma_of_y(p, y, lrm, lrM):
     """γ(·) of Section 7 along the market-clearing locus, parametrised by y = log Ω (δ = 0)."""
     x = _log_rho_of_y(p, y, lrm, lrM)
@@ -907,7 +982,8 @@ def _folds_impl(p):
     idx = jnp.nonzero(ch, size=_K, fill_value=0)[0]
     valid = jnp.arange(_K) < jnp.sum(ch)
     dfun = jax.grad(lambda y: _gamma_of_y(p, y, lrm, lrM))
-    yf = jax.vmap(lambda a, b: _bisect(dfun, a, b, 100))(yg[idx], yg[idx + 1])
+    # value only (a fold's location); the bracket is checked: dγ/dy changes sign on it (ch)
+    yf = jax.vmap(lambda a, b: bisect(dfun, a, b, 100))(yg[idx], yg[idx + 1])
     gf = jax.vmap(lambda y: _gamma_of_y(p, y, lrm, lrM))(yf)
     xf = jax.vmap(lambda y: _log_rho_of_y(p, y, lrm, lrM))(yf)
     return gf, xf, valid
@@ -944,6 +1020,17 @@ def equilibria(params: Params, *, stability: bool = True, corners: bool = True,
     locus (Proposition 2, robust form) and, for δ = 0 < γ, the two corner equilibria of
     Proposition 6. Ordered by ρ.
 
+    Near-corner roots. Just above γ_m the extreme interior roots approach the corners (|log ω| in
+    the hundreds or thousands, Proposition 8(i)). They are distinct equilibria as long as float64
+    can tell them apart, e.g. at γ = 1.1 γ_m (ω ≈ 1e30) the interior root has L_{±1} = 1.5e-30 and
+    W_{±1}/W_0 = 1e-5 where the corner has 0, and both are listed. The rule: an interior root *is*
+    a corner when its commuting shares, wages and rents all agree with the corner's to
+    ``1e-12`` (max abs difference, relative to the largest wage / rent for W, R; e.g. at
+    γ = γ_m (1 + 1e-3), where the periphery's employment and wage underflow to 0). Such a pair
+    is listed once, as the interior root (a finite root of (24)–(25)), with the corner's
+    stability verdict (Appendix O; the autodiff test is not finite there) and a message; the
+    corner is recorded in ``info["merged_corners"]``.
+
     stability: test Definition 3 directly (needs α > 1/2 for the conditional prices of
         Appendix N/P to be unique; raises ParameterError otherwise).
     throw: raise ConvergenceError if a root did not converge or the scan hit non-finite values
@@ -965,28 +1052,42 @@ def equilibria(params: Params, *, stability: bool = True, corners: bool = True,
     for k in range(min(n, _K)):
         e = _interior_equilibrium(p, float(core["log_rho"][k]), float(core["log_omega"][k]), float(core["Z"][k]),
                                   core["stable_sym"][k], core["stable_pair"][k], core["stable_all"][k],
-                                  core["margin_sym"][k], stability)
-        if not e.converged:
-            problems.append(f"interior root {k} did not converge (residual {e.full_residual:.3g})")
+                                  core["margin_sym"][k], stability, int(core["root_code"][k]))
+        if not e.converged and e.status != "singular":   # a double root is found; only its derivative is undefined
+            problems.append(f"interior root {k} is {e.status}: {e.message}")
         out.append(e)
+    merged = []
     if corners and float(p.delta) == 0.0 and float(p.gamma) > 0.0:
         for which in ("agglomerated", "dispersed"):
             lr, lw, s, W, R, N = _corner_levels(p, which)
             L, M = s.sum(axis=0), s.sum(axis=1)
             unst, _ = _corner_unstable(p, s, which) if stability else (None, None)
-            out.append(Equilibrium(
+            corner = Equilibrium(
                 kind="corner", rho=math.exp(lr), omega=math.exp(lw), ell=math.inf if lw > 0 else 0.0,
                 log_rho=lr, log_omega=lw, s=s, L=L, M=M, N=N, H=1.0 - N, W=W, R=R,
                 stable=(not unst) if stability else None, stable_pair=(not unst) if stability else None,
                 stable_all=(not unst) if stability else None,
                 stability_margin=math.inf if (stability and unst) else math.nan, residual=0.0,
-                full_residual=0.0, status="successful", message="Proposition 6 corner (closed form)"))
+                full_residual=0.0, status="successful", message="Proposition 6 corner (closed form)")
+            k = next((i for i, e in enumerate(out) if e.kind == "interior" and _same_equilibrium(e, corner)), None)
+            if k is None:
+                out.append(corner)
+                continue
+            # the interior root *is* the corner in float64: list it once (see the rule above)
+            e = out[k]
+            merged.append(dict(corner=which, log_omega=e.log_omega, max_abs_diff=_max_abs_diff(e, corner)))
+            note = (f"coincides in float64 with the {which} corner of Proposition 6 (s, W, R equal to "
+                    f"{_SAME_ATOL:g}), listed once; stability from the corner's test (Appendix O)")
+            out[k] = dataclasses.replace(e, stable=corner.stable, stable_pair=corner.stable_pair,
+                                         stable_all=corner.stable_all, stability_margin=corner.stability_margin,
+                                         message="; ".join(m for m in (e.message, note)
+                                                           if m and not m.startswith("stability not determined")))
     # ρ is strictly decreasing in ω along the market-clearing locus, so ordering by -log ω is the
     # ordering by ρ without ties at ρ_m / ρ_M (where extreme interior roots sit within rounding)
     out.sort(key=lambda e: -e.log_omega)
     info = dict(rho_m=math.exp(float(core["log_rho_m"])), rho_M=math.exp(float(core["log_rho_M"])),
                 rho_L=rho_L(p), n_roots=n, n_fold_pairs=int(core["n_fold_pairs"]),
-                y_bound=float(core["Y"]), problems=problems)
+                y_bound=float(core["Y"]), merged_corners=merged, problems=problems)
     if problems and throw:
         raise ConvergenceError("; ".join(problems))
     status = "incomplete" if problems else "successful"
@@ -994,54 +1095,92 @@ def equilibria(params: Params, *, stability: bool = True, corners: bool = True,
                       title="Thisse-Turner-Ushchev: all equilibria", formatter=_summary_table)
 
 
-def sweep_gamma(params: Params, gammas) -> dict:
-    """Every interior equilibrium for each γ in ``gammas`` as one vmapped, jitted sweep (the
-    Figure 2 correspondence). Returns numpy arrays of shape (n_gamma, K): log_rho, log_omega,
-    valid, stable (Definition 3, Appendix-P moves, mirror-symmetric), stable_pair, stable_all, Z;
-    plus n_roots (n_gamma,)."""
+def _sweep_point(p: Params) -> dict:
+    """One scenario of :func:`sweep_gamma` (pure JAX; vmapped and sharded by spatialjax.sweep):
+    the interior core plus a per-scenario ``converged`` flag (every kept root refined
+    successfully or singular, the scan grid finite, no more than K roots)."""
+    core = _interior_core(p)
+    ok_root = (core["root_code"] == 0) | (core["root_code"] == SCALAR_STATUSES.index("singular"))
+    converged = jnp.all(ok_root | ~core["valid"]) & core["grid_finite"] & (core["n_roots"] <= _K)
+    keep = ("log_rho", "log_omega", "valid", "stable_sym", "stable_pair", "stable_all", "Z", "n_roots", "root_code")
+    return dict({k: core[k] for k in keep}, converged=converged)
+
+
+
+
+
+
+def sweep_gamma(params: Params, gammas, *, devices=None, batch_size: int | None = None) -> dict:
+    """Every interior equilibrium for each γ in ``gammas`` (the Figure 2 correspondence), as one
+    sweep through :func:`spatialjax.sweep.sweep` (vmapped, sharded over ``devices``, chunked by
+    ``batch_size``). Returns numpy arrays of shape (n_gamma, K): log_rho, log_omega, valid,
+    stable (Definition 3, Appendix-P moves, mirror-symmetric), stable_pair, stable_all, Z and
+    root_status (names of :data:`spatialjax.results.STATUSES`, "" in unused slots); plus
+    n_roots and ok (n_gamma,): ok is False where a root failed, the scan grid was not finite
+    or more than K roots were bracketed — ``failed`` lists those γ indices — and the
+    :class:`spatialjax.sweep.SweepResult` itself under ``"sweep"``."""
+    from spatialjax.sweep import sweep
+
     g = np.asarray(gammas, dtype=float)
     check_finite("gammas", g)
-    if g.ndim != 1 or np.any(g < 0):
-        raise ParameterError("gammas", "must be a 1-D array of values >= 0")
+    if g.ndim != 1 or g.size == 0 or np.any(g < 0):
+        raise ParameterError("gammas", "must be a non-empty 1-D array of values >= 0")
+    _require_scalar(params)
     batched = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, g.shape), params)
     batched = eqx.tree_at(lambda q: q.gamma, batched, jnp.asarray(g))
-    out = jax.device_get(_sweep_jit(batched))
+    res = sweep(_sweep_point, batched, devices=devices, batch_size=batch_size)
+    out = jax.device_get(res.values)
+    codes = np.asarray(out["root_code"])
+    names = np.where(codes >= 0, np.asarray(SCALAR_STATUSES, dtype=object)[np.clip(codes, 0, None)], "")
     return dict(gamma=g, log_rho=out["log_rho"], log_omega=out["log_omega"], valid=out["valid"],
                 stable=out["stable_sym"], stable_pair=out["stable_pair"],
-                stable_all=out["stable_all"], Z=out["Z"], n_roots=out["n_roots"])
+                stable_all=out["stable_all"], Z=out["Z"], n_roots=out["n_roots"],
+                root_status=names.astype(str), ok=np.asarray(res.ok), failed=np.asarray(res.failed), sweep=res)
 
 
 # --------------------------------------------------------------------------------------
 # Derivatives, thresholds, welfare
 # --------------------------------------------------------------------------------------
 
+def _Z_vec(y, a):
+    return _Z_fn(y[0], a)[None]
+
+
 def _root_quantities(p, y_fixed):
-    """(log ρ, log ω, log ℓ) at the root near ``y_fixed`` with exact implicit derivatives."""
+    """(log ρ, log ω, log ℓ) at the root near ``y_fixed`` with exact implicit derivatives, and
+    the status code of the re-solve. The root is re-solved by :func:`spatialjax.solver.solve_root`
+    from ``y_fixed`` (Newton converges at once) and differentiated by the implicit function
+    theorem, dy*/dθ = -Z_θ/Z_y: NaN where the root is not regular (Z_y ≈ 0 at a fold) or the
+    re-solve failed."""
     lrm, lrM = _log_rho_bounds(p)
-    fun = lambda y: _Z(p, y, jax.lax.stop_gradient(lrm), jax.lax.stop_gradient(lrM))
-    y0 = jax.lax.stop_gradient(y_fixed)
-    y = y0 - fun(y0) / jax.lax.stop_gradient(jax.grad(fun)(y0))
+    lrm, lrM = jax.lax.stop_gradient(lrm), jax.lax.stop_gradient(lrM)
+    sol = solve_root(_Z_vec, jax.lax.stop_gradient(y_fixed)[None], (p, lrm, lrM), linear_solver="dense",
+                     tol=_ROOT_TOL, max_steps=20)
+    y = sol.value[0]
     x = _log_rho_of_y(p, y, lrm, lrM)
     lw = p.eps / (1 + p.eps) * y
-    return jnp.stack([x, lw, lw + _log_Q(p, x)])
+    return jnp.stack([x, lw, lw + _log_Q(p, x)]), sol.result
 
 
-_root_jac = jax.jit(jax.jacfwd(_root_quantities))
+_root_jac = jax.jit(jax.jacrev(_root_quantities, has_aux=True))
 
 
 def sensitivities(params: Params, eq: Equilibrium) -> dict:
     """Comparative statics at an interior equilibrium by the implicit function theorem
     (dy*/dθ = -Z_θ/Z_y, autodiff): returns {param: {"rho", "omega", "ell"}} with the derivatives
-    of the levels ρ*, ω*, ℓ* with respect to each parameter."""
+    of the levels ρ*, ω*, ℓ* with respect to each parameter. Every derivative is NaN (never a
+    plausible number) where the root is not regular (a fold: Z_y ≈ 0) or its re-solve did not
+    converge; ``sensitivities(...)["status"]`` names the re-solve's status."""
     if eq.kind != "interior":
         raise ParameterError("eq", "sensitivities are defined at interior equilibria only")
     y = (1 + float(params.eps)) / float(params.eps) * eq.log_omega
-    J = _root_jac(params, _f64(y))
+    J, result = _root_jac(params, _f64(y))
     lvl = np.array([eq.rho, eq.omega, eq.ell])
     out = {}
     for k in PARAM_NAMES:
         dlog = np.asarray(getattr(J, k))
         out[k] = {name: float(lvl[i] * dlog[i]) for i, name in enumerate(("rho", "omega", "ell"))}
+    out["status"] = _solver_status(result)
     return out
 
 
@@ -1070,15 +1209,21 @@ def threshold_c_bar(params: Params) -> float:
     """c̄ = ĉ of Propositions 4 and 5(i): the first-nature advantage at which the γ = δ = 0
     equilibrium is flat (ℓ* = 1). Closed form: ℓ = 1 ⇒ ω = 1/Q(ρ) on f (24), then (25) gives
     c̄ = Ψ (Ω ρ^{-ψ})^{α/(1+ε)}."""
-    return float(jnp.exp(_log_c_bar_jit(params.replace(gamma=0.0, delta=0.0))))
+    lc, r = jax.device_get(_log_c_bar_jit(params.replace(gamma=0.0, delta=0.0)))
+    _check_root(r, "threshold_c_bar: the solve of ell* = 1 on the market-clearing locus")
+    return math.exp(float(lc))
+
+
+def _lell_fn(y, a):
+    p, lrm, lrM = a
+    return p.eps / (1 + p.eps) * y + _log_Q(p, _log_rho_of_y(p, y, lrm, lrM))   # log ℓ on f: increasing in y
 
 
 def _log_c_bar(p):
-    lrm, lrM = _log_rho_bounds(p)
-    lell = lambda y: p.eps / (1 + p.eps) * y + _log_Q(p, _log_rho_of_y(p, y, lrm, lrM))   # increasing in y
-    y = _bisect(lell, _f64(-2000.0), _f64(2000.0), 200)
-    x = _log_rho_of_y(p, y, lrm, lrM)
-    return p.log_Psi + p.alpha / (1 + p.eps) * (y - p.psi * x)
+    lrm, lrM = jax.lax.stop_gradient(_log_rho_bounds(p))
+    r = bracket_root(_lell_fn, -2000.0, 2000.0, (p, lrm, lrM))
+    x = _log_rho_of_y(p, r.value, lrm, lrM)
+    return p.log_Psi + p.alpha / (1 + p.eps) * (r.value - p.psi * x), r
 
 
 _log_c_bar_jit = jax.jit(_log_c_bar)
