@@ -54,7 +54,9 @@ import numpy as np
 import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ConvergenceError, ParameterError
 from spatialjax.results import Equilibria, Result
-from spatialjax.scalar import bisect
+from spatialjax.scalar import bracket_root
+from spatialjax.solver import solve_root
+from spatialjax.sweep import sweep as _sweep
 from spatialjax.tables import format_table
 from spatialjax.validation import check_finite, check_interval, check_positive, is_traced
 
@@ -290,56 +292,70 @@ _XU = jnp.linspace(_logit(_U_LO), _logit(_U_HI), _NU)
 _TG = jnp.linspace(0.03, 0.97, _NT)
 
 
-def _bisect(f, lo, hi, n=60):
-    return bisect(f, lo, hi, n)
+def _brackets(r, args):
+    """Sign changes of ``r(x, args)`` on the logit u grid: a bool mask of shape (_NU - 1,)."""
+    rg = jax.vmap(lambda x: r(x, args))(_XU)
+    return (jnp.sign(rg[:-1]) != jnp.sign(rg[1:])) & jnp.isfinite(rg[:-1]) & jnp.isfinite(rg[1:])
+
+
+def _roots_on_grid(r, args, lo, hi, **kw):
+    """:func:`spatialjax.scalar.bracket_root` of ``r(x, args)`` on each bracket ``[lo_i, hi_i]``
+    (vmapped): a batched :class:`~spatialjax.scalar.ScalarRoot` (status, residual, implicit
+    derivative in ``args``, NaN where no root was found)."""
+    return jax.vmap(lambda a, b: bracket_root(r, a, b, args, **kw))(lo, hi)
+
+
+def _r1_corner(config):
+    def r(x, P):
+        return _core(P, _sig(x), jnp.zeros(()), config)["r1"]
+    return r
+
+
+def _r1_interior(x, Pt):
+    P, t = Pt
+    return _core(P, _sig(x), t, "interior")["r1"]
 
 
 def _corner_roots(P, config):
-    """All roots of r1(u) for a corner config: bracket on the u grid, bisect each bracket."""
-    r = lambda x: _core(P, _sig(x), jnp.zeros(()), config)["r1"]
-    rg = jax.vmap(r)(_XU)
-    ok = (jnp.sign(rg[:-1]) != jnp.sign(rg[1:])) & jnp.isfinite(rg[:-1]) & jnp.isfinite(rg[1:])
-    x = jax.vmap(lambda lo, hi: _bisect(r, lo, hi))(_XU[:-1], _XU[1:])
-    return x, ok
+    """All roots of r1(u) for a corner config: bracket on the u grid, then the shared
+    bracketing root finder on each bracket. Returns (logit u, bracket found, root status code)."""
+    r = _r1_corner(config)
+    ok = _brackets(r, P)
+    root = _roots_on_grid(r, P, _XU[:-1], _XU[1:])
+    return root.value, ok & root.converged, root.code
+
+
+def _interior_F(z, P):
+    """Interior system (37), (15) in (logit u, logit t)."""
+    o = _core(P, _sig(z[0]), _sig(z[1]), "interior")
+    return jnp.stack([o["r1"], o["r2"]])
 
 
 def _newton2(P, z0, iters=40):
-    """Damped Newton on (logit u, logit t) for the interior system (r1, r2) = 0."""
-
-    def F(z):
-        o = _core(P, _sig(z[0]), _sig(z[1]), "interior")
-        return jnp.stack([o["r1"], o["r2"]])
-
-    def body(_, z):
-        r = F(z)
-        J = jax.jacfwd(F)(z)
-        step = jnp.linalg.solve(J, -r)
-        step = jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
-        n = jnp.max(jnp.abs(step))
-        step = step * jnp.minimum(1.0, 1.0 / jnp.maximum(n, 1e-300))
-        return z + step
-
-    z = jax.lax.fori_loop(0, iters, body, z0)
-    r = F(z)
-    return z, jnp.max(jnp.abs(r))
+    """Interior system (r1, r2) = 0 by the generic engine (:func:`spatialjax.solver.solve_root`:
+    Newton with Armijo line search, status enum, checked implicit derivatives that are NaN
+    at a failed or singular root). Returns the :class:`~spatialjax.solver.SolveResult`."""
+    return solve_root(_interior_F, z0, P, tol=1e-12, max_steps=iters, linear_solver="dense")
 
 
 def _kernel(P: Params):
     """Fixed-shape candidates for all three configurations (pure, jit/vmap-able)."""
-    xs, oks = _corner_roots(P, "segregated")
-    xi_, oki = _corner_roots(P, "integrated")
+    xs, oks, cs = _corner_roots(P, "segregated")
+    xi_, oki, ci = _corner_roots(P, "integrated")
 
     def seeds_for_t(t):
-        r = lambda x: _core(P, _sig(x), t, "interior")["r1"]
-        rg = jax.vmap(r)(_XU)
-        ok = (jnp.sign(rg[:-1]) != jnp.sign(rg[1:])) & jnp.isfinite(rg[:-1]) & jnp.isfinite(rg[1:])
+        ok = _brackets(_r1_interior, (P, t))
         idx = jnp.argsort(~ok)[:_NB]  # first _NB brackets
-        x = jax.vmap(lambda lo, hi: _bisect(r, lo, hi, 40))(_XU[:-1][idx], _XU[1:][idx])
+        root = _roots_on_grid(_r1_interior, (P, t), _XU[:-1][idx], _XU[1:][idx], xtol=1e-9)
+        # a seed only: a bracket without a sign change gives NaN; start from its end instead
+        x = jnp.where(jnp.isfinite(root.value), root.value, _XU[1:][idx])
         return x, ok[idx]
 
     xseed, okseed = jax.vmap(seeds_for_t)(_TG)
     z0 = jnp.stack([xseed.ravel(), jnp.repeat(jnp.log(_TG / (1 - _TG)), _NB)], axis=1)
-    z, res = jax.vmap(lambda z: _newton2(P, z))(z0)
+    sol = jax.vmap(lambda z: _newton2(P, z))(z0)
+    z = sol.value
+    res = jnp.where(sol.converged, sol.residual, jnp.inf)
 
     def r1s(x, c):
         return _core(P, _sig(x), jnp.zeros(()), c)
@@ -347,30 +363,34 @@ def _kernel(P: Params):
     intg = jax.vmap(lambda x: r1s(x, "integrated"))(xi_)
     inter = jax.vmap(lambda z: _core(P, _sig(z[0]), _sig(z[1]), "interior"))(z)
     keep = ("r1", "r2", "slack", "u", "du", "v", "phi", "omega", "w1", "w_tilde", "w_plus", "t")
+    okseed = okseed.ravel()
     return {
         "segregated": ({k: seg[k] for k in keep}, oks),
         "integrated": ({k: intg[k] for k in keep}, oki),
-        "interior": ({k: inter[k] for k in keep}, okseed.ravel(), res),
+        "interior": ({k: inter[k] for k in keep}, okseed, res),
+        # sweep protocol: a scenario "succeeded" when every candidate search ran to a status
+        # (the bracketing root finder converged on every bracket it was given, and the
+        # Newton solves ended with a status); which candidates are equilibria is decided later
+        "converged": jnp.any(oks) | jnp.any(oki) | jnp.any(okseed & sol.converged),
     }
 
 
-_CHUNK = 4  # solve_market and sweep_a share one compiled, vmapped kernel of this batch size
-_kernel_batched = jax.jit(jax.vmap(_kernel))
+_CHUNK = 1  # scenarios per sweep chunk: solve_market (one scenario) and sweep_a then share one compilation
 
 
 def _run_kernel(P: Params, a_values=None):
-    """Run the shared batched kernel; returns NumPy candidates with a leading batch axis."""
+    """Run the kernel over a batch of ``a`` values with :func:`spatialjax.sweep.sweep`
+    (chunks of ``_CHUNK`` scenarios: one compilation shared by solve_market and sweep_a).
+    Returns NumPy candidates with a leading batch axis."""
     if a_values is None:
         a_values = np.asarray([float(P.a)])
     n = a_values.size
-    m = -(-n // _CHUNK) * _CHUNK
-    a_pad = np.concatenate([a_values, np.full(m - n, a_values[-1])])
-    outs = []
-    for i in range(0, m, _CHUNK):
-        Pb = jax.tree.map(lambda x: jnp.broadcast_to(x, (_CHUNK,)), P)
-        Pb = eqx.tree_at(lambda q: q.a, Pb, jnp.asarray(a_pad[i:i + _CHUNK]))
-        outs.append(jax.tree.map(np.asarray, _kernel_batched(Pb)))
-    return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *outs)
+    Pb = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)), P)
+    Pb = eqx.tree_at(lambda q: q.a, Pb, jnp.asarray(a_values, dtype=jnp.float64))
+    res = _sweep(_kernel, Pb, batch_size=_CHUNK)
+    return jax.tree.map(np.asarray, res.values)
+
+
 _core_jit = jax.jit(_core, static_argnums=(3,))
 
 
@@ -585,16 +605,16 @@ class PlannerResult(Result):
 def _planner_kernel(P: Params):
     out = {}
     for corner in ("integrated", "segregated"):
-        r = lambda x: _planner_resid(P, _sig(x), corner)
-        rg = jax.vmap(r)(_XU)
-        ok = (jnp.sign(rg[:-1]) != jnp.sign(rg[1:])) & jnp.isfinite(rg[:-1]) & jnp.isfinite(rg[1:])
-        x = jax.vmap(lambda lo, hi: _bisect(r, lo, hi))(_XU[:-1], _XU[1:])
+        r = (lambda c: (lambda x, PP: _planner_resid(PP, _sig(x), c)))(corner)
+        ok = _brackets(r, P)
+        root = _roots_on_grid(r, P, _XU[:-1], _XU[1:])
+        x = root.value
         u = _sig(x)
         du = jnp.zeros_like(u) if corner == "integrated" else 1 - u
         lam, v, _ = jax.vmap(lambda uu, dd: _lam_v(P, uu, dd))(u, du)
         om = welfare(P, u, v, du)
-        res = jnp.abs(jax.vmap(r)(x))
-        out[corner] = dict(u=u, v=v, du=du, omega=om, lam=lam, ok=ok, residual=res)
+        res = jnp.where(root.converged, root.residual, jnp.inf)
+        out[corner] = dict(u=u, v=v, du=du, omega=om, lam=lam, ok=ok & root.converged, residual=res)
     return out
 
 
@@ -609,32 +629,37 @@ def _corner_omega(P: Params, u, corner: str):
 
 _corner_omega_jit = jax.jit(_corner_omega, static_argnums=(2,))
 _corner_omega_grid = jax.jit(jax.vmap(_corner_omega, in_axes=(None, 0, None)), static_argnums=(2,))
-_corner_domega_jit = jax.jit(jax.grad(_corner_omega, 1), static_argnums=(2,))
+
+
+@jax.jit
+def _corner_max(P, lo, hi):
+    """Root of d omega/du on [lo, hi] for both corners (the shared bracketing root finder)."""
+    return {c: bracket_root(lambda uu, PP, c=c: jax.grad(_corner_omega, 1)(PP, uu, c), lo[i], hi[i], P)
+            for i, c in enumerate(("integrated", "segregated"))}
 
 
 def _steady_state_corners(P: Params):
     """Max of the steady-state flow welfare omega(u) along each corner line (du = 0, du = 1-u),
-    v(u) from (18) and (2): grid search on the u grid, then bisection on d omega/du."""
+    v(u) from (18) and (2): grid search on the u grid, then the root of d omega/du between the
+    grid neighbours of the best grid point (:func:`spatialjax.scalar.bracket_root`; a maximum
+    at the edge of the grid has no bracket and is reported with residual inf)."""
     out = {}
     xs = np.asarray(_XU)
+    us = 1 / (1 + np.exp(-xs))
+    lo, hi, best = [], [], []
     for corner in ("integrated", "segregated"):
-        us = 1 / (1 + np.exp(-xs))
         om = np.asarray(_corner_omega_grid(P, jnp.asarray(us), corner))
         i = int(np.nanargmax(om))
-        lo, hi = us[max(i - 1, 0)], us[min(i + 1, us.size - 1)]
-        g = lambda uu: float(_corner_domega_jit(P, jnp.asarray(uu), corner))
-        glo, ghi = g(lo), g(hi)
-        if glo > 0 > ghi:
-            for _ in range(80):
-                mid = 0.5 * (lo + hi)
-                if g(mid) > 0:
-                    lo = mid
-                else:
-                    hi = mid
-            u = 0.5 * (lo + hi)
-            res = abs(g(u))
-        else:  # maximum at the edge of the grid: report, do not pretend
-            u, res = us[i], float("inf")
+        best.append(us[i])
+        lo.append(us[max(i - 1, 0)])
+        hi.append(us[min(i + 1, us.size - 1)])
+    roots = _corner_max(P, jnp.asarray(lo), jnp.asarray(hi))
+    for k, corner in enumerate(("integrated", "segregated")):
+        root = roots[corner]
+        if bool(root.converged):
+            u, res = float(root.value), float(root.residual)
+        else:  # no interior maximum between the grid neighbours (edge of the grid): report, do not pretend
+            u, res = best[k], float("inf")
         du = 0.0 if corner == "integrated" else 1 - u
         lam, v, _ = (float(x) for x in _lam_v(P, jnp.asarray(u), jnp.asarray(du)))
         out[corner] = dict(u=float(u), v=v, du=float(du), omega=float(_corner_omega_jit(P, jnp.asarray(u), corner)),
@@ -966,29 +991,29 @@ _sigmoid = jax.nn.sigmoid
 TABLE2_TAU = 0.15  # Table 2: panel B parameters with tau = 0.15 (Section 7, p. 28)
 
 
-def _hetero_newton_factory(config: str):
-    """Damped Newton (logit coordinates) for the Section 7 market system, vmapped over seeds.
+def _hetero_F(config: str):
+    """Section 7 market system in logit coordinates: interior unknowns (u, t, plow), equations
+    (r1, r2, r3); corners (u, plow), (r1, r3)."""
 
-    interior: unknowns (u, t, plow), equations (r1, r2, r3); corners: (u, plow), (r1, r3)."""
-
-    def F(P, z):
+    def F(z, P):
         if config == "interior":
             o = _hetero_core(P, _sigmoid(z[0]), _sigmoid(z[1]), _sigmoid(z[2]), config)
             return jnp.stack([o["r1"], o["r2"], o["r3"]])
         o = _hetero_core(P, _sigmoid(z[0]), jnp.zeros(()), _sigmoid(z[1]), config)
         return jnp.stack([o["r1"], o["r3"]])
 
-    def newton(P, z0, iters=80):
-        def body(_, z):
-            r = F(P, z)
-            J = jax.jacfwd(lambda zz: F(P, zz))(z)
-            step = jnp.linalg.solve(J, -r)
-            step = jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
-            n = jnp.max(jnp.abs(step))
-            return z + step * jnp.minimum(1.0, 0.5 / jnp.maximum(n, 1e-300))
+    return F
 
-        z = jax.lax.fori_loop(0, iters, body, z0)
-        return z, jnp.max(jnp.abs(F(P, z)))
+
+def _hetero_newton_factory(config: str):
+    """The Section 7 market system solved by the generic engine
+    (:func:`spatialjax.solver.solve_root`: Newton with Armijo line search, status enum,
+    NaN-on-failure implicit derivatives), jitted and vmapped over seeds.
+    Returns ``(P, z0[k, n]) -> SolveResult`` (batched over the seeds)."""
+    F = _hetero_F(config)
+
+    def newton(P, z0):
+        return solve_root(F, z0, P, tol=1e-12, max_steps=80, linear_solver="dense")
 
     return jax.jit(jax.vmap(newton, in_axes=(None, 0)))
 
@@ -1085,10 +1110,11 @@ def solve_market_hetero(params: Params, *, tol: float = 1e-10, throw: bool = Fal
     for config in CONFIGS:
         if config not in _HETERO_NEWTON:
             _HETERO_NEWTON[config] = _hetero_newton_factory(config)
-        z, res = (np.asarray(x) for x in _HETERO_NEWTON[config](params, jnp.asarray(_hetero_seeds(config))))
+        sol = _HETERO_NEWTON[config](params, jnp.asarray(_hetero_seeds(config)))
+        z, res, conv = np.asarray(sol.value), np.asarray(sol.residual), np.asarray(sol.converged)
         seen = []
-        for zi, ri in zip(z, res):
-            if not (np.isfinite(ri) and ri < tol):
+        for zi, ri, ci in zip(z, res, conv):
+            if not (ci and np.isfinite(ri) and ri < tol):
                 continue
             x = 1 / (1 + np.exp(-zi))
             u, t, pl = (x[0], x[1], x[2]) if config == "interior" else (x[0], 0.0, x[1])
