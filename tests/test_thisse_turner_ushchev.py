@@ -410,6 +410,83 @@ def test_vmapped_gamma_sweep_matches_single_solves_and_inverse_correspondence(tm
     assert not any(sw["stable"][-1, :n[-1]])
     plots.figure2(A, gammas, path=tmp_path / "f2.png", sweep=sw)
     assert (tmp_path / "f2.png").stat().st_size > 10_000
+    # the sweep ran through spatialjax.sweep and reports per-γ success and per-root statuses
+    assert sw["ok"].all() and sw["failed"].size == 0 and sw["sweep"].size == len(gammas)
+    assert all(sw["root_status"][i, k] == ("successful" if k < n[i] else "")
+               for i in range(len(gammas)) for k in range(sw["root_status"].shape[1]))
+    with pytest.raises(ParameterError, match="gammas: must be a non-empty 1-D array"):
+        ttu.sweep_gamma(A, [])
+
+
+def test_near_corner_roots_listed_once_by_the_float64_rule():
+    """Rule (equilibria docstring): an interior root is the corner when s, W, R agree to 1e-12."""
+    gm = float(A.gamma_m)
+    # γ = 1.1 γ_m: the near-corner roots (ω ≈ 1e30, L_±1 ≈ 1.5e-30) are distinct from the corners
+    # in float64 (W_±1/W_0 ≈ 1e-5 where the corner has 0): five equilibria, no merge
+    eqs = ttu.equilibria(A.replace(gamma=1.1 * gm))
+    assert [e.kind for e in eqs] == ["corner", "interior", "interior", "interior", "corner"]
+    assert eqs.info["merged_corners"] == []
+    assert 60 < eqs[1].log_omega < 80 and ttu._max_abs_diff(eqs[1], eqs[0]) > 1e-6
+    # γ = γ_m (1 + 1e-3): the extreme roots equal the corners to 1e-12 (the periphery's wage and
+    # employment underflow): each pair is listed once, as the interior root with the corner's verdict
+    p = A.replace(gamma=gm * (1 + 1e-3))
+    eqs = ttu.equilibria(p)
+    both = ttu.equilibria(p, corners=False)
+    assert [e.kind for e in eqs] == ["interior"] * 3 and len(both) == 3
+    assert [m["corner"] for m in eqs.info["merged_corners"]] == ["agglomerated", "dispersed"]
+    assert all(m["max_abs_diff"] <= 1e-12 for m in eqs.info["merged_corners"])
+    for e, which in ((eqs[0], "agglomerated"), (eqs[2], "dispersed")):
+        assert e.stable is False and e.stability_margin == math.inf        # Appendix O: corners unstable
+        assert f"coincides in float64 with the {which} corner" in e.message
+    assert eqs[1].stable is True and eqs[1].message == ""
+    # the same roots without corners: the autodiff gains are not finite there, so the verdict is
+    # unknown (None), not "unstable"
+    assert [e.stable for e in both] == [None, True, None]
+    assert all("stability not determined" in e.message for e in (both[0], both[2]))
+    assert all(e.status == "successful" for e in eqs)
+
+
+def test_sensitivities_nan_at_a_fold_and_status_named():
+    """At the fold the root of Z is double (Z_y = 0): the implicit derivative is undefined and
+    reported as NaN with status 'singular', never as a plausible number (or a silent zero)."""
+    import dataclasses
+
+    (g_fold, rho_fold), = ttu.folds(A)
+    p = A.replace(gamma=g_fold)
+    y = float(np.log(ttu.f_curve(p, rho_fold)))                # Ω on the market-clearing locus
+    lw = float(p.eps) / (1 + float(p.eps)) * y
+    base = interior(ttu.equilibria(p.replace(gamma=0.5 * g_fold)))[0]
+    at_fold = dataclasses.replace(base, log_omega=lw, log_rho=math.log(rho_fold), rho=rho_fold, omega=math.exp(lw))
+    s = ttu.sensitivities(p, at_fold)
+    assert s["status"] == "singular"
+    assert all(math.isnan(v) for k in ttu.PARAM_NAMES for v in s[k].values())
+    # a regular root next to it: finite, status successful, and it agrees with a finite difference
+    q = A.replace(gamma=0.9 * g_fold)
+    e = interior(ttu.equilibria(q, stability=False))[0]
+    s = ttu.sensitivities(q, e)
+    assert s["status"] == "successful"
+    h = 1e-6 * g_fold
+    up = interior(ttu.equilibria(q.replace(gamma=0.9 * g_fold + h), stability=False))[0].rho
+    dn = interior(ttu.equilibria(q.replace(gamma=0.9 * g_fold - h), stability=False))[0].rho
+    assert s["gamma"]["rho"] == pytest.approx((up - dn) / (2 * h), rel=1e-5)
+
+
+def test_conditional_prices_status_and_implicit_derivative_match_finite_differences():
+    p = A.replace(gamma=0.2, b=1.3, d=0.8, c=1.1)
+    e = interior(ttu.equilibria(p))[0]
+    cp = ttu.conditional_prices(p, e.s)
+    assert cp["status"] == "successful" and cp["converged"] and cp["residual"] < 1e-13
+    # d log W̄ / d log s through solve_root's adjoint vs central differences of re-solves
+    ls0 = jnp.log(jnp.asarray(e.s))
+    f = lambda ls: ttu._conditional_log_prices(p, ls, jnp.zeros(3))[0]
+    J = np.asarray(jax.jacrev(f)(ls0)).reshape(3, 9)
+    h = 1e-6
+    for k in (0, 4, 5):
+        d = np.zeros(9)
+        d[k] = h
+        up = np.asarray(f(ls0 + d.reshape(3, 3)))
+        dn = np.asarray(f(ls0 - d.reshape(3, 3)))
+        np.testing.assert_allclose(J[:, k], (up - dn) / (2 * h), rtol=1e-6, atol=1e-9)
 
 
 def test_spillovers_small_delta_is_continuous_in_delta():
