@@ -48,12 +48,16 @@ from spatialjax.tables import format_kv
 from spatialjax.validation import is_traced
 
 __all__ = ["RESULTS", "SolveResult", "solve_root", "jacobian_sigma_min", "LUFactor", "lu_factor", "lu_solve",
-           "Linearization", "DenseLinearization", "linearize", "newton_iterate", "shamanskii_iterate", "DENSE_MAX",
+           "Linearization", "DenseLinearization", "linearize", "pgmres", "newton_iterate", "shamanskii_iterate", "DENSE_MAX",
            "raise_if_failed"]
 
 # Largest system factorised densely by ``linear_solver="auto"``; above it Newton-Krylov (GMRES).
 # At n = 6100 one LU costs about 2 s on 2 CPU cores. Used by every caller that picks a solver.
 DENSE_MAX = 6100
+
+# Relative change between successive sigma_min estimates at which the preconditioned Krylov
+# diagnostic stops (the dense one stops at 1e-6: its iterations cost two triangular solves).
+KRYLOV_SIGMA_RTOL = 1e-2
 
 
 class RESULTS(eqx.Enumeration):
@@ -167,7 +171,15 @@ class Linearization(eqx.Module):
     A model may return a subclass from its ``jac`` to exploit structure (e.g. a Schur
     complement that eliminates a block with a diagonal Jacobian); :class:`DenseLinearization`
     is the generic one (LU of the dense matrix).
+
+    With ``linear_solver="gmres"`` a ``jac`` may instead return a linearization whose ``mv``
+    is exact but whose ``solve`` is only an approximate inverse (a *preconditioner*, cheap to
+    build: no factorisation of ``J``). Newton steps, the ``sigma_min`` inverse iterations and
+    the adjoint are then solved by right-preconditioned GMRES (:func:`pgmres`) on ``mv``,
+    and every such solve is checked against its own residual.
     """
+
+    exact = True  # class attribute: False where ``solve`` is only a preconditioner
 
     def solve(self, b, trans: bool = False):
         """``J^{-1} b`` (``J^{-T} b`` with ``trans=True``); ``b`` shape ``(n,)``."""
@@ -192,10 +204,96 @@ class DenseLinearization(Linearization):
         return lu_solve(self.lu, b, trans=trans)
 
     def mv(self, v, trans: bool = False):
-        return self.J.T @ v if trans else self.J @ v
+        # v @ J, not J.T @ v: XLA on CPU copies a transposed matrix before a matrix-vector product
+        return v @ self.J if trans else self.J @ v
 
     def norm_inf(self):
         return jnp.linalg.norm(self.J, ord=jnp.inf)
+
+
+def pgmres(matvec, precond, b, *, rtol=1e-10, atol=0.0, restart=40, max_restarts=5, x0=None):
+    """Right-preconditioned restarted GMRES for ``A x = b`` (shape ``(n,)``), pure JAX.
+
+    ``matvec(v) = A v``; ``precond(v) ~ A^{-1} v`` (identity if ``None``). Arnoldi with
+    classical Gram-Schmidt applied twice (CGS2), Givens rotations for the small
+    least-squares problem, stopping as soon as the residual norm (true at every restart,
+    the rotated estimate within a cycle) is ``<= max(rtol ||b||, atol)``. Returns
+    ``(x, residual_norm, iterations)``; ``residual_norm`` is recomputed as ``||b - A x||``,
+    so a caller can check the solve instead of trusting it.
+    """
+    n = b.shape[0]
+    dt = b.dtype
+    m = int(restart)
+    M = (lambda v: v) if precond is None else precond
+    bn = jnp.linalg.norm(b)
+    thresh = jnp.maximum(rtol * bn, atol)
+    x0 = jnp.zeros_like(b) if x0 is None else x0
+
+    def cycle(x):
+        r = b - matvec(x)
+        beta = jnp.linalg.norm(r)
+        V = jnp.zeros((m + 1, n), dt).at[0].set(r / jnp.where(beta > 0, beta, 1.0))
+        Z = jnp.zeros((m, n), dt)
+        R = jnp.zeros((m, m), dt)
+        g = jnp.zeros((m + 1,), dt).at[0].set(beta)
+        cs = jnp.zeros((m,), dt)
+        sn = jnp.zeros((m,), dt)
+
+        def cond(c):
+            j, V, Z, R, g, cs, sn = c
+            return (j < m) & (jnp.abs(g[j]) > thresh)
+
+        def body(c):
+            j, V, Z, R, g, cs, sn = c
+            z = M(V[j])
+            w = matvec(z)
+            mask = (jnp.arange(m + 1) <= j).astype(dt)
+            h = (V @ w) * mask
+            w = w - h @ V
+            h2 = (V @ w) * mask
+            w = w - h2 @ V
+            h = h + h2
+            hn = jnp.linalg.norm(w)
+            V = V.at[j + 1].set(w / jnp.where(hn > 0, hn, 1.0))
+            h = h.at[j + 1].set(hn)
+
+            # apply the previous rotations to the new column
+            def rot(i, hh):
+                a, bb = hh[i], hh[i + 1]
+                return hh.at[i].set(cs[i] * a + sn[i] * bb).at[i + 1].set(-sn[i] * a + cs[i] * bb)
+
+            h = jax.lax.fori_loop(0, j, rot, h)
+            a, bb = h[j], h[j + 1]
+            den = jnp.hypot(a, bb)
+            c_, s_ = jnp.where(den > 0, a / jnp.where(den > 0, den, 1.0), 1.0), jnp.where(den > 0, bb / jnp.where(den > 0, den, 1.0), 0.0)
+            h = h.at[j].set(den).at[j + 1].set(0.0)
+            cs, sn = cs.at[j].set(c_), sn.at[j].set(s_)
+            gj = g[j]
+            g = g.at[j].set(c_ * gj).at[j + 1].set(-s_ * gj)
+            R = R.at[:, j].set(h[:m])
+            Z = Z.at[j].set(z)
+            return j + 1, V, Z, R, g, cs, sn
+
+        k, V, Z, R, g, cs, sn = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), V, Z, R, g, cs, sn))
+        act = jnp.arange(m) < k
+        Rf = jnp.where(act[None, :] & act[:, None], R, 0.0) + jnp.diag(jnp.where(act, 0.0, 1.0).astype(dt))
+        yk = jax.scipy.linalg.solve_triangular(Rf, jnp.where(act, g[:m], 0.0), lower=False)
+        yk = jnp.where(act, yk, 0.0)
+        return x + yk @ Z, k
+
+    def ocond(c):
+        x, rn, it, rs = c
+        return (rn > thresh) & (rs < max_restarts) & jnp.isfinite(rn)
+
+    def obody(c):
+        x, rn, it, rs = c
+        x, k = cycle(x)
+        rn = jnp.linalg.norm(b - matvec(x))
+        return x, rn, it + k, rs + 1
+
+    rn0 = jnp.linalg.norm(b - matvec(x0))
+    x, rn, it, _ = jax.lax.while_loop(ocond, obody, (x0, rn0, jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32)))
+    return x, rn, it
 
 
 def linearize(F, y, jac=None) -> Linearization:
@@ -212,12 +310,22 @@ def _dense_newton_step(F, y, f, jac=None):
     return dy, jnp.all(jnp.isfinite(dy))
 
 
-def _gmres_newton_step(F, y, f, rtol, max_krylov):
+def _gmres_newton_step(F, y, f, rtol, max_krylov, jac=None):
+    fn = jnp.linalg.norm(f)
+    eta = jnp.clip(fn, 1e-10, 1e-2)
+    if jac is not None:
+        # Newton-Krylov preconditioned by the model's cheap approximate inverse. A tight forcing
+        # term (relative 1e-6): the steps are then Newton's up to round-off-like perturbations, so
+        # the iteration stays in the basin exact Newton would (equilibria can be close together),
+        # and with a good preconditioner the extra Krylov iterations are few.
+        eta = jnp.clip(fn, 1e-10, 1e-6)
+        lin = linearize(F, y, jac)
+        dy, rn, _ = pgmres(lin.mv, lin.solve, -f, rtol=eta, atol=rtol * 1e-3, restart=40,
+                           max_restarts=max(1, max_krylov // 40))
+        return dy, jnp.all(jnp.isfinite(dy)) & (jnp.linalg.norm(dy) > 0) & (rn <= 0.5 * fn)
     _, jvp = jax.linearize(F, y)
     op = lx.FunctionLinearOperator(jvp, jax.ShapeDtypeStruct(y.shape, y.dtype))
     # Inexact Newton: the forcing term shrinks with the residual (Eisenstat-Walker flavour).
-    fn = jnp.linalg.norm(f)
-    eta = jnp.clip(fn, 1e-10, 1e-2)
     sol = lx.linear_solve(op, -f, lx.GMRES(rtol=eta, atol=rtol * 1e-3, max_steps=max_krylov, restart=50),
                           throw=False)
     dy = sol.value
@@ -274,7 +382,7 @@ def newton_iterate(F, y0, *, tol, max_steps, linear_solver, max_krylov, jac=None
         if linear_solver == "dense":
             dy, ok = _dense_newton_step(F, y, f, jac)
         else:
-            dy, ok = _gmres_newton_step(F, y, f, tol, max_krylov)
+            dy, ok = _gmres_newton_step(F, y, f, tol, max_krylov, jac)
         dy = jnp.where(ok, dy, 0.0)
 
         y_new, f_new, m_new, accepted, mn = _armijo_step(F, y, f, m, dy, ok)
@@ -348,61 +456,119 @@ def _lm(F, y0, *, tol, max_steps, jac=None):
 # ---------------------------------------------------------------------------------------
 
 
+def _until_converged(step, v, iters, rtol, min_iters=2):
+    """Run ``v, est = step(v)`` at most ``iters`` times, stopping once two successive estimates
+    agree to ``rtol`` (relative) after at least ``min_iters``. Returns ``(v, est, count)``."""
+
+    def cond(c):
+        v, est, prev, k = c
+        return (k < iters) & ((k < min_iters) | ~(jnp.abs(est - prev) <= rtol * jnp.abs(est)))
+
+    def body(c):
+        v, est, prev, k = c
+        v2, e2 = step(v)
+        return v2, e2, est, k + 1
+
+    nan = jnp.asarray(jnp.nan, jnp.result_type(float))
+    v, est, _, k = jax.lax.while_loop(cond, body, (v, nan, nan, jnp.asarray(0, jnp.int32)))
+    return v, est, k
+
+
 def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 10, norm_iters: int = 12, key_seed: int = 0,
-                       jac=None, return_linearization: bool = False):
+                       jac=None, return_linearization: bool = False, rtol: float = 1e-6, norm_rtol: float = 1e-3,
+                       lin: Linearization | None = None, krylov_rtol: float = 1e-6):
     """Estimate ``(sigma_min, ||J||_2)`` of ``J = dF/dy`` at ``y``.
 
     Dense: inverse power iteration on ``(J^T J)^{-1}`` with one LU factorisation
-    (O(n^3) once, O(n^2) per iteration). Matrix-free: inverse iteration with GMRES solves,
-    and power iteration with JVP/VJP for the norm. ``iters`` inverse iterations (each gains a
-    factor (sigma_1/sigma_2)^2 on the smallest singular direction), ``norm_iters`` power
-    iterations for ``||J||_2`` (only used as a scale for the singularity threshold).
-    ``return_linearization=True`` (dense only) also returns the factorised Jacobian, so that
-    the backward pass of an implicit derivative can reuse it.
+    (O(n^3) once, O(n^2) per iteration). Matrix-free: inverse iteration with GMRES solves
+    (preconditioned by ``jac``'s approximate inverse when ``jac`` is given, see
+    :class:`Linearization`), and power iteration with JVP/VJP for the norm. At most
+    ``iters`` inverse iterations (each gains a factor (sigma_1/sigma_2)^2 on the smallest
+    singular direction) and ``norm_iters`` power iterations for ``||J||_2`` (only used as a
+    scale for the singularity threshold); each stops early once two successive estimates
+    agree to ``rtol`` / ``norm_rtol`` (relative). ``lin``: a linearization at ``y`` already
+    computed (its factorisation is reused: no new one). ``return_linearization=True`` also
+    returns the linearization used (``None`` for the matrix-free path without ``jac``), so
+    that the backward pass of an implicit derivative can reuse it.
+
+    A non-converged GMRES solve inside the inverse iteration makes ``sigma_min`` 0 (flagged
+    as singular by :func:`solve_root`): a failed diagnostic never reads as a regular root.
     """
     n = y.shape[0]
     v = jax.random.normal(jax.random.PRNGKey(key_seed), (n,), dtype=y.dtype)
     v = v / jnp.linalg.norm(v)
-    if linear_solver == "dense":
-        lin = linearize(F, y, jac)
+    solve_ok = jnp.asarray(True)
+    if linear_solver == "dense" or (lin is not None and getattr(lin, "exact", True)):
+        lin = linearize(F, y, jac) if lin is None else lin
 
-        def inv_it(v, _):
+        def inv_it(v):
             w = lin.solve(v, trans=True)  # J^{-T} v
             w = lin.solve(w)  # J^{-1} J^{-T} v
             nw = jnp.linalg.norm(w)
             return w / nw, nw
 
-        def pow_it(v, _):
+        def pow_it(v):
             w = lin.mv(lin.mv(v), trans=True)
             nw = jnp.linalg.norm(w)
             return w / nw, nw
 
+        _, lam_inv, _ = _until_converged(inv_it, v, iters, rtol)
     else:
-        _, jvp = jax.linearize(F, y)
-        vjp = jax.linear_transpose(jvp, y)
-        struct = jax.ShapeDtypeStruct(y.shape, y.dtype)
-        opJ = lx.FunctionLinearOperator(jvp, struct)
-        opJT = lx.FunctionLinearOperator(lambda u: vjp(u)[0], struct)
-        gm = lx.GMRES(rtol=1e-8, atol=1e-14, max_steps=500, restart=50)
+        if jac is not None or lin is not None:
+            lin = linearize(F, y, jac) if lin is None else lin
+            mvJ, mvJT = lin.mv, (lambda u: lin.mv(u, trans=True))
+            pJ, pJT = lin.solve, (lambda u: lin.solve(u, trans=True))
 
-        def inv_it(v, _):
-            w = lx.linear_solve(opJT, v, gm, throw=False).value
-            w = lx.linear_solve(opJ, w, gm, throw=False).value
+            # Inexact inverse iteration: a solve to relative residual krylov_rtol changes the
+            # estimate by about that much relatively (the error is r / sigma_min at most, and
+            # the solution ||w|| ~ ||v|| / sigma_min along the smallest direction). A solve that
+            # does not reach it (typically at a fold, where J is singular) sets sigma_min to 0.
+            # Each solve starts from the previous iteration's solution (scaled): as v converges
+            # the start is ever closer and GMRES needs ever fewer iterations.
+            def inv_it(c):
+                v, ok, w_prev, w2_prev = c
+                w, r1, _ = pgmres(mvJT, pJT, v, rtol=krylov_rtol, atol=1e-300, restart=50, max_restarts=10,
+                                  x0=w_prev)
+                nwp = jnp.linalg.norm(w_prev)
+                x0 = jnp.where(nwp > 0, w2_prev * (jnp.linalg.norm(w) / jnp.where(nwp > 0, nwp, 1.0)), 0.0)
+                w2, r2, _ = pgmres(mvJ, pJ, w, rtol=krylov_rtol, atol=1e-300, restart=50, max_restarts=10, x0=x0)
+                ok = ok & (r1 <= 2 * krylov_rtol * jnp.linalg.norm(v)) & (r2 <= 2 * krylov_rtol * jnp.linalg.norm(w))
+                nw = jnp.linalg.norm(w2)
+                return (w2 / nw, ok, w / nw, w2 / nw), nw
+        else:
+            # unpreconditioned matrix-free path (no model structure): lineax GMRES, as before
+            lin = None
+            _, jvp = jax.linearize(F, y)
+            vjp = jax.linear_transpose(jvp, y)
+            mvJ, mvJT = jvp, (lambda u: vjp(u)[0])
+            struct = jax.ShapeDtypeStruct(y.shape, y.dtype)
+            opJ = lx.FunctionLinearOperator(jvp, struct)
+            opJT = lx.FunctionLinearOperator(mvJT, struct)
+            gm = lx.GMRES(rtol=1e-8, atol=1e-14, max_steps=500, restart=50)
+
+            def inv_it(c):
+                v, ok = c
+                w = lx.linear_solve(opJT, v, gm, throw=False).value
+                w = lx.linear_solve(opJ, w, gm, throw=False).value
+                nw = jnp.linalg.norm(w)
+                return (w / nw, ok), nw
+
+        def pow_it(v):
+            w = mvJT(mvJ(v))
             nw = jnp.linalg.norm(w)
             return w / nw, nw
 
-        def pow_it(v, _):
-            w = vjp(jvp(v))[0]
-            nw = jnp.linalg.norm(w)
-            return w / nw, nw
-
-    _, lam_inv = jax.lax.scan(inv_it, v, None, length=iters)
-    _, lam = jax.lax.scan(pow_it, v, None, length=norm_iters)
-    sigma_min = 1.0 / jnp.sqrt(lam_inv[-1])
-    jac_norm = jnp.sqrt(lam[-1])
-    sigma_min = jnp.where(jnp.isfinite(sigma_min), sigma_min, 0.0)
+        if lin is not None:
+            z = jnp.zeros_like(v)
+            (_, solve_ok, _, _), lam_inv, n_inv = _until_converged(inv_it, (v, solve_ok, z, z), iters, rtol)
+        else:
+            (_, solve_ok), lam_inv, n_inv = _until_converged(inv_it, (v, solve_ok), iters, rtol)
+    _, lam, _ = _until_converged(pow_it, v, norm_iters, norm_rtol)
+    sigma_min = 1.0 / jnp.sqrt(lam_inv)
+    jac_norm = jnp.sqrt(lam)
+    sigma_min = jnp.where(jnp.isfinite(sigma_min) & solve_ok, sigma_min, 0.0)
     if return_linearization:
-        return sigma_min, jac_norm, (lin if linear_solver == "dense" else None)
+        return sigma_min, jac_norm, lin
     return sigma_min, jac_norm
 
 
@@ -454,7 +620,9 @@ def solve_root(
         jac: optional ``(y, args) -> dF/dy`` exploiting the model's structure: a dense
             ``(n, n)`` array, or a :class:`Linearization` (a factorised Jacobian with
             ``solve``/``mv``/``norm_inf``, e.g. a Schur complement); default ``jax.jacfwd``.
-            Used by the dense path only.
+            With ``linear_solver="gmres"`` it must return a :class:`Linearization` whose
+            ``mv`` is exact and whose ``solve`` may be approximate: it preconditions GMRES
+            in the Newton steps, the ``sigma_min`` diagnostic and the adjoint.
         reuse_jacobian: dense Newton only: keep one LU factorisation while the iteration
             contracts (Shamanskii steps), refactoring when it does not. Fastest for warm
             starts; the conditioning diagnostic is still computed at the solution.
@@ -507,8 +675,16 @@ def solve_root(
         res = _norm_inf(f)
         finite = jnp.all(jnp.isfinite(y)) & jnp.isfinite(res)
         if diagnose:
-            smin, jn, lin = jacobian_sigma_min(F, y, linear_solver=linear_solver, jac=J_of(d),
-                                               return_linearization=True)
+            if linear_solver == "gmres" and jac is not None:
+                # Preconditioned Krylov diagnostic: every inverse iteration costs two GMRES
+                # solves, so it is run to the accuracy the singularity test needs (a few
+                # per cent; the thresholds are orders of magnitude), not to round-off.
+                smin, jn, lin = jacobian_sigma_min(F, y, linear_solver=linear_solver, jac=J_of(d),
+                                                   return_linearization=True, rtol=KRYLOV_SIGMA_RTOL,
+                                                   krylov_rtol=1e-3, norm_rtol=1e-2)
+            else:
+                smin, jn, lin = jacobian_sigma_min(F, y, linear_solver=linear_solver, jac=J_of(d),
+                                                   return_linearization=True)
         else:
             smin, jn = jnp.asarray(jnp.nan, y.dtype), jnp.asarray(jnp.nan, y.dtype)
         conv = finite & (res <= tol)
@@ -541,6 +717,14 @@ def solve_root(
         if linear_solver == "dense":
             lin = lin_saved if lin_saved is not None else linearize(Fy, y, J_of(d))
             lam = lin.solve(ybar, trans=True)
+            r = lin.mv(lam, trans=True) - ybar
+            scale = lin.norm_inf() * _norm_inf(lam) + _norm_inf(ybar)
+        elif jac is not None:
+            # Newton-Krylov with the model's preconditioner: the adjoint J^T lam = ybar by the
+            # same preconditioned GMRES, checked by its recomputed residual below.
+            lin = lin_saved if lin_saved is not None else linearize(Fy, y, J_of(d))
+            lam, _, _ = pgmres(lambda u: lin.mv(u, trans=True), lambda u: lin.solve(u, trans=True), ybar,
+                               rtol=1e-11, atol=1e-300, restart=50, max_restarts=max(2, max_krylov // 50))
             r = lin.mv(lam, trans=True) - ybar
             scale = lin.norm_inf() * _norm_inf(lam) + _norm_inf(ybar)
         else:

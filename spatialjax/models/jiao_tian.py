@@ -51,8 +51,8 @@ from spatialjax.validation import check_finite, check_positive, check_shape, _co
 
 __all__ = [
     "Params", "Solution", "solve", "welfare", "residual", "autarky", "equilibrium_objects", "jacobian",
-    "schur_jacobian", "SchurLinearization", "log_Lm_from_wages",
-    "fragmentation_costs", "invert_technology", "invert_housing", "synthetic_economy",
+    "schur_jacobian", "SchurLinearization", "schur_operator", "SchurKrylovLinearization", "log_Lm_from_wages",
+    "fragmentation_costs", "invert_technology", "KRYLOV_MIN_N", "invert_housing", "synthetic_economy",
     "eight_city_params", "two_city_params", "table5_params", "moments",
 ]
 
@@ -353,14 +353,14 @@ class SchurLinearization(Linearization):
         return -(v[:N] + self.kbt * (self.X @ v[:N])) + v[N] - v[N + 1]
 
     def _HT(self, w):
-        return jnp.concatenate([-(w + self.kbt * (self.X.T @ w)), jnp.stack([jnp.sum(w), -jnp.sum(w)])])
+        return jnp.concatenate([-(w + self.kbt * (w @ self.X)), jnp.stack([jnp.sum(w), -jnp.sum(w)])])
 
     def _K(self, v):
         return jnp.concatenate([-(self.Dl @ v), jnp.stack([self.sh @ v, self.rP_l @ v])])
 
     def _KT(self, w):
         N = self.X.shape[0]
-        return -(self.Dl.T @ w[:N]) + w[N] * self.sh + w[N + 1] * self.rP_l
+        return -(w[:N] @ self.Dl) + w[N] * self.sh + w[N + 1] * self.rP_l
 
     def solve(self, b, trans: bool = False):
         N = self.X.shape[0]
@@ -387,8 +387,8 @@ class SchurLinearization(Linearization):
             return jnp.concatenate([r1, r2, jnp.stack([self.sh @ vl, self.rP_a @ va + self.rP_l @ vl])])
         u1, u2, u3, u4 = v[:N], v[N:2 * N], v[2 * N], v[2 * N + 1]
         s12 = u1 + u2
-        ta = u1 - self.Da.T @ s12 - self.kbt * (self.X.T @ u2) + u4 * self.rP_a
-        tl = -(self.Dl.T @ s12) + self.g * u2 + u3 * self.sh + u4 * self.rP_l
+        ta = u1 - s12 @ self.Da - self.kbt * (u2 @ self.X) + u4 * self.rP_a
+        tl = -(s12 @ self.Dl) + self.g * u2 + u3 * self.sh + u4 * self.rP_l
         return jnp.concatenate([ta, tl, jnp.stack([-jnp.sum(u1), -jnp.sum(u2)])])
 
     def norm_inf(self):
@@ -421,6 +421,160 @@ def schur_jacobian(y, params: Params, s=1.0, logD=None) -> SchurLinearization:
     return SchurLinearization(Da=b["dlp_da"], Dl=b["dlp_dl"], X=X, sh=sh,
                               rP_a=jnp.sum(b["dLp_da"], axis=0) / b["sLp"],
                               rP_l=jnp.sum(b["dLp_dl"], axis=0) / b["sLp"], kbt=kbt, g=g, S=lu_factor(S))
+
+
+class SchurKrylovLinearization(Linearization):
+    """Matrix-free Jacobian of :func:`residual` for Newton-Krylov at large N (no N^3 work).
+
+    ``mv`` applies the exact Jacobian from its blocks (two N x N matrix-vector products:
+    the shares X = [x_nc] of (9) and the hires M = [L^p_nc] of (19); the product M^T X of
+    :func:`schur_jacobian` is never formed). ``solve`` is only an approximate inverse, a
+    preconditioner for GMRES: the manager block is eliminated exactly by (53) (the g I
+    pivot), and the (N+2) x (N+2) Schur complement S is replaced by its diagonal bordered
+    with its exact last two rows and columns (adding up (17)-(18) and the two utility
+    levels), a 2 x 2 solve. Building it costs one pass over X and M (O(N^2)); every
+    apply two N x N products.
+    """
+
+    exact = False
+
+    X: jax.Array  # (N, N) fragmentation shares x_nc (9)
+    M: jax.Array  # (N, N) hires L^p_nc (19)
+    c: jax.Array  # (1 - alpha) / W_n
+    w: jax.Array
+    A: jax.Array  # E[pi_n] L^m_n
+    B: jax.Array  # w_n L^p_n
+    Lp: jax.Array
+    sh: jax.Array  # L^m_n / L^m
+    rP_a: jax.Array
+    rP_l: jax.Array
+    dT: jax.Array  # diagonal of the top-left block of S
+    Ccols: jax.Array  # (N, 2) last two columns of S (top rows)
+    Rrows: jax.Array  # (2, N) last two rows of S (w columns)
+    E: jax.Array  # (2, 2)
+    k: jax.Array
+    bt: jax.Array
+    g: jax.Array
+
+    @property
+    def kbt(self):
+        return self.k * self.bt
+
+    # implicit blocks: Da = d log p / d log w, Dl = d log p / d log L^m. Transposed products
+    # are written v @ A: on CPU, XLA copies A before A.T @ v (about 15x slower at N = 3000).
+    def _Dl(self, v):
+        return self.c * (1 + self.g) * (self.A * v + self.w * (v @ self.M))
+
+    def _DlT(self, u):
+        uc = self.c * u
+        return (1 + self.g) * (self.A * uc + self.M @ (self.w * uc))
+
+    def _H(self, v):
+        N = self.X.shape[0]
+        return -(v[:N] + self.kbt * (self.X @ v[:N])) + v[N] - v[N + 1]
+
+    def _HT(self, w):
+        return jnp.concatenate([-(w + self.kbt * (w @ self.X)), jnp.stack([jnp.sum(w), -jnp.sum(w)])])
+
+    def _K(self, v):
+        return jnp.concatenate([-self._Dl(v), jnp.stack([self.sh @ v, self.rP_l @ v])])
+
+    def _KT(self, w):
+        N = self.X.shape[0]
+        return -self._DlT(w[:N]) + w[N] * self.sh + w[N + 1] * self.rP_l
+
+    def _S_solve(self, r, trans=False):
+        N = self.dT.shape[0]
+        r1, r2 = r[:N], r[N:]
+        if not trans:
+            C, R, E = self.Ccols, self.Rrows, self.E
+        else:
+            C, R, E = self.Rrows.T, self.Ccols.T, self.E.T
+        DC = C / self.dT[:, None]
+        x2 = jnp.linalg.solve(E - R @ DC, r2 - R @ (r1 / self.dT))
+        return jnp.concatenate([(r1 - C @ x2) / self.dT, x2])
+
+    def solve(self, b, trans: bool = False):
+        N = self.X.shape[0]
+        if not trans:
+            r_d = b[N:2 * N] - b[:N]
+            r_e = jnp.concatenate([b[:N], b[2 * N:]])
+            x_u = self._S_solve(r_e - self._K(r_d) / self.g)
+            x_l = (r_d - self._H(x_u)) / self.g
+            return jnp.concatenate([x_u[:N], x_l, x_u[N:]])
+        b_l = b[N:2 * N]
+        b_u = jnp.concatenate([b[:N], b[2 * N:]])
+        lam_e = self._S_solve(b_u - self._HT(b_l) / self.g, trans=True)
+        lam_d = (b_l - self._KT(lam_e)) / self.g
+        return jnp.concatenate([lam_e[:N] - lam_d, lam_d, lam_e[N:]])
+
+    def mv(self, v, trans: bool = False):
+        N = self.X.shape[0]
+        k, bt, g, kbt, c, A, B, w, Lp = self.k, self.bt, self.g, self.kbt, self.c, self.A, self.B, self.w, self.Lp
+        if not trans:
+            va, vl = v[:N], v[N:2 * N]
+            Xva = self.X @ va
+            base = c * (-kbt * A * Xva + (B - (1 + bt) * w * Lp) * va + (1 + g) * A * vl
+                        + w * (((1 - k) * bt * Xva + (1 + g) * vl) @ self.M))
+            r1 = va - base - v[2 * N]
+            r2 = -kbt * Xva - base + g * vl - v[2 * N + 1]
+            return jnp.concatenate([r1, r2, jnp.stack([self.sh @ vl, self.rP_a @ va + self.rP_l @ vl])])
+        u1, u2, u3, u4 = v[:N], v[N:2 * N], v[2 * N], v[2 * N + 1]
+        sc = c * (u1 + u2)
+        Mws = self.M @ (w * sc)
+        ta = (u1 - (-kbt * A * sc + (1 - k) * bt * Mws + kbt * u2) @ self.X - (B - (1 + bt) * Lp * w) * sc
+              + u4 * self.rP_a)
+        tl = -(1 + g) * (A * sc + Mws) + g * u2 + u3 * self.sh + u4 * self.rP_l
+        return jnp.concatenate([ta, tl, jnp.stack([-jnp.sum(u1), -jnp.sum(u2)])])
+
+    def norm_inf(self):
+        """An upper bound on ``||J||_inf`` (row sums of X are 1 and of M^T X are L^p, all >= 0)."""
+        k, bt, g, kbt, c, A, B, w, Lp = self.k, self.bt, self.g, self.kbt, self.c, self.A, self.B, self.w, self.Lp
+        da = c * (kbt * A + B + w * Lp * (jnp.abs(1 - k) * bt + 1 + bt))
+        dl = c * (1 + g) * (A + w * Lp)
+        r1 = 1.0 + da + dl + 1.0
+        r2 = kbt + da + g + dl + 1.0
+        r3 = jnp.sum(jnp.abs(self.sh))
+        r4 = jnp.sum(jnp.abs(self.rP_a)) + jnp.sum(jnp.abs(self.rP_l))
+        return jnp.maximum(jnp.maximum(jnp.max(r1), jnp.max(r2)), jnp.maximum(r3, r4))
+
+
+def schur_operator(y, params: Params, s=1.0, logD=None) -> SchurKrylovLinearization:
+    """The matrix-free Jacobian of :func:`residual` at ``y`` with its bordered-diagonal Schur
+    preconditioner (:class:`SchurKrylovLinearization`; O(N^2), needs gamma > 0)."""
+    p = params
+    N = p.T.shape[-1]
+    o = equilibrium_objects(p, jnp.exp(y[:N]), jnp.exp(y[N:2 * N]), s, logD)
+    k, _, _ = _consts(p)
+    bt = p.beta * p.theta
+    g = p.gamma / (1 - p.beta)
+    kbt = k * bt
+    X, M = o.x, o.Lp_nc
+    A = o.Epi * o.Lm
+    B = o.w * o.Lp
+    c = (1 - p.alpha) / o.W
+    w, Lp = o.w, o.Lp
+    sh = o.Lm / jnp.sum(o.Lm)
+    sLp = jnp.sum(Lp)
+    m_row = jnp.sum(M, axis=1)
+    XTm = m_row @ X
+    rP_a = ((1 - k) * bt * XTm - (1 + bt) * Lp) / sLp
+    rP_l = (1 + g) * m_row / sLp
+    xd = jnp.diagonal(X)
+    md = jnp.diagonal(M)
+    dMTX = jnp.sum(M * X, axis=0)  # diag(M^T X), O(N^2)
+    diag_Da = c * (-kbt * A * xd + B + w * ((1 - k) * bt * dMTX - (1 + bt) * Lp))
+    diag_DlH = c * (1 + g) * (A * (1 + kbt * xd) + w * (md + kbt * dMTX))
+    dT = 1.0 - diag_Da - diag_DlH / g
+    rows_dl = c * (1 + g) * (A + w * Lp)  # row sums of Dl (columns of M^T sum to L^p)
+    Ccols = jnp.stack([-1.0 + rows_dl / g, -rows_dl / g], axis=1)
+    rowL = (sh + kbt * (sh @ X)) / g
+    rowP = ((1 - k) * bt * XTm - (1 + bt) * Lp + ((1 + g) / g) * (m_row + kbt * XTm)) / sLp
+    Rrows = jnp.stack([rowL, rowP])
+    E = jnp.stack([jnp.stack([-1.0 / g, 1.0 / g]), jnp.stack([-(1 + g) / g, (1 + g) / g])]).astype(y.dtype)
+    return SchurKrylovLinearization(X=X, M=M, c=c, w=w, A=A, B=B, Lp=Lp, sh=sh, rP_a=rP_a, rP_l=rP_l, dT=dT,
+                                    Ccols=Ccols, Rrows=Rrows, E=E, k=jnp.asarray(k, y.dtype),
+                                    bt=jnp.asarray(bt, y.dtype), g=jnp.asarray(g, y.dtype))
 
 
 def autarky(params: Params):
@@ -553,6 +707,8 @@ def _y_from_data(params: Params, w, Lm):
                             jnp.atleast_1d(jnp.mean(o.log_Uw)), jnp.atleast_1d(jnp.mean(o.log_Um))])
 
 
+_LEAN_GENERATOR_N = 3000  # synthetic_economy builds tau in place above this N (memory)
+
 SCHUR_MIN_G = 1e-3  # below this pivot gamma/(1-beta), "auto" uses the dense LU (Schur growth ~ 1/g)
 
 
@@ -572,25 +728,53 @@ def _schur_s(y, s, p):
 _JACOBIANS = {"schur": _schur_s, "dense": _jac_s}
 
 
+def _schur_op_s(y, s, p):
+    return schur_operator(y, p, s)
+
+
 def _cold_homotopy(params: Params, tol, system, linear_solver="dense"):
     """Continue the equilibrium from the autarky closed form (Prop. 3) along s: 0 -> 1."""
+    jac = _schur_op_s if (linear_solver == "gmres" and system == "schur") else _JACOBIANS[system]
     return homotopy(_res_s, autarky(params), params, 0.0, 1.0, h0=0.1, h_max=0.25, h_min=1e-6,
-                    tol=max(tol, 1e-9), max_corrector=15, linear_solver=linear_solver, jac=_JACOBIANS[system],
+                    tol=max(tol, 1e-9), max_corrector=15, linear_solver=linear_solver, jac=jac,
                     reuse_jacobian=True)
+
+
+# ``linear_solver="auto"`` with the Schur system: factorised Newton (one (N+2) x (N+2) LU,
+# O(N^3)) below this N, Newton-Krylov on the matrix-free Jacobian with the bordered-diagonal
+# Schur preconditioner (:func:`schur_operator`, O(N^2) per iteration) from it on. Measured
+# (benchmarks/bench_jiao_tian_scale.py, 2 CPU cores): the factorised path is faster at
+# N = 722, the Krylov path about 2x faster at N = 3000. The full 2N+2 system
+# (``system="dense"``) has no Krylov preconditioner and keeps the generic threshold
+# :data:`spatialjax.solver.DENSE_MAX` on its size.
+KRYLOV_MIN_N = 1500
+
+
+def _linear_solver_for(N, system, linear_solver):
+    if linear_solver != "auto":
+        return linear_solver
+    if system == "schur":
+        return "dense" if N < KRYLOV_MIN_N else "gmres"
+    return "dense" if 2 * N + 2 <= DENSE_MAX else "gmres"
 
 
 def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold, system="schur"):
     N = params.T.shape[-1]
-    n = N + 2 if system == "schur" else 2 * N + 2
-    ls = linear_solver if linear_solver != "auto" else ("dense" if n <= DENSE_MAX else "gmres")
+    ls = _linear_solver_for(N, system, linear_solver)
     if cold:
-        h = _cold_homotopy(params, tol, system, ls)
+        # the cold start keeps its factorised corrector up to the generic size limit (as before)
+        n = N + 2 if system == "schur" else 2 * N + 2
+        ls_h = linear_solver if linear_solver != "auto" else ("dense" if n <= DENSE_MAX else "gmres")
+        h = _cold_homotopy(params, tol, system, ls_h)
         y0, s_reached = h.value, h.lam_reached
     else:
         s_reached = jnp.nan
     # log Delta_nc is loop-invariant: computed once (N^2 logarithms) and passed with the
     # parameters, so that derivatives still reach tau through it.
-    jac1 = schur_jacobian if system == "schur" else jacobian
+    if ls == "gmres" and system == "schur":
+        jac1 = schur_operator  # matrix-free, bordered-diagonal Schur preconditioner: no N^3 work
+    else:
+        jac1 = schur_jacobian if system == "schur" else jacobian
     res = solve_root(lambda y, a: residual(y, a[0], 1.0, a[1]), y0, (params, _log_openness(params)), tol=tol,
                      max_steps=max_steps, linear_solver=ls, method=method,
                      jac=lambda y, a: jac1(y, a[0], 1.0, a[1]), reuse_jacobian=True)
@@ -600,8 +784,6 @@ def _solve_impl(params: Params, y0, tol, max_steps, linear_solver, method, cold,
 _solve_jit = eqx.filter_jit(_solve_impl)
 _homotopy_jit = eqx.filter_jit(_cold_homotopy)
 
-
-_is_traced = is_traced
 
 
 def _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, system, n_steps=200):
@@ -633,10 +815,12 @@ def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, l
             or an array ``(log w, log L^m, log U_w, log U_m)`` of shape (2N+2,). ``None``
             (default) is a cold start by homotopy from the autarky closed form.
         tol: max-norm tolerance on the residual (logs, so relative).
-        linear_solver: ``"auto"`` (factorised Newton steps while the matrix to factor has at
-            most 6100 rows: N <= 6098 with ``system="schur"``, N <= 3049 with ``"dense"``;
-            matrix-free Newton-Krylov above), ``"dense"`` or ``"gmres"``. At N = 3000 a
-            Schur factorisation costs about 1.75 s on 2 CPU cores (one N^3 product, one LU).
+        linear_solver: ``"auto"`` (with ``system="schur"``: factorised Newton steps for
+            N < :data:`KRYLOV_MIN_N`, Newton-Krylov on the matrix-free Jacobian with the
+            bordered-diagonal Schur preconditioner from it on; with ``"dense"``: factorised
+            while 2N+2 <= ``solver.DENSE_MAX``), ``"dense"`` or ``"gmres"``. At N = 3000 a
+            Schur factorisation costs about 2-3 s on 2 CPU cores (one N^3 product, one LU),
+            a preconditioned Krylov iteration about 20 ms (four N x N matrix-vector products).
         method: ``"newton"`` or ``"lm"`` (Levenberg-Marquardt globalisation).
         throw: raise on failure (outside jit/vmap only).
         system: linear algebra of the Newton steps (the iterates are the same): ``"schur"``
@@ -667,7 +851,7 @@ def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, l
     cold = y0 is None
     y_start = jnp.zeros(2 * params.T.shape[-1] + 2) if cold else _y_from_warm(params, y0)
     sol = _solve_jit(params, y_start, tol, max_steps, linear_solver, method, cold, system)
-    if cold and fold_fallback and not _is_traced(sol.y) and not bool(sol.converged):
+    if cold and fold_fallback and not is_traced(sol.y) and not bool(sol.converged):
         sol = _arclength_fallback(params, sol, tol, max_steps, linear_solver, method, system)
     if throw:
         raise_if_failed(sol.solve, "Jiao-Tian equilibrium solve")
@@ -797,19 +981,42 @@ def synthetic_economy(N: int, seed: int = 0, *, alpha=TABLE5["alpha"], beta=TABL
     elif not (np.isfinite(side) and side > 0):
         raise ParameterError("side", f"the side of the square territory must be a positive number; got {side!r}")
     loc = rng.uniform(0, float(side), size=(N, 2))
-    dist = 1.0 + np.sqrt(((loc[:, None, :] - loc[None, :, :]) ** 2).sum(-1))
     q = np.clip(1.0 + 0.2 * (logsize - logsize.mean()) + 0.3 * rng.standard_normal(N), 0.0, None)
-    tau = np.asarray(fragmentation_costs(dist, q, delta_d, delta_I, lam=lam))
-    tau = np.maximum(tau, 1.0)
+    if N <= _LEAN_GENERATOR_N:
+        dist = 1.0 + np.sqrt(((loc[:, None, :] - loc[None, :, :]) ** 2).sum(-1))
+        tau = np.asarray(fragmentation_costs(dist, q, delta_d, delta_I, lam=lam))
+        del dist
+    else:
+        # the same (29)-(30), in place: a few N x N float64 arrays instead of a dozen (N = 10,000:
+        # 0.8 GB each)
+        tau = np.subtract.outer(loc[:, 0], loc[:, 0])
+        tau *= tau
+        dy = np.subtract.outer(loc[:, 1], loc[:, 1])
+        dy *= dy
+        tau += dy
+        del dy
+        np.sqrt(tau, out=tau)
+        tau += 1.0
+        np.log(tau, out=tau)
+        tau *= delta_d
+        tau += lam
+        tau += delta_I * np.outer(q, q)
+        np.exp(tau, out=tau)
+        np.maximum(tau, 1.0, out=tau)
+    if N <= _LEAN_GENERATOR_N:
+        tau = np.maximum(tau, 1.0)
     np.fill_diagonal(tau, 1.0)
-    T = np.asarray(invert_technology(alpha, beta, theta, gamma, jnp.asarray(tau), jnp.asarray(w), jnp.asarray(Lm)))
+    tau = jnp.asarray(tau)  # one device copy, shared by both Params
+    T = np.asarray(invert_technology(alpha, beta, theta, gamma, tau, jnp.asarray(w), jnp.asarray(Lm)))
     H0 = np.ones(N)
-    p0 = Params(alpha=alpha, beta=beta, theta=theta, gamma=gamma, T=jnp.asarray(T), tau=jnp.asarray(tau),
+    p0 = Params(alpha=alpha, beta=beta, theta=theta, gamma=gamma, T=jnp.asarray(T), tau=tau,
                 H=jnp.asarray(H0), Lm_total=float(Lm.sum()), Lp_total=1.0)
     o = equilibrium_objects(p0, jnp.asarray(w), jnp.asarray(Lm))
-    H = np.asarray(invert_housing(alpha, o.W, jnp.asarray(w)))
-    params = Params(alpha=alpha, beta=beta, theta=theta, gamma=gamma, T=jnp.asarray(T), tau=jnp.asarray(tau),
-                    H=jnp.asarray(H), Lm_total=float(Lm.sum()), Lp_total=float(np.asarray(o.Lp).sum()))
+    W0, Lp0 = o.W, o.Lp
+    del o, p0  # the N x N objects
+    H = np.asarray(invert_housing(alpha, W0, jnp.asarray(w)))
+    params = Params(alpha=alpha, beta=beta, theta=theta, gamma=gamma, T=jnp.asarray(T), tau=tau,
+                    H=jnp.asarray(H), Lm_total=float(Lm.sum()), Lp_total=float(np.asarray(Lp0).sum()))
     y_true = _y_from_data(params, jnp.asarray(w), jnp.asarray(Lm))
     return params, y_true
 
