@@ -60,7 +60,7 @@ import spatialjax  # noqa: F401  (switches on float64)
 from spatialjax.errors import ParameterError
 from spatialjax.tables import format_table
 
-__all__ = ["SweepResult", "sweep", "stack", "unstack", "batch_size_of"]
+__all__ = ["SweepResult", "sweep", "stack", "unstack", "batch_size_of", "gather", "distributed_mesh_devices"]
 
 _AXIS = "batch"
 
@@ -352,6 +352,40 @@ class SweepResult:
 
 
 # ---------------------------------------------------------------------------------------
+# Several processes (jax.distributed)
+# ---------------------------------------------------------------------------------------
+
+
+def _needs_gather(tree) -> bool:
+    return any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree.leaves(tree))
+
+
+def gather(tree):
+    """Every array leaf of ``tree`` as a NumPy array holding the *whole* batch.
+
+    In one process this is ``np.asarray`` of each leaf. In a multi-process run
+    (``jax.distributed.initialize``; a sweep over ``jax.devices()`` then spans the devices of
+    every process and its outputs are global arrays of which each process holds its own
+    shards), the leaves are all-gathered (``jax.experimental.multihost_utils.process_allgather``);
+    every process must call it (it is a collective). Non-array leaves pass through."""
+    dyn, static = eqx.partition(tree, lambda x: isinstance(x, jax.Array))
+    if _needs_gather(dyn):
+        from jax.experimental import multihost_utils
+
+        dyn = jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), dyn)
+    else:
+        dyn = jax.tree.map(np.asarray, dyn)
+    return eqx.combine(dyn, static)
+
+
+def distributed_mesh_devices() -> list:
+    """The devices a multi-process sweep shards over: ``jax.devices()`` (all processes' devices,
+    global order) after ``jax.distributed.initialize``. Pass them as ``sweep(..., devices=...)``
+    (the default does the same); listed here so that a driver script states it."""
+    return list(jax.devices())
+
+
+# ---------------------------------------------------------------------------------------
 # sweep
 # ---------------------------------------------------------------------------------------
 
@@ -503,9 +537,12 @@ def sweep(
         values_dyn = _assemble(parts, B, None)
     values = eqx.combine(values_dyn, o_static)
 
-    ok, criterion, names = _status_of(values)
+    # multi-process runs (jax.distributed): the outputs are global arrays that this process
+    # cannot read whole; the failure report is read from an all-gathered copy
+    host = gather(values) if _needs_gather(values) else values
+    ok, criterion, names = _status_of(host)
     if ok is None:
-        ok = _finite_mask(values, B)
+        ok = _finite_mask(host, B)
         criterion = "all floating-point outputs finite (the outputs carry no converged flag)"
     failed = np.flatnonzero(~ok)
     return SweepResult(values=values, ok=ok, failed=failed, criterion=criterion, status=names,

@@ -339,3 +339,36 @@ def test_multi_device_jiao_tian_sweep_does_not_deadlock(tmp_path, n_dev):
     assert out["inner"] == "map"
     assert out["failed"] == []
     assert out["max_diff_vs_loop"] <= 1e-10
+
+
+def _solve_shared(p, sh):
+    """The toy with a shared additive shift: exp(y) + k y - (a + shift) = 0."""
+    return solve_root(lambda y, q: jnp.exp(y) + q[0].k * y - (q[0].a + q[1]), jnp.zeros(2), (p, sh["shift"]),
+                      max_steps=60)
+
+
+def test_shared_operands_equal_per_scenario_copies():
+    """``shared`` arrays are passed unbatched to every scenario: the same answers as putting a
+    copy of them into every scenario; a new shared value reuses the compilation."""
+    sc = scenarios(5)
+    shift = jnp.array([0.2, -0.1])
+    res = sweep(_solve_shared, stack(sc), shared={"shift": shift}, batch_size=3)
+    for i, p in enumerate(sc):
+        ref = solve_one(Toy(a=p.a + shift, k=p.k))
+        np.testing.assert_allclose(np.asarray(res.values.value[i]), np.asarray(ref.value), rtol=1e-12, atol=1e-14)
+    res2 = sweep(_solve_shared, stack(sc), shared={"shift": 2 * shift}, batch_size=3)
+    ref2 = solve_one(Toy(a=sc[4].a + 2 * shift, k=sc[4].k))
+    np.testing.assert_allclose(np.asarray(res2.values.value[4]), np.asarray(ref2.value), rtol=1e-12)
+    assert not np.allclose(np.asarray(res2.values.value), np.asarray(res.values.value))
+    with pytest.raises(ParameterError, match="shared"):
+        sweep(_solve_shared, stack(sc), shared={"shift": 1.0})
+
+
+def test_map_batch_size_equals_vmap(full_sweep):
+    res = sweep(solve_toy, stack(scenarios(B, FAIL)), inner="map", map_batch_size=2)
+    assert res.inner == "map"
+    np.testing.assert_allclose(np.asarray(res.values.value), np.asarray(full_sweep.values.value), rtol=1e-12,
+                               atol=1e-14)
+    np.testing.assert_array_equal(res.failed, [3])
+    with pytest.raises(ParameterError, match="map_batch_size"):
+        sweep(solve_toy, stack(scenarios(2)), map_batch_size=0)

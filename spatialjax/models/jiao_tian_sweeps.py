@@ -352,7 +352,7 @@ def _pct(d):
 
 def upgrade_each_city(params: jt.Params, baseline: jt.Solution, dq, *, q, delta_I: float, cities=None,
                       tol: float = 1e-10, max_chord: int = 40, rho_max: float = 0.7, polish: bool = True,
-                      polish_max_steps: int = 20,
+                      polish_max_steps: int = 50,
                       batch_size: int | None = 64, devices=None, inner: str = "auto",
                       map_batch_size: int | None = None, order: str = "given", gradient=None,
                       names=None, lat=None, lon=None, progress: bool = False) -> UpgradeSweep:
@@ -368,7 +368,8 @@ def upgrade_each_city(params: jt.Params, baseline: jt.Solution, dq, *, q, delta_
         tol: max-norm residual tolerance (logs), as ``jt.solve``.
         max_chord, rho_max: chord iteration limits (module docstring).
         polish: re-solve the scenarios whose chord iteration did not converge with ``jt.solve``
-            (warm from the best chord iterate, at most ``polish_max_steps`` Newton steps);
+            (warm from the best chord iterate, at most ``polish_max_steps`` Newton steps, the
+            default of ``jt.solve``);
             ``False`` reports them with the chord's status.
         batch_size, devices, inner, map_batch_size: passed to :func:`spatialjax.sweep.sweep`
             (chunks bound memory: a scenario holds a few N x N arrays).
