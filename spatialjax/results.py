@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 __all__ = ["STATUSES", "SOLVER_STATUSES", "CONVERGED", "check_status", "is_converged", "json_safe",
-           "Result", "Equilibria", "status_names"]
+           "Result", "StatusFromMessage", "Equilibria", "status_names"]
 
 #: names of :class:`spatialjax.solver.RESULTS`, in the order of that enumeration
 SOLVER_STATUSES = ("successful", "max_steps_reached", "stalled", "nonfinite", "singular")
@@ -178,6 +178,40 @@ class Result:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+class StatusFromMessage(Result):
+    """A :class:`Result` whose ``status`` and ``message`` come from one method.
+
+    A subclass defines ``_status_message() -> (status, message)``: ``status`` a name of
+    :data:`STATUSES`, ``message`` the detail ("" when there is nothing to add). Deriving both
+    from one decision keeps them from disagreeing (a success with a failure's message, or the
+    reverse); ``converged`` follows from ``status`` as in :class:`Result`. The method runs on
+    every access, so it should be cheap and must work on concrete (not traced) fields.
+
+    Example::
+
+        @dataclass
+        class Interval(StatusFromMessage):
+            lo: float
+            hi: float
+
+            def _status_message(self):
+                if self.lo <= self.hi:
+                    return "successful", ""
+                return "empty", f"lo = {self.lo} > hi = {self.hi}"
+    """
+
+    def _status_message(self) -> tuple[str, str]:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    @property
+    def status(self) -> str:
+        return check_status(self._status_message()[0])
+
+    @property
+    def message(self) -> str:
+        return self._status_message()[1]
 
 
 def _generic_summary(eqs: "Equilibria") -> str:

@@ -215,7 +215,7 @@ def test_cpe_derivative():
 
     mk = lambda x: hs.Params(t=x[0], gamma=x[1], N=[100.0, 110.0])  # noqa: E731
     x = jnp.array([0.5, 0.4])
-    np.testing.assert_allclose(jax.jacfwd(lambda x: hs.cpe_allocation(mk(x)))(x),
+    np.testing.assert_allclose(jax.jacrev(lambda x: hs.cpe_allocation(mk(x)))(x),   # reverse mode: solve_root's implicit VJP
                                jax.jacfwd(lambda x: closed(mk(x)))(x), rtol=1e-8, atol=1e-12)
     with pytest.raises(ConvergenceError):
         hs.cpe_allocation(hs.Params(N=[100.0, 300.0]))   # ray misses the contract curve
@@ -442,7 +442,9 @@ def test_second_order_failure_is_reported_not_silent():
     p = hs.Params(beta=0.5, gamma=0.8)   # beta < gamma: (A.1) not concave for I = 2 (after (A.19))
     res = hs.solve_type_optimum(p, 0)
     assert not bool(res.is_max) and not res.converged
-    assert res.status in ("not_a_maximum", "max_steps_reached"), res.status
+    # the only stationary point of V_1 is at negative n (closed form (A.18) with beta^2 - gamma^2 < 0),
+    # so the FOC has no root in logs: the engine's Newton cannot reduce the residual
+    assert res.status in ("stalled", "max_steps_reached"), res.status
     assert "beta > gamma" in res.message
     with pytest.raises(ConvergenceError):
         hs.type_optimum(p, 0)
@@ -471,8 +473,15 @@ def test_bad_params_name_the_field(kw, field):
 
 def test_bad_arguments_name_the_field():
     p = hs.default_params()
-    with pytest.raises(ParameterError, match="^delta: unknown parameter"):
+    with pytest.raises(ParameterError, match="^delta: unknown parameter") as e:
         hs.Params(delta=1.0)   # unknown key: named, not a bare TypeError
+    assert "allowed: alpha, beta, gamma, t, theta, V0, N" in str(e.value)
+    with pytest.raises(ParameterError, match="^T: unknown parameter"):
+        hs.Params(T=[1.0] * 8)
+    with pytest.raises(ParameterError, match="^theta: must be a number"):
+        hs.Params(theta="5")
+    with pytest.raises(ParameterError, match="^alpha: must be a number"):
+        hs.Params(alpha=object())
     for bad in (2, -1, 0.5, True):
         with pytest.raises(ParameterError, match="^i:"):
             hs.type_optimum(p, bad)
@@ -485,6 +494,35 @@ def test_bad_arguments_name_the_field():
         hs.sweep(lambda q: q.alpha, p, "delta", [1.0])
     with pytest.raises(ParameterError, match="^n0:"):
         hs.type_optimum(p, 0, n0=[1.0, -1.0])
+
+
+def test_theta_breaking_the_appendix_assumption_is_rejected_up_front():
+    """alpha theta^i_s > t (theta > 1, alpha > t in the Appendix): theta[1, 0] = 0.4 with
+    alpha = 1, t = 0.5 makes type-2 optima corners; the constructor says so, naming theta."""
+    with pytest.raises(ParameterError, match="^theta: breaks the Appendix assumption alpha theta") as e:
+        hs.Params(theta=[[2.0, 1.5], [0.4, 1.8]])
+    assert "theta[1, 0]" in str(e.value) and "t / alpha = 0.5" in str(e.value)
+    with pytest.raises(ParameterError, match="^theta: breaks the Appendix"):
+        hs.Params(alpha=0.2, t=0.5)   # alpha theta <= t for every entry of the default theta
+    hs.Params(theta=[[2.0, 1.5], [0.6, 1.8]])   # 0.6 > t / alpha: accepted
+
+
+@pytest.mark.parametrize("where, value, field", [
+    (lambda q: q.beta, -1.0, "beta"),
+    (lambda q: q.t, jnp.asarray(float("nan")), "t"),
+    (lambda q: q.theta, jnp.array([[2.0, 1.5], [0.4, 1.8]]), "theta"),
+    (lambda q: q.N, jnp.array([100.0, 100.0, 100.0]), "N"),
+])
+def test_every_public_solve_validates_params_built_by_tree_at(where, value, field):
+    """eqx.tree_at bypasses the constructor; every public solve checks concrete params again."""
+    bad = eqx.tree_at(where, hs.default_params(), value)
+    for solve in (lambda q: hs.solve_type_optimum(q, 0), lambda q: hs.type_optimum(q, 0),
+                  lambda q: hs.solve_contract_curve(q, 0.5), hs.constrained_pareto_efficient, hs.cpe_allocation,
+                  hs.nash_interval, hs.specialized_equilibria, hs.partition_equilibria,
+                  lambda q: hs.sweep(lambda r: r.alpha, q, "alpha", [1.0])):
+        with pytest.raises(ParameterError) as e:
+            solve(bad)
+        assert e.value.field == field
 
 
 # ------------------------------------------------------------------ user-supplied g and c, derivatives, sweeps
@@ -518,17 +556,82 @@ def test_implicit_derivatives_match_closed_form():
         return hs.closed_form_I2(hs.Params(alpha=x[0], t=x[1], gamma=x[2]))["contract"](x[3])
 
     x = jnp.array([1.0, 0.5, 0.5, 0.3])
-    np.testing.assert_allclose(jax.jacfwd(solved)(x), jax.jacfwd(closed)(x), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(jax.jacrev(solved)(x), jax.jacfwd(closed)(x), rtol=1e-9, atol=1e-12)
 
 
 def test_sweep_over_t_is_vmapped_and_matches_closed_form():
     p = hs.default_params()
     ts = jnp.linspace(0.1, 0.9, 9)
-    out = hs.sweep(lambda q: hs.type_optimum(q, 1), p, "t", ts)
+    res = hs.sweep(lambda q: hs.type_optimum(q, 1), p, "t", ts)   # spatialjax.sweep.SweepResult
+    out = np.asarray(res.values)
+    assert res.all_ok and res.failed.size == 0
     ref = jnp.stack([hs.closed_form_I2(hs.Params(t=float(t)))["type2"] for t in ts])
     np.testing.assert_allclose(out, ref, rtol=1e-9)
     # scale of the type optimum falls with commuting cost t: dN*/dt = -2(beta+gamma)/(beta^2-gamma^2) < 0
-    assert np.all(np.diff(np.asarray(out).sum(axis=1)) < 0)
+    assert np.all(np.diff(out.sum(axis=1)) < 0)
+
+
+def test_sweep_reports_the_failed_scenarios():
+    """beta = 0.4 < gamma = 0.5 has no interior type optimum: that scenario (and only it) is failed,
+    through the Optimum's converged flag; the others match (A.19)."""
+    p = hs.default_params()
+    betas = np.array([1.0, 0.4, 2.0])
+    res = hs.sweep(lambda q: hs.solve_type_optimum(q, 1), p, "beta", betas)
+    assert res.criterion == "converged flag of the outputs"
+    assert res.failed.tolist() == [1] and res.ok.tolist() == [True, False, True]
+    for k in (0, 2):
+        np.testing.assert_allclose(np.asarray(res.values.n)[k], hs.closed_form_I2(hs.Params(beta=betas[k]))["type2"],
+                                   rtol=1e-9)
+    with pytest.raises(ParameterError, match="^beta:"):
+        hs.sweep(lambda q: q.alpha, p, "beta", [1.0, -1.0])   # every scenario validated, before any work
+    with pytest.raises(ParameterError, match="^values:"):
+        hs.sweep(lambda q: q.alpha, p, "theta", [1.0, 2.0])
+
+
+# ------------------------------------------------------------------ NaN-on-failure implicit derivatives
+
+def _user(g, a):
+    """A user economy with productivity g, parameter aux = a and no residential cost."""
+    return hs.Params(theta=None, N=[100.0, 100.0], aux=a, g=g, c=lambda p, N: 0.0 * N)
+
+
+def test_regular_gradients_match_finite_differences():
+    h = 1e-5
+    for f in (lambda t: hs.type_optimum(hs.Params(t=t), 0).sum(),
+              lambda t: hs.contract_curve(hs.Params(t=t), 0.3)[1],
+              lambda t: hs.cpe_allocation(hs.Params(t=t, N=[100.0, 110.0]))[1]):
+        fd = (f(0.5 + h) - f(0.5 - h)) / (2 * h)
+        assert float(jax.grad(f)(0.5)) == pytest.approx(float(fd), rel=1e-7)
+    # and by hand: d(n_1 + n_2)/dt of (A.18) is -2(beta + gamma)/(beta^2 - gamma^2) = -4 at the default
+    assert float(jax.grad(lambda t: hs.type_optimum(hs.Params(t=t), 0).sum())(0.5)) == pytest.approx(-4.0, rel=1e-10)
+
+
+def test_gradient_at_a_singular_maximum_is_nan():
+    """V_i = -sum_k (n_k - a)^4 / 4: the maximum n = (a, a) is a triple root of the FOC (Jacobian
+    0 there). The engine converges and flags it singular; every derivative is NaN."""
+    g = lambda p, n: -jnp.sum((n - p.aux) ** 4) / 4 * jnp.ones(2)  # noqa: E731
+    opt = hs.solve_type_optimum(_user(g, jnp.asarray(2.0)), 0)
+    assert opt.status == "singular" and not opt.converged
+    np.testing.assert_allclose(opt.n, [2.0, 2.0], rtol=1e-3)
+    assert float(opt.sigma_min) < 1e-6
+    assert np.isnan(float(jax.grad(lambda a: hs.solve_type_optimum(_user(g, a), 0).n.sum())(2.0)))
+    assert np.isnan(float(jax.jit(jax.grad(lambda a: hs.type_optimum(_user(g, a), 0).sum()))(2.0)))
+
+
+def test_gradient_at_a_failed_solve_or_a_minimum_is_nan():
+    # no interior optimum (beta < gamma): the FOC solve fails
+    assert np.isnan(float(jax.grad(lambda t: hs.solve_type_optimum(hs.Params(beta=0.5, gamma=0.8, t=t), 0).n.sum())(0.5)))
+    assert np.isnan(float(jax.jit(jax.grad(lambda t: hs.type_optimum(hs.Params(beta=0.5, gamma=0.8, t=t), 0).sum()))(0.5)))
+    # V = sum_k (n_k - a)^2: the FOC is solved (regular root n = (a, a)) but it is a minimum, so the
+    # optimum's derivative is NaN, not the root's derivative 1 + 1 = 2 (nor the 0 of a jnp.where)
+    g = lambda p, n: jnp.sum((n - p.aux) ** 2) * jnp.ones(2)  # noqa: E731
+    opt = hs.solve_type_optimum(_user(g, jnp.asarray(1.5)), 0)
+    assert opt.status == "not_a_maximum"
+    assert float(jax.grad(lambda a: hs.solve_type_optimum(_user(g, a), 0).n.sum())(1.5)) == pytest.approx(2.0, rel=1e-10)
+    assert np.isnan(float(jax.jit(jax.grad(lambda a: hs.type_optimum(_user(g, a), 0).sum()))(1.5)))
+    # the CPE when the ratio ray misses the contract surface (footnote 14)
+    f = lambda t: hs.cpe_allocation(hs.Params(t=t, N=[100.0, 300.0]))[0]  # noqa: E731
+    assert np.isnan(float(jax.jit(jax.grad(f))(0.5)))
 
 
 def test_summaries_print_the_numbers():

@@ -37,10 +37,15 @@ differentiating (A.1) gives alpha (theta^i_i - theta^k_i). Assumption 2 is there
 ``theta[i, i] > theta[k, i]`` (see ``check_assumptions``), not as the printed expression, which
 is just (A.7) again.
 
-All solves are float64 Newton iterations in logs of the (positive) unknowns with a
-backtracking line search, under ``jit``; every result carries its residual, iteration count
-and a status. Derivatives through the type optima, the contract curve and the CPE are the
-implicit-function derivatives (one Newton step at the converged root carries the gradient).
+Every inner solve runs on the generic engine: the first-order systems (type optima, contract
+surface, CPE, n^S) by :func:`spatialjax.solver.solve_root` (Newton with Armijo line search, in
+logs of the positive unknowns, float64, under ``jit``), every one-dimensional root (the ends of
+the Nash interval, n^A, n^C) by :func:`spatialjax.scalar.bracket_root`. Every result carries its
+residual, iteration count and a status from :data:`spatialjax.results.STATUSES`. Derivatives
+through the type optima, the contract curve and the CPE are the implicit-function derivatives of
+``solve_root`` (reverse mode: ``jax.grad`` / ``jax.jacrev``; forward mode is not defined) and are
+NaN, never a plausible number, where the point is not a converged, regular maximum (a failed or
+singular solve, or a failed second-order condition).
 """
 
 from __future__ import annotations
@@ -57,8 +62,9 @@ import numpy as np
 
 import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ConvergenceError, ParameterError
-from spatialjax.results import Result
-from spatialjax.scalar import bisect
+from spatialjax.results import SOLVER_STATUSES, StatusFromMessage
+from spatialjax.scalar import SCALAR_STATUSES, bracket_root
+from spatialjax.solver import RESULTS, solve_root
 from spatialjax.tables import format_kv, format_table
 from spatialjax.validation import check_finite, check_positive, check_shape, is_traced
 
@@ -82,6 +88,51 @@ def _is_concrete(x) -> bool:
     return not is_traced(x)
 
 
+def _num(name: str, v):
+    """``v`` as a float64 array (shape kept), or a ParameterError naming the field."""
+    if is_traced(v):
+        return v
+    if isinstance(v, (str, bytes)):
+        raise ParameterError(name, f"must be a number or an array of numbers; got the string {v!r}")
+    try:
+        return np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParameterError(name, f"must be a number or an array of numbers; got {type(v).__name__} {v!r}") from None
+
+
+def _check_params(p: "Params") -> None:
+    """The checks of :class:`Params`, on concrete values (skipped under tracing). Run by the
+    constructor and again at the entry of every public solve, since ``eqx.tree_at`` (e.g. in a
+    sweep) builds a ``Params`` without the constructor."""
+    for name in ("alpha", "beta", "gamma", "t"):
+        check_shape(name, getattr(p, name), ())
+    check_positive("alpha", p.alpha)
+    check_positive("beta", p.beta)
+    check_positive("gamma", p.gamma, strict=False)
+    check_positive("t", p.t)
+    th = p.theta
+    if np.ndim(th) != 2 or np.shape(th)[0] != np.shape(th)[1] or np.shape(th)[0] < 2:
+        raise ParameterError("theta", f"must be a square (I, I) array with I >= 2 (row = industry i, column = worker type s); got shape {np.shape(th)}")
+    check_finite("theta", th)
+    I = np.shape(th)[0]
+    check_shape("V0", p.V0, (I,))
+    check_finite("V0", p.V0)
+    check_shape("N", p.N, (I,))
+    check_positive("N", p.N)
+    if p.g is None and not any(is_traced(x) for x in (p.alpha, p.t, th)):
+        # Appendix of the paper: theta^i_s > 1 and alpha > t, so alpha theta^i_s > t for all i, s.
+        # Without it a type's optimal cluster has n_k = 0 for some k (a corner): the interior
+        # objects of Sections IV-VII (type optima (IV.1), contract surface (IV.5), CPE) do not exist.
+        gain = float(p.alpha) * np.asarray(th) - float(p.t)
+        if np.any(gain <= 0):
+            i, k = (int(x) for x in np.argwhere(gain <= 0)[0])
+            raise ParameterError(
+                "theta", f"breaks the Appendix assumption alpha theta^i_s > t (theta > 1 and alpha > t, (A.1)): "
+                         f"alpha * theta[{i}, {k}] - t = {gain[i, k]:.6g} <= 0, so type-{i + 1} optimal clusters "
+                         f"are corners (no interior solution of (IV.1)); "
+                         f"need theta[i, s] > t / alpha = {float(p.t) / float(p.alpha):.6g} for all i, s")
+
+
 class Params(eqx.Module):
     """Parameters of the Helsley-Strange economy (Appendix form (A.1) unless ``g`` is given).
 
@@ -97,6 +148,12 @@ class Params(eqx.Module):
       c     : optional ``c(params, N) -> scalar`` residential cost (static); default t*N (III.7).
 
     With a user ``g``, ``theta`` may be omitted if ``N`` or ``V0`` gives I.
+
+    Every field is checked (a :class:`~spatialjax.errors.ParameterError` names it; an unknown
+    keyword is one too, listing the allowed ones). For (A.1) with c = tN, theta must satisfy the
+    Appendix assumption alpha theta^i_s > t (implied by theta > 1, alpha > t): otherwise the
+    type optima are corners and the interior objects of the paper do not exist. The other
+    assumptions (1-4) are reported by :func:`check_assumptions`.
     """
 
     alpha: Array
@@ -131,31 +188,23 @@ class Params(eqx.Module):
                 if I is None:
                     raise ParameterError("theta", "with a user-supplied g give theta (I, I), or N or V0 of shape (I,) so that I is known")
                 theta = np.zeros((I, I))
-        for name, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("t", t)):
-            check_shape(name, v, ())
-        check_positive("alpha", alpha)
-        check_positive("beta", beta)
-        check_positive("gamma", gamma, strict=False)
-        check_positive("t", t)
+        alpha, beta, gamma, t = (_num(k, v) for k, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("t", t)))
+        theta = _num("theta", theta)
         if np.ndim(theta) != 2 or np.shape(theta)[0] != np.shape(theta)[1] or np.shape(theta)[0] < 2:
             raise ParameterError("theta", f"must be a square (I, I) array with I >= 2 (row = industry i, column = worker type s); got shape {np.shape(theta)}")
-        check_finite("theta", theta)
         I = np.shape(theta)[0]
         if V0 is None:
             V0 = np.zeros(I)
-        elif np.ndim(V0) == 0:
+        V0 = _num("V0", V0)
+        if np.ndim(V0) == 0:
             check_finite("V0", V0)
             V0 = jnp.full((I,), V0, dtype=jnp.float64)
-        check_shape("V0", V0, (I,))
-        check_finite("V0", V0)
-        if N is None:
-            N = np.full(I, 100.0)
-        check_shape("N", N, (I,))
-        check_positive("N", N)
+        N = np.full(I, 100.0) if N is None else _num("N", N)
         f = lambda x: jnp.asarray(x, dtype=jnp.float64)  # noqa: E731
         self.alpha, self.beta, self.gamma, self.t = f(alpha), f(beta), f(gamma), f(t)
         self.theta, self.V0, self.N = f(theta), f(V0), f(N)
         self.aux, self.g, self.c = aux, g, c
+        _check_params(self)
 
     def to_dict(self) -> dict:
         """The numeric parameters as plain lists / floats (a user ``g``/``c`` is named, not serialised)."""
@@ -215,58 +264,37 @@ def utility_jacobian(params: Params, n: Array) -> Array:
 
 
 # ----------------------------------------------------------------------------------------
-# Newton machinery (no Python loops under jit)
+# Solves on the generic engine (spatialjax.solver.solve_root, spatialjax.scalar.bracket_root)
 # ----------------------------------------------------------------------------------------
 
-_STEPS = 0.5 ** jnp.arange(16, dtype=jnp.float64)
-_MAXSTEP = 2.0  # largest step in log units
+_MAX_STEPS = 100
+_TOL = 1e-11   # on the residual scaled by max(1, |F(x0)|): relative to the user's utility units
 
 
-def _sg(tree):
-    return jax.tree_util.tree_map(lambda a: jax.lax.stop_gradient(a) if eqx.is_array(a) else a, tree)
+def _root(F, x0, args):
+    """Newton with Armijo line search on F(x, args) = 0 by :func:`spatialjax.solver.solve_root`.
+
+    The residual is divided by ``max(1, |F(x0)|)`` (passed in ``args``, so nothing traced is
+    closed over; the root does not depend on it), so that the tolerance is relative to the
+    units of the utilities. Derivatives of the value with respect to ``args`` are the implicit
+    ones (reverse mode: ``jax.grad`` / ``jax.jacrev``) and NaN unless the status is
+    ``successful`` (a converged, regular root)."""
+    f0 = F(x0, args)
+    scale = jax.lax.stop_gradient(jnp.maximum(1.0, jnp.max(jnp.abs(jnp.where(jnp.isfinite(f0), f0, 0.0)))))
+
+    def G(x, a):
+        inner, sc = a
+        return F(x, inner) / sc
+
+    return solve_root(G, x0, (args, scale), tol=_TOL, max_steps=_MAX_STEPS, linear_solver="dense")
 
 
-def _newton(F, x0, args, maxiter=100, rtol=1e-12):
-    """Damped Newton on F(x, args) = 0 with backtracking; returns (x, F(x), iterations, tol)."""
-    def res(x):
-        return F(x, args)
-
-    f0 = res(x0)
-    tol = rtol * jnp.maximum(1.0, jnp.max(jnp.abs(jnp.where(jnp.isfinite(f0), f0, 0.0)))) + 1e-14
-
-    def cond(s):
-        x, f, it = s
-        return (it < maxiter) & (jnp.max(jnp.abs(f)) > tol) & jnp.all(jnp.isfinite(f))
-
-    def body(s):
-        x, f, it = s
-        J = jax.jacfwd(res)(x)
-        dx = jnp.linalg.solve(J, -f)
-        dx = jnp.where(jnp.all(jnp.isfinite(dx)), dx, -f)
-        dx = dx * jnp.minimum(1.0, _MAXSTEP / (jnp.max(jnp.abs(dx)) + 1e-300))
-        cand = x[None, :] + _STEPS[:, None] * dx[None, :]
-        fc = jax.vmap(res)(cand)
-        nc = jnp.linalg.norm(fc, axis=1)
-        nc = jnp.where(jnp.isfinite(nc), nc, jnp.inf)
-        ok = nc < (1.0 - 1e-4 * _STEPS) * jnp.linalg.norm(f)
-        k = jnp.where(jnp.any(ok), jnp.argmax(ok), jnp.argmin(nc))
-        return cand[k], fc[k], it + 1
-
-    x, f, it = jax.lax.while_loop(cond, body, (x0, f0, jnp.asarray(0)))
-    return x, f, it, tol
-
-
-def _implicit_step(F, x, args):
-    """One Newton step at the (stop-gradient) root: its derivative w.r.t. ``args`` is the
-    implicit-function derivative -J^{-1} dF/dargs."""
-    x = jax.lax.stop_gradient(x)
-    J = jax.lax.stop_gradient(jax.jacfwd(F)(x, _sg(args)))
-    return x - jnp.linalg.solve(J, F(x, args))
-
-
-def _bisect(f, lo, hi, iters=200):
-    """Root of scalar f on [lo, hi] with a sign change (see :func:`spatialjax.scalar.bisect`)."""
-    return bisect(f, lo, hi, iters)
+def _solver_status(sol) -> Array:
+    """Index into ``SOLVER_STATUSES`` of a (possibly batched, traced) solve result."""
+    code = jnp.zeros(jnp.shape(sol.residual), jnp.int32)
+    for k, name in enumerate(SOLVER_STATUSES):
+        code = jnp.where(sol.result == getattr(RESULTS, name), k, code)
+    return code
 
 
 # ----------------------------------------------------------------------------------------
@@ -286,33 +314,38 @@ def _weighted_x0(params: Params, w: Array) -> Array:
 def _solve_weighted(params: Params, w: Array, n0: Optional[Array]):
     """Maximize W = w . V(n) over n > 0 in logs (IV.4); w = e_i gives (IV.1)."""
     x0 = _weighted_x0(params, w) if n0 is None else jnp.log(n0)
+
     def F(x, args):
         p, ww = args
         n = jnp.exp(x)
         return jax.grad(lambda m: ww @ utility(p, m))(n)   # (IV.5) / (IV.1)
 
-    args = (params, w)
-    x, f, it, tol = _newton(F, x0, _sg(args))
-    x = _implicit_step(F, x, args)
-    n = jnp.exp(x)
-    foc = jax.grad(lambda m: w @ utility(params, m))(n)
-    H = jax.hessian(lambda m: w @ utility(params, m))(n)
+    sol = _root(F, x0, (params, w))
+    n = jnp.exp(sol.value)
+    W = lambda m: w @ utility(params, m)  # noqa: E731
+    foc = jax.grad(W)(n)
+    H = jax.hessian(W)(n)
     eig = jnp.linalg.eigvalsh(0.5 * (H + H.T))
     resid = jnp.max(jnp.abs(jax.lax.stop_gradient(foc)))
-    converged = (resid <= 10 * tol) & jnp.all(jnp.isfinite(n))
-    return n, utility(params, n), resid, it, converged, jnp.max(eig)
+    return Optimum(n=n, V=utility(params, n), weights=jnp.asarray(w, jnp.float64), foc_residual=resid,
+                   iterations=sol.steps, solve_code=_solver_status(sol), sigma_min=sol.sigma_min,
+                   hessian_max_eig=jnp.max(eig))
 
 
-class Optimum(Result, eqx.Module):
+class Optimum(StatusFromMessage, eqx.Module):
     """A maximizer of W = sum_i w_i V_i(n): a type optimum (w = e_i, (IV.1)) or a Pareto
     efficient cluster (w = lambda, (IV.5)).
 
     n: (I,) cluster; V: (I,) utilities there; weights: (I,); foc_residual: max |dW/dn_k|
-    (also ``residual``); iterations; foc_converged: the FOC solve reached its tolerance;
-    hessian_max_eig: largest eigenvalue of the Hessian of W in n (second-order condition: < 0);
+    (also ``residual``); iterations: Newton steps; solve_code: index into
+    :data:`spatialjax.results.SOLVER_STATUSES` of the FOC solve (``solve_root``);
+    sigma_min: smallest singular value of the FOC Jacobian (in logs) at the solution;
+    foc_converged: the FOC solve's status is ``successful``; hessian_max_eig: largest eigenvalue
+    of the Hessian of W in n (second-order condition: < 0);
     is_max = converged = foc_converged and hessian_max_eig < 0 (an array under jit / vmap).
-    status (:mod:`spatialjax.results`): "successful" (a local maximum), "nonfinite",
-    "max_steps_reached" (FOC not solved) or "not_a_maximum"; ``message`` says why.
+    status (:mod:`spatialjax.results`): "successful" (a local maximum), the FOC solve's status
+    when it failed ("max_steps_reached", "stalled", "nonfinite", "singular"), or
+    "not_a_maximum"; ``message`` says why.
     """
 
     n: Array
@@ -320,8 +353,13 @@ class Optimum(Result, eqx.Module):
     weights: Array
     foc_residual: Array
     iterations: Array
-    foc_converged: Array
+    solve_code: Array
+    sigma_min: Array
     hessian_max_eig: Array
+
+    @property
+    def foc_converged(self):
+        return self.solve_code == 0
 
     @property
     def is_max(self):
@@ -338,21 +376,18 @@ class Optimum(Result, eqx.Module):
 
     def _status_message(self) -> tuple[str, str]:
         if not bool(self.foc_converged):
-            why = (f"FOC residual {float(self.foc_residual):.3e} after {int(self.iterations)} iterations; "
-                   "no interior maximum found: for (A.1) with I = 2 this needs beta > gamma and alpha theta > t")
-            return ("nonfinite" if not bool(np.all(np.isfinite(np.asarray(self.n)))) else "max_steps_reached"), why
+            why = (f"FOC solve {SOLVER_STATUSES[int(self.solve_code)]}: residual {float(self.foc_residual):.3e} "
+                   f"after {int(self.iterations)} iterations; no interior maximum found: for (A.1) with I = 2 "
+                   "this needs beta > gamma and alpha theta > t")
+            return SOLVER_STATUSES[int(self.solve_code)], why
         if not bool(self.hessian_max_eig < 0):
             return "not_a_maximum", (f"FOC solved but Hessian max eigenvalue {float(self.hessian_max_eig):.3e} >= 0 "
                                      "(for (A.1), I = 2 needs beta > gamma)")
         return "successful", "local maximum"
 
-    @property
-    def status(self) -> str:
-        return self._status_message()[0]
-
-    @property
-    def message(self) -> str:
-        return self._status_message()[1]
+    def _dict_fields(self) -> dict:
+        return {k: getattr(self, k) for k in ("n", "V", "weights", "foc_residual", "iterations", "sigma_min",
+                                              "hessian_max_eig")} | {"foc_converged": self.foc_converged}
 
     def summary(self, title: str = "Optimum") -> str:
         I = self.n.shape[0]
@@ -381,8 +416,15 @@ def _check_n0(params, n0):
 
 
 def _optimum(params, w, n0):
-    n, V, r, it, conv, eig = _solve_weighted(params, w, _check_n0(params, n0))
-    return Optimum(n=n, V=V, weights=w, foc_residual=r, iterations=it, foc_converged=conv, hessian_max_eig=eig)
+    _check_params(params)
+    return _solve_weighted(params, w, _check_n0(params, n0))
+
+
+def _poison(x: Array, ok) -> Array:
+    """``x`` where ``ok``, else NaN -- in value and in derivative. ``jnp.where(ok, x, nan)``
+    would give a zero (plausible, wrong) derivative where ``ok`` is False; multiplying by a
+    factor that is 1 or NaN carries NaN into every derivative of a failed point."""
+    return x * jnp.where(jax.lax.stop_gradient(ok), 1.0, jnp.nan)
 
 
 def _raise_or_nan(opt: Optimum, what: str) -> Array:
@@ -390,7 +432,7 @@ def _raise_or_nan(opt: Optimum, what: str) -> Array:
         if not bool(opt.is_max):
             raise ConvergenceError(f"{what}: {opt.status}: {opt.message}")
         return opt.n
-    return jnp.where(opt.is_max, opt.n, jnp.nan)
+    return _poison(opt.n, opt.is_max)
 
 
 def solve_type_optimum(params: Params, i: int, *, n0=None) -> Optimum:
@@ -487,25 +529,27 @@ def _solve_cpe(params: Params, y0: Array):
         D = utility_jacobian(p, S * p.ratio)
         return jnp.concatenate([D.T @ lam, jnp.array([jnp.sum(lam) - 1.0])])   # (IV.5) on (V.1)
 
-    y, f, it, tol = _newton(F, y0, _sg(params))
-    y = _implicit_step(F, y, params)
+    sol = _root(F, y0, params)
+    y = sol.value
     resid = jnp.max(jnp.abs(jax.lax.stop_gradient(F(y, params))))
     S = jnp.exp(y[0])
     n = S * params.ratio
-    return n, S, y[1:], resid, it, (resid <= 10 * tol) & jnp.all(jnp.isfinite(y)), utility_jacobian(params, n), utility(params, n)
+    return n, S, y[1:], resid, sol.steps, _solver_status(sol), utility_jacobian(params, n), utility(params, n)
 
 
 @dataclass
-class CPE(Result):
+class CPE(StatusFromMessage):
     """Symmetric constrained Pareto-efficient allocation (contract surface (IV.5) ∩ ratio ray (V.1)).
 
     n: (I,) cluster; S: city scale sum(n); lam: (I,) Pareto weights of the contract point;
     J: number of cities sum(N)/S; V: (I,) utilities; own_marginal: (I,) dV_i/dn_i (all > 0 under
-    Assumption 2, so the CPE is unstable: Proposition 2); residual, iterations; solve_converged:
-    the Newton solve reached its tolerance; exists: solve_converged with all lam in (0, 1)
-    (footnote 14: the ray meets the contract surface between the type optima).
+    Assumption 2, so the CPE is unstable: Proposition 2); residual, iterations; solve_status:
+    the status of the Newton solve (``solve_root``); solve_converged: it is ``successful``;
+    exists: solve_converged with all lam in (0, 1) (footnote 14: the ray meets the contract
+    surface between the type optima).
     status: "successful", "empty" (solved, but the ray misses the contract surface: no CPE;
-    ``converged`` is True, ``exists`` False) or "max_steps_reached"; ``message`` the detail."""
+    ``converged`` is True, ``exists`` False) or the solve's failure status ("max_steps_reached",
+    "stalled", "nonfinite", "singular"); ``message`` the detail."""
 
     n: Array
     S: float
@@ -515,24 +559,21 @@ class CPE(Result):
     own_marginal: Array
     residual: float
     iterations: int
-    solve_converged: bool
+    solve_status: str
     exists: bool
+
+    @property
+    def solve_converged(self) -> bool:
+        return self.solve_status == "successful"
 
     def _status_message(self) -> tuple[str, str]:
         if not self.solve_converged:
-            return "max_steps_reached", f"residual {self.residual:.3e} after {self.iterations} iterations"
+            return self.solve_status, (f"CPE solve {self.solve_status}: residual {self.residual:.3e} after "
+                                       f"{self.iterations} iterations")
         if not self.exists:
             return "empty", (f"ratio ray misses the contract surface: weights "
                              f"{np.round(np.asarray(self.lam), 4).tolist()} not in (0, 1) (footnote 14)")
         return "successful", ""
-
-    @property
-    def status(self) -> str:
-        return self._status_message()[0]
-
-    @property
-    def message(self) -> str:
-        return self._status_message()[1]
 
     @property
     def is_nash(self) -> bool:
@@ -553,34 +594,39 @@ class CPE(Result):
 def constrained_pareto_efficient(params: Params) -> CPE:
     """Intersection of the contract surface (IV.5) with the ratio ray (V.1): solves
     sum_i lam_i dV_i/dn_k (S r) = 0 (k = 1..I), sum lam = 1 for (log S, lam) by Newton."""
+    _check_params(params)
     lam0 = np.asarray(params.N) / np.sum(np.asarray(params.N))
     pe = solve_contract_curve(params, lam0)
     S0 = float(np.sum(np.asarray(pe.n))) if bool(pe.foc_converged) else 1.0
     y0 = np.concatenate([[math.log(S0)], lam0])
-    n, S, lam, r, it, conv, D, V = _solve_cpe(params, y0)
+    n, S, lam, r, it, code, D, V = _solve_cpe(params, y0)
     lam_np = np.asarray(lam)
-    conv = bool(conv)
-    exists = conv and bool(np.all((lam_np > 0) & (lam_np < 1)))
-    return CPE(n=np.asarray(n), S=float(S), lam=lam_np, J=float(np.sum(np.asarray(params.N)) / float(S)) if float(S) > 0 else float("nan"), V=np.asarray(V),
-               own_marginal=np.diag(np.asarray(D)), residual=float(r), iterations=int(it), solve_converged=conv, exists=exists)
+    st = SOLVER_STATUSES[int(code)]
+    exists = st == "successful" and bool(np.all((lam_np > 0) & (lam_np < 1)))
+    S = float(S)
+    J = float(np.sum(np.asarray(params.N))) / S if S > 0 and math.isfinite(S) else float("nan")
+    return CPE(n=np.asarray(n), S=S, lam=lam_np, J=J, V=np.asarray(V), own_marginal=np.diag(np.asarray(D)),
+               residual=float(r), iterations=int(it), solve_status=st, exists=exists)
 
 
 def cpe_allocation(params: Params) -> Array:
     """The CPE cluster n^CPE, shape (I,), as a traceable function (jit / vmap / grad; the
     derivative is the implicit one). Raises ConvergenceError when concrete and the solve failed
     or the ratio ray misses the contract surface (footnote 14); NaNs under tracing."""
+    _check_params(params)
     lam0 = params.ratio
-    pe = solve_contract_curve(params, lam0)
+    pe = solve_contract_curve(params, jax.lax.stop_gradient(lam0))
     S0 = jnp.where(pe.foc_converged, jnp.sum(pe.n), 1.0)
-    y0 = jnp.concatenate([jnp.log(S0)[None], lam0])
-    n, S, lam, r, it, conv, D, V = _solve_cpe(params, y0)
-    ok = conv & jnp.all((lam > 0) & (lam < 1))
+    y0 = jax.lax.stop_gradient(jnp.concatenate([jnp.log(S0)[None], lam0]))
+    n, S, lam, r, it, code, D, V = _solve_cpe(params, y0)
+    ok = (code == 0) & jnp.all((lam > 0) & (lam < 1))
     if _is_concrete(ok):
         if not bool(ok):
             raise ConvergenceError(f"CPE: no interior intersection of the contract surface with the ratio ray "
-                                   f"(converged={bool(conv)}, residual {float(r):.3e}, weights {np.asarray(lam).tolist()})")
+                                   f"(solve {SOLVER_STATUSES[int(code)]}, residual {float(r):.3e}, "
+                                   f"weights {np.asarray(lam).tolist()})")
         return n
-    return jnp.where(ok, n, jnp.nan)
+    return _poison(n, ok)
 
 
 # ----------------------------------------------------------------------------------------
@@ -602,12 +648,20 @@ def _ray_margins(params: Params, r: Array, m: Array, S: Array):
     return jax.vmap(one)(S)
 
 
+def _margin_col(s, args):
+    params, r, m, e = args
+    row = _ray_margins(params, r, m, s[None])[0][0]
+    return jnp.sum(jnp.where(e > 0, row, 0.0))
+
+
 @eqx.filter_jit
-def _bisect_margins(params: Params, r, m, cols, a, b):
-    """Roots of each margin column in ``cols`` between a and b (vmapped bisection)."""
-    def root(j):
-        return _bisect(lambda s: _ray_margins(params, r, m, s[None])[0][0, j], a, b, iters=120)
-    return jax.vmap(root)(cols)
+def _bisect_margins(params: Params, r, m, a, b):
+    """Roots of every margin column between a and b (``bracket_root``, vmapped over the
+    columns); returns (roots, status codes into ``SCALAR_STATUSES``)."""
+    I = params.I
+    cols = jnp.eye(2 * I)
+    res = jax.vmap(lambda e: bracket_root(_margin_col, a, b, (params, r, m, e)))(cols)
+    return res.value, res.code
 
 
 @eqx.filter_jit
@@ -628,7 +682,7 @@ def _golden_max(params: Params, r, m, a, b):
 
 
 @dataclass
-class NashSet(Result):
+class NashSet(StatusFromMessage):
     """The symmetric Nash equilibria on a ratio ray, as an interval of city scale N^j = sum(n).
 
     S_lo, S_hi: ends of the (first) interval where dV_i/dn_i < 0 (stability, S_i) and
@@ -637,8 +691,10 @@ class NashSet(Result):
     conditions binding at the ends; exists; components: number of disjoint feasible pieces on
     the grid (1 for (A.1) with I = 2); S_max: grid end; S_eff: scale that maximizes the
     members' welfare sum N_i V_i on the ray (unconstrained by stability); members: the types.
-    status: "successful" (non-empty) or "empty" (``reason`` in ``message``); the ends are found
-    by a grid scan and bisection, so ``residual`` is nan (no equation system is solved)."""
+    status: "successful" (non-empty), "empty" (``reason`` in ``message``) or, when the bracketing
+    root finder (:func:`spatialjax.scalar.bracket_root`) failed to locate an end, its status
+    (``refine_status``; ``reason`` says which end); the ends are found by a grid scan and
+    bracketing, so ``residual`` is nan (no equation system is solved)."""
 
     members: tuple
     exists: bool
@@ -656,13 +712,14 @@ class NashSet(Result):
     V_hi: Any = None
     reason: str = ""
 
-    @property
-    def status(self) -> str:
-        return "successful" if self.exists else "empty"
+    refine_status: str = "successful"
 
-    @property
-    def message(self) -> str:
-        return "" if self.exists else f"no symmetric Nash equilibrium on the ray: {self.reason}"
+    def _status_message(self) -> tuple[str, str]:
+        if not self.exists:
+            return "empty", f"no symmetric Nash equilibrium on the ray: {self.reason}"
+        if self.refine_status != "successful":
+            return self.refine_status, f"an end of the interval is not located: {self.reason}"
+        return "successful", ""
 
     def summary(self) -> str:
         if not self.exists:
@@ -704,6 +761,7 @@ def nash_interval(params: Params, members: Optional[Sequence[int]] = None, *, S_
     refined by bisection on the condition that changes there. ``S_max`` defaults to 4 times the
     largest type-optimum scale and is doubled (up to 6 times) while the top of the grid is feasible.
     """
+    _check_params(params)
     I = params.I
     members = tuple(range(I)) if members is None else tuple(sorted(set(int(k) for k in members)))
     if not members or any(k < 0 or k >= I for k in members):
@@ -750,13 +808,19 @@ def nash_interval(params: Params, members: Optional[Sequence[int]] = None, *, S_
     def ok_cols(row):
         return np.concatenate([row[:I] > 0, row[I:] >= 0])
 
+    failures = []
+
     def refine(ka, kb, lower):
         """ka infeasible, kb feasible neighbour."""
         flip = ~ok_cols(M[ka]) & ok_cols(M[kb])
-        # all 2I columns are bisected (fixed shape: one compilation), only flipping ones are used
-        roots = np.asarray(_bisect_margins(params, r, m, np.arange(2 * I), S_np[ka], S_np[kb]))
+        # all 2I columns are bracketed (fixed shape: one compilation), only flipping ones are used
+        roots, codes = (np.asarray(x) for x in _bisect_margins(params, r, m, S_np[ka], S_np[kb]))
         roots = np.where(flip, roots, -np.inf if lower else np.inf)
         j = int(np.argmax(roots)) if lower else int(np.argmin(roots))
+        if SCALAR_STATUSES[int(codes[j])] != "successful":
+            failures.append((SCALAR_STATUSES[int(codes[j])], f"{'lower' if lower else 'upper'} end ({labels[j]}): "
+                             f"bracketing root finder {SCALAR_STATUSES[int(codes[j])]} on "
+                             f"[{S_np[min(ka, kb)]:.6g}, {S_np[max(ka, kb)]:.6g}]"))
         return float(roots[j]), labels[j]
 
     if k0 == 0:
@@ -772,59 +836,77 @@ def nash_interval(params: Params, members: Optional[Sequence[int]] = None, *, S_
     return NashSet(members=members, exists=True, S_lo=S_lo, S_hi=S_hi, n_lo=n_lo, n_hi=n_hi,
                    J_range=(tot / S_hi, tot / S_lo), lower_bound=lo_lab, upper_bound=hi_lab,
                    components=components, S_max=smax, S_eff=S_eff,
-                   V_lo=np.asarray(_U(params, n_lo)), V_hi=np.asarray(_U(params, n_hi)))
+                   V_lo=np.asarray(_U(params, n_lo)), V_hi=np.asarray(_U(params, n_hi)),
+                   refine_status=failures[0][0] if failures else "successful",
+                   reason="; ".join(f[1] for f in failures))
 
 
 # ----------------------------------------------------------------------------------------
 # Specialized cities (Section VI, Proposition 3, Figure 5)
 # ----------------------------------------------------------------------------------------
 
+def _Vii(params, e, n):
+    """V_i^i(n): a type-i worker's utility in a type-i specialized city of size n (e = e_i)."""
+    return utility(params, n * e) @ e
+
+
+def _dVii_log(x, args):
+    """dV_i^i/dn at n = exp(x[0]) (the FOC of n^S), shape (1,)."""
+    params, e = args
+    return jax.grad(lambda n: _Vii(params, e, n))(jnp.exp(x[0]))[None]
+
+
+def _Vii_minus(n, args):
+    params, e, target = args
+    return _Vii(params, e, n) - target
+
+
 @eqx.filter_jit
 def _specialized(params: Params):
     I = params.I
     eye = jnp.eye(I)
 
-    def Vii(i, n):
-        return utility(params, n * eye[i])[i]
-
-    def nS_of(i):
+    def nS_of(e):
         if params.g is None and params.c is None:
-            x0 = jnp.log(jnp.maximum((params.theta[i, i] * params.alpha - params.t) / params.beta, 1e-3))
+            x0 = jnp.log(jnp.maximum((e @ jnp.diag(params.theta) * params.alpha - params.t) / params.beta, 1e-3))
         else:
             x0 = jnp.zeros(())
-        F = lambda x, _: jax.grad(lambda n: Vii(i, n))(jnp.exp(x[0]))[None]  # noqa: E731
-        x, f, it, tol = _newton(F, x0[None], None)
-        n = jnp.exp(x[0])
-        d2 = jax.grad(jax.grad(lambda s: Vii(i, s)))(n)
-        return n, jnp.max(jnp.abs(f)) <= 10 * tol, d2
+        sol = _root(_dVii_log, x0[None], (params, e))
+        n = jnp.exp(sol.value[0])
+        d2 = jax.grad(jax.grad(lambda s: _Vii(params, e, s)))(n)
+        return n, _solver_status(sol), d2
 
-    idx = jnp.arange(I)
-    nS, conv, d2 = jax.vmap(nS_of)(idx)
-    VS = jax.vmap(lambda i: Vii(i, nS[i]))(idx)
+    nS, code, d2 = jax.vmap(nS_of)(eye)
+    VS = jax.vmap(lambda e, n: _Vii(params, e, n))(eye, nS)
     # Vcross[i, k] = V_i^k(n_k^S): a type-i worker in a type-k specialized city of optimal size
-    Vcross = jax.vmap(lambda k: utility(params, nS[k] * eye[k]))(idx).T
+    Vcross = jax.vmap(lambda k: utility(params, nS[k] * eye[k]))(jnp.arange(I)).T
     offd = jnp.where(eye.astype(bool), -jnp.inf, Vcross)
     targetC = jnp.max(offd, axis=1)
 
-    def root_above(i, target):
-        f = lambda n: Vii(i, n) - target  # noqa: E731
-        lo = nS[i]
+    def root_above(e, lo, target):
+        """Smallest n > lo = n^S with V_i^i(n) = target: bracket by doubling, then
+        ``bracket_root``. NaN if V_i^i(n^S) < target, inf if V_i^i stays above the target up to
+        2^80 n^S; otherwise the root and its status code."""
+        args = (params, e, target)
+        f = lambda n: _Vii_minus(n, args)  # noqa: E731
 
-        def c(s):
-            hi, k = s
+        def c(st):
+            hi, k = st
             return (f(hi) > 0) & (k < 80)
 
-        hi, k = jax.lax.while_loop(c, lambda s: (s[0] * 2.0, s[1] + 1), (2.0 * lo, 0))
+        hi, _ = jax.lax.while_loop(c, lambda st: (st[0] * 2.0, st[1] + 1), (2.0 * lo, 0))
         ok = (f(lo) >= 0) & (f(hi) <= 0)
-        return jnp.where(ok, _bisect(f, lo, hi), jnp.where(f(lo) < 0, jnp.nan, jnp.inf))
+        res = bracket_root(_Vii_minus, lo, hi, args)
+        val = jnp.where(ok, res.value, jnp.where(f(lo) < 0, jnp.nan, jnp.inf))
+        return val, jnp.where(ok, res.code, 0)
 
-    nA = jax.vmap(root_above)(idx, params.V0)
-    nC = jax.vmap(root_above)(idx, targetC)
-    return nS, conv, d2, VS, Vcross, nA, nC
+    nA, codeA = jax.vmap(root_above)(eye, nS, params.V0)
+    nC, codeC = jax.vmap(root_above)(eye, nS, targetC)
+    return nS, code, d2, VS, Vcross, nA, nC, codeA, codeC
 
 
 @dataclass
-class Specialized(Result):
+class Specialized(StatusFromMessage):
     """Specialized-city equilibria (Section VI), per type i (arrays of shape (I,)):
 
     n_S: type-i optimum specialized city argmax V_i^i; V_S = V_i^i(n_S);
@@ -835,9 +917,12 @@ class Specialized(Result):
     assumption3: (I, I) bool, V_i(0) = V_i^i(n_A) >= V_i^k(n_k^S) for k != i (VI.2);
     lo, hi: the equilibrium interval [n_S, min(n_A, n_C)] (= Proposition 3's [n_S, n_A]
     when Assumption 3 holds); exists: V_S >= V_i(0) and lo <= hi for every i;
-    nS_converged: the n^S solves converged; second_order: n^S maximises V_i^i.
-    status: "successful", "empty" (some type has no specialized-city equilibrium), "not_a_maximum"
-    or "max_steps_reached"; ``message`` the detail."""
+    nS_status: worst status of the n^S solves (``solve_root``; nS_converged: "successful");
+    roots_status: worst status of the n^A / n^C bracketing (``bracket_root``);
+    second_order: n^S maximises V_i^i.
+    status: "successful", "empty" (some type has no specialized-city equilibrium), "not_a_maximum",
+    or the failing solve's status (n^S: "max_steps_reached", "stalled", "nonfinite", "singular";
+    n^A / n^C: also "no_solution"); ``message`` the detail."""
 
     n_S: Array
     V_S: Array
@@ -847,8 +932,13 @@ class Specialized(Result):
     assumption3: Array
     lo: Array
     hi: Array
-    nS_converged: bool
+    nS_status: str
+    roots_status: str
     second_order: bool
+
+    @property
+    def nS_converged(self) -> bool:
+        return self.nS_status == "successful"
 
     @property
     def exists(self) -> bool:
@@ -856,20 +946,14 @@ class Specialized(Result):
 
     def _status_message(self) -> tuple[str, str]:
         if not self.nS_converged:
-            return "max_steps_reached", "the solve for n^S did not converge"
+            return self.nS_status, f"the solve for n^S did not converge ({self.nS_status})"
         if not self.second_order:
             return "not_a_maximum", "n^S is not a maximum of V_i^i (second derivative >= 0)"
+        if self.roots_status != "successful":
+            return self.roots_status, f"locating n^A or n^C failed (bracketing root finder: {self.roots_status})"
         if self.exists:
             return "successful", ""
         return "empty", "empty for some type (specialized city worse than autarky or than another type's city)"
-
-    @property
-    def status(self) -> str:
-        return self._status_message()[0]
-
-    @property
-    def message(self) -> str:
-        return self._status_message()[1]
 
     def summary(self) -> str:
         I = len(self.n_S)
@@ -881,14 +965,22 @@ class Specialized(Result):
                             notes=[f"status: {self.status}" + (f" ({self.message})" if self.message else "")])
 
 
+def _worst(codes, names) -> str:
+    """The first non-successful status name among ``codes`` (indices into ``names``)."""
+    bad = [names[int(c)] for c in np.ravel(np.asarray(codes)) if names[int(c)] != "successful"]
+    return bad[0] if bad else "successful"
+
+
 def specialized_equilibria(params: Params) -> Specialized:
     """Specialized-city equilibria (Section VI): n^S, n^A, n^C and the Proposition 3 interval.
 
-    The city-size condition (VI.1) is checked against each other type's optimum specialized
-    city n_k^S, as in Figure 5. For (A.1) with Assumption 2 this is the binding case, since
-    V_i^k is decreasing on [n_k^S, n_k^A] (theta^k_k > theta^i_k); for a user g it is the
-    paper's definition, not a proof."""
-    nS, conv, d2, VS, Vc, nA, nC = _specialized(params)
+    n^S solves dV_i^i/dn = 0 (``solve_root``, in logs); n^A and n^C are bracketed by doubling
+    above n^S and found by :func:`spatialjax.scalar.bracket_root`. The city-size condition
+    (VI.1) is checked against each other type's optimum specialized city n_k^S, as in Figure 5.
+    For (A.1) with Assumption 2 this is the binding case, since V_i^k is decreasing on
+    [n_k^S, n_k^A] (theta^k_k > theta^i_k); for a user g it is the paper's definition, not a proof."""
+    _check_params(params)
+    nS, code, d2, VS, Vc, nA, nC, codeA, codeC = _specialized(params)
     I = params.I
     offd = ~np.eye(I, dtype=bool)
     a3 = (np.asarray(params.V0)[:, None] >= np.asarray(Vc)) | ~offd
@@ -896,7 +988,9 @@ def specialized_equilibria(params: Params) -> Specialized:
     hi = np.minimum(nA, nC)
     lo = np.where(VS >= np.asarray(params.V0), nS, np.nan)
     return Specialized(n_S=nS, V_S=VS, n_A=nA, n_C=nC, V_cross=Vc, assumption3=a3, lo=lo, hi=hi,
-                       nS_converged=bool(np.all(np.asarray(conv))), second_order=bool(np.all(np.asarray(d2) < 0)))
+                       nS_status=_worst(code, SOLVER_STATUSES),
+                       roots_status=_worst(np.concatenate([np.ravel(codeA), np.ravel(codeC)]), SCALAR_STATUSES),
+                       second_order=bool(np.all(np.asarray(d2) < 0)))
 
 
 # ----------------------------------------------------------------------------------------
@@ -949,7 +1043,7 @@ class PartitionResult:
 
 
 @dataclass
-class PartitionTable(Result):
+class PartitionTable(StatusFromMessage):
     """All partitions (``rows``, :class:`PartitionResult`); ``ranking()`` sorts them by welfare.
 
     status: "successful" when at least one partition is an equilibrium, else "empty" (the
@@ -959,14 +1053,9 @@ class PartitionTable(Result):
     rows: list
     assumption4: Optional[bool]
 
-    @property
-    def status(self) -> str:
-        return "successful" if any(r.is_equilibrium for r in self.rows) else "empty"
-
-    @property
-    def message(self) -> str:
+    def _status_message(self) -> tuple[str, str]:
         k = sum(r.is_equilibrium for r in self.rows)
-        return f"{k} of {len(self.rows)} partitions are equilibria"
+        return ("successful" if k else "empty"), f"{k} of {len(self.rows)} partitions are equilibria"
 
     def _dict_fields(self) -> dict:
         return {"assumption4": self.assumption4,
@@ -1003,6 +1092,7 @@ def partition_equilibria(params: Params, *, grid: int = 4001) -> PartitionTable:
     gains by moving into a city of another block at the chosen scales (the first worker of
     its type there). ``prop4`` says whether Assumption 4 holds, in which case the deviation
     check is implied (Proposition 4)."""
+    _check_params(params)
     I = params.I
     if I > 7:
         raise ParameterError("theta", f"partition enumeration is limited to I <= 7 (Bell(I) partitions); got I = {I}")
@@ -1128,19 +1218,32 @@ def assumption4(params: Params) -> Optional[bool]:
 _SWEEPABLE = ("alpha", "beta", "gamma", "t", "theta", "V0", "N")
 
 
-def sweep(fn: Callable[[Params], Any], params: Params, field_name: str, values) -> Any:
-    """Evaluate ``fn(params with field_name = v)`` for every v in ``values`` as one jitted,
-    vmapped computation. ``fn`` must be traceable (e.g. ``lambda p: hs.type_optimum(p, 0)``);
-    failed solves show as NaN. Returns the stacked outputs (leading axis = len(values))."""
+def sweep(fn: Callable[[Params], Any], params: Params, field_name: str, values, **sweep_options):
+    """Evaluate ``fn(params with field_name = v)`` for every v in ``values`` as one vmapped,
+    device-sharded computation: a thin wrapper over :func:`spatialjax.sweep.sweep`.
+
+    Every scenario is built by the :class:`Params` constructor, so a value that breaks a
+    parameter's condition is a ParameterError naming ``field_name`` (before any work).
+    ``fn`` must be traceable, e.g. ``lambda p: hs.solve_type_optimum(p, 0)`` (an
+    :class:`Optimum`, whose ``converged`` flag marks the failed scenarios) or
+    ``lambda p: hs.type_optimum(p, 0)`` (NaN where the solve failed). ``sweep_options`` go to
+    :func:`spatialjax.sweep.sweep` (``devices``, ``batch_size``, ``progress``, ``inner``).
+
+    Returns:
+        :class:`spatialjax.sweep.SweepResult`: ``values`` (outputs stacked along a leading
+        axis of length ``len(values)``), ``ok`` / ``failed`` (the failed scenarios) and
+        ``summary()``.
+    """
+    from spatialjax import sweep as _sweep
+
     if field_name not in _SWEEPABLE:
         raise ParameterError("field", f"must be one of {_SWEEPABLE}; got {field_name!r}")
-    values = jnp.asarray(values, jnp.float64)
-    check_finite("values", values)
-    shape = getattr(params, field_name).shape
-    check_shape("values", values, (values.shape[0], *shape))
-
-    @jax.jit
-    def run(vals):
-        return jax.vmap(lambda v: fn(eqx.tree_at(lambda p: getattr(p, field_name), params, v)))(vals)
-
-    return run(values)
+    _check_params(params)
+    values = _num("values", values)
+    shape = np.shape(getattr(params, field_name))
+    if values.ndim != len(shape) + 1 or values.shape[1:] != shape or values.shape[0] < 1:
+        raise ParameterError("values", f"must have shape (B, {', '.join(map(str, shape))}) with B >= 1 (one "
+                                       f"value of {field_name} per scenario); got {values.shape}")
+    base = {k: getattr(params, k) for k in _SWEEPABLE}
+    scenarios = [Params(**{**base, field_name: v}, g=params.g, c=params.c, aux=params.aux) for v in values]
+    return _sweep.sweep(fn, _sweep.stack(scenarios), **sweep_options)
