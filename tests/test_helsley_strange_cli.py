@@ -35,7 +35,9 @@ def test_cli_default_economy_writes_tables_and_figures(tmp_path, capsys):
     assert [r["partition"] for r in rows] == ["{1,2}", "{1} | {2}"]
     assert float(rows[0]["W_nash"]) == pytest.approx(450.0, rel=1e-8)
     with open(tmp_path / "helsley_strange_contract_curve.csv") as fh:
-        cc = np.array([[float(x) for x in r] for r in list(csv.reader(fh))[1:]])
+        rows_cc = list(csv.reader(fh))
+    assert rows_cc[0] == ["lambda", "n_1", "n_2", "status"] and all(r[3] == "successful" for r in rows_cc[1:])
+    cc = np.array([[float(x) for x in r[:3]] for r in rows_cc[1:]])
     np.testing.assert_allclose(cc[0, 1:], [1.8, 2.2], rtol=1e-9)     # lambda = 0: type-2 optimum
     np.testing.assert_allclose(cc[-1, 1:], [8 / 3, 7 / 3], rtol=1e-9)  # lambda = 1: type-1 optimum
     for k in range(1, 6):
@@ -68,3 +70,49 @@ def test_figures_need_I2(tmp_path):
     p = hs.Params(theta=np.eye(3) + 1.0)
     with pytest.raises(ParameterError, match="I = 2"):
         plots.figure1(p, tmp_path / "x.png")
+
+
+def test_cli_rejects_bad_input_before_any_work_or_file(tmp_path, capsys):
+    out = tmp_path / "new"
+    # theta[1, 0] = 0.4 breaks alpha theta > t (Appendix): rejected up front, the assumption named
+    assert main(["solve", "helsley-strange", "-o", str(out), "--theta", "2,1.5;0.4,1.8"]) == 2
+    err = capsys.readouterr().err
+    assert "--theta" in err and "Appendix assumption" in err and len(err.strip().splitlines()) == 1
+    for bad in (["--alpha", "-1"], ["--t", "inf"], ["--V0", "0,nan"], ["--N", "100,-5"], ["--theta", "a,b;c,d"]):
+        assert main(["solve", "helsley-strange", "-o", str(out), *bad]) == 2
+        assert bad[0] in capsys.readouterr().err
+    assert not out.exists()             # a rejected run leaves no (empty) folder
+    # an output path under a file, and a target that is a directory: one line, exit 2, nothing written
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["solve", "helsley-strange", "-o", str(f / "sub"), "--no-figures"]) == 2
+    err = capsys.readouterr().err
+    assert "--output" in err and "is a file" in err and len(err.strip().splitlines()) == 1
+    d = tmp_path / "d"
+    (d / "helsley_strange_partitions.csv").mkdir(parents=True)
+    assert main(["solve", "helsley-strange", "-o", str(d), "--no-figures"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert sorted(p.name for p in d.iterdir()) == ["helsley_strange_partitions.csv"]
+
+
+def test_cli_failed_solves_exit_1_and_print_no_nan_rows(tmp_path, capsys):
+    """beta < gamma: no interior type optimum. The table shows the status instead of numbers, the
+    contract-curve CSV has empty cells and a status column, stderr names the failures, exit 1."""
+    rc = main(["solve", "helsley-strange", "-o", str(tmp_path), "--quiet", "--no-figures",
+               "--beta", "0.5", "--gamma", "0.8"])
+    cap = capsys.readouterr()
+    assert rc == 1
+    assert "type-1 optimum" in cap.err and "solve failed" in cap.err
+    table = cap.out.split("Constrained Pareto")[0]
+    assert "type 1" in table and "nan" not in table.lower()
+    with open(tmp_path / "helsley_strange_contract_curve.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 51
+    for r in rows:
+        if r["status"] == "successful":
+            assert np.isfinite(float(r["n_1"])) and np.isfinite(float(r["n_2"]))
+        else:
+            assert r["n_1"] == "" and r["n_2"] == ""
+    assert any(r["status"] != "successful" for r in rows)
+    s = json.loads((tmp_path / "helsley_strange_summary.json").read_text())
+    assert s["type_optima"][0]["converged"] is False and s["problems"]

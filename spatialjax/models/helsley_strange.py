@@ -1072,7 +1072,7 @@ class PartitionTable(StatusFromMessage):
         return sorted(self.rows, key=key)
 
     def summary(self) -> str:
-        rows = [(str(k + 1), r.label, r.is_equilibrium, r.W_nash, r.W_eff,
+        rows = [(str(k + 1), r.label, r.is_equilibrium, r.W_nash if r.blocks_ok else "-", r.W_eff,
                  ", ".join(f"{s:.4g}" for s in r.scales) if r.blocks_ok else "-")
                 for k, r in enumerate(self.ranking())]
         a4 = {None: "unknown (user g/c)", True: "holds", False: "fails"}[self.assumption4]
