@@ -62,7 +62,7 @@ from spatialjax import atomic
 from spatialjax.errors import ParameterError
 from spatialjax.models import jiao_tian as jt
 from spatialjax.results import Result, check_status
-from spatialjax.sweep import stack, sweep
+from spatialjax.sweep import gather, stack, sweep
 from spatialjax.tables import format_table
 
 __all__ = ["UpgradeSweep", "upgrade_each_city", "upgrade_each_city_from_baseline", "upgrade_loop",
@@ -413,8 +413,9 @@ def upgrade_each_city(params: jt.Params, baseline: jt.Solution, dq, *, q, delta_
     t_sweep = time.perf_counter() - t0
     inv = np.empty_like(perm)
     inv[perm] = np.arange(len(perm))
-    ch = jax.tree.map(lambda x: np.asarray(x)[inv], res.values["chord"])
-    slope = np.asarray(res.values["skill_share_slope"])[inv]
+    vals = gather(res.values)  # whole batch on the host (all-gathered in a multi-process run)
+    ch = jax.tree.map(lambda x: np.asarray(x)[inv], vals["chord"])
+    slope = np.asarray(vals["skill_share_slope"])[inv]
 
     B = len(cities)
     code = np.asarray(ch.code)
