@@ -35,6 +35,7 @@ Forward iterations:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import equinox as eqx
@@ -44,10 +45,11 @@ import lineax as lx
 import optimistix as optx
 
 from spatialjax.errors import ConvergenceError, SingularJacobianError
+from spatialjax.results import Result
 from spatialjax.tables import format_kv
 from spatialjax.validation import is_traced
 
-__all__ = ["RESULTS", "SolveResult", "solve_root", "jacobian_sigma_min", "LUFactor", "lu_factor", "lu_solve",
+__all__ = ["RESULTS", "SolveResult", "SolverConfig", "solve_root", "jacobian_sigma_min", "LUFactor", "lu_factor", "lu_solve",
            "Linearization", "DenseLinearization", "linearize", "pgmres", "newton_iterate", "shamanskii_iterate", "DENSE_MAX",
            "raise_if_failed"]
 
@@ -78,8 +80,12 @@ def _status_name(code) -> str:
     return f"unknown({int(code)})"
 
 
-class SolveResult(eqx.Module):
-    """Result of :func:`solve_root`.
+class SolveResult(Result, eqx.Module):
+    """Result of :func:`solve_root` (the protocol of :mod:`spatialjax.results`: ``status``,
+    ``converged``, ``residual``, ``summary()``, ``to_dict()``/``to_json()``).
+
+    Unlike the models' results, ``converged`` is an array (batched under ``vmap``, usable
+    under ``jit``) and ``status`` a list of names for a batched result.
 
     Attributes:
         value: the solution ``y*``, shape ``(n,)``.
@@ -110,6 +116,9 @@ class SolveResult(eqx.Module):
         if jnp.ndim(code) == 0:
             return _status_name(code)
         return [_status_name(c) for c in jnp.ravel(code)]
+
+    def _dict_fields(self) -> dict:
+        return {"steps": self.steps, "sigma_min": self.sigma_min, "jac_norm": self.jac_norm, "value": self.value}
 
     def summary(self) -> str:
         return format_kv(
@@ -577,43 +586,162 @@ def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 10, norm_ite
 # ---------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class SolverConfig:
+    """The options of :func:`solve_root` as one typed, hashable object (it can be a static
+    argument of a jitted function and is shared between calls).
+
+    Attributes:
+        method: ``"newton"`` (Newton with an Armijo line search) or ``"lm"`` (optimistix
+            Levenberg-Marquardt, then a Newton polish).
+        linear_solver: ``"dense"`` (LU), ``"gmres"`` (matrix-free Newton-Krylov) or
+            ``"auto"`` (dense for ``n <= dense_max``).
+        tol: convergence tolerance on ``max_i |F_i|``.
+        max_steps: Newton (or LM) iterations at most.
+        max_krylov: Krylov iterations per linear solve at most.
+        singular_rtol: flag ``singular`` when ``sigma_min(J) < singular_rtol * ||J||``.
+        error_rtol: ... or when the first-order error bound ``residual / sigma_min`` exceeds it.
+        adjoint_rtol: relative residual tolerance of the adjoint solve (worse: NaN cotangent).
+        diagnose: estimate ``sigma_min`` at the solution (about one extra Newton step). With
+            ``False`` no root is ever flagged ``singular``: only for inner loops whose caller
+            checks conditioning itself.
+        reuse_jacobian: dense Newton only: chord (Shamanskii) steps with one factorisation
+            while the iteration contracts.
+        dense_max: largest ``n`` that ``"auto"`` factorises densely.
+    """
+
+    method: str = "newton"
+    linear_solver: str = "auto"
+    tol: float = 1e-10
+    max_steps: int = 100
+    max_krylov: int = 400
+    singular_rtol: float = 1e-10
+    error_rtol: float = 1e-7
+    adjoint_rtol: float = 1e-6
+    diagnose: bool = True
+    reuse_jacobian: bool = False
+    dense_max: int = DENSE_MAX
+
+    def __post_init__(self):
+        if self.method not in ("newton", "lm"):
+            raise ValueError(f"method: must be 'newton' or 'lm'; got {self.method!r}")
+        if self.linear_solver not in ("auto", "dense", "gmres"):
+            raise ValueError(f"linear_solver: must be 'auto', 'dense' or 'gmres'; got {self.linear_solver!r}")
+        for name in ("tol", "singular_rtol", "error_rtol", "adjoint_rtol"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+                raise ValueError(f"{name}: must be a positive number; got {v!r}")
+        for name in ("max_steps", "max_krylov", "dense_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "max_krylov" else 1):
+                raise ValueError(f"{name}: must be a positive integer; got {v!r}")
+
+    def resolved(self, n: int) -> "SolverConfig":
+        """This config with ``linear_solver="auto"`` resolved for a system of size ``n``."""
+        if self.linear_solver != "auto":
+            return self
+        return dataclasses.replace(self, linear_solver="dense" if n <= self.dense_max else "gmres")
+
+
+def _iterate(F, y0, cfg: SolverConfig, jac):
+    """The forward iteration chosen by ``cfg``: ``(y, F(y), iterations)``."""
+    if cfg.method == "lm":
+        return _lm(F, y0, tol=cfg.tol, max_steps=cfg.max_steps, jac=jac)
+    if cfg.reuse_jacobian and cfg.linear_solver == "dense":
+        return shamanskii_iterate(F, y0, tol=cfg.tol, max_steps=cfg.max_steps, jac=jac)
+    return newton_iterate(F, y0, tol=cfg.tol, max_steps=cfg.max_steps, linear_solver=cfg.linear_solver,
+                          max_krylov=cfg.max_krylov, jac=jac)
+
+
+def _diagnose(F, y, cfg: SolverConfig, jac):
+    """``(sigma_min, ||J||, linearization)`` at ``y`` (NaN, NaN, None without the diagnostic).
+    The linearization is kept for the adjoint solve of the backward pass."""
+    if not cfg.diagnose:
+        nan = jnp.asarray(jnp.nan, y.dtype)
+        return nan, nan, None
+    if cfg.linear_solver == "gmres" and jac is not None:
+        # Preconditioned Krylov diagnostic: every inverse iteration costs two GMRES solves, so
+        # it is run to the accuracy the singularity test needs (a few per cent; the thresholds
+        # are orders of magnitude), not to round-off.
+        return jacobian_sigma_min(F, y, linear_solver=cfg.linear_solver, jac=jac, return_linearization=True,
+                                  rtol=KRYLOV_SIGMA_RTOL, krylov_rtol=1e-3, norm_rtol=1e-2)
+    return jacobian_sigma_min(F, y, linear_solver=cfg.linear_solver, jac=jac, return_linearization=True)
+
+
+def _status_code(y, res, k, smin, jn, cfg: SolverConfig):
+    """0 successful, 1 max_steps_reached, 2 stalled, 3 nonfinite, 4 singular."""
+    finite = jnp.all(jnp.isfinite(y)) & jnp.isfinite(res)
+    conv = finite & (res <= cfg.tol)
+    # Near-singular: tiny relative sigma_min, or a first-order error bound
+    # ||y - y*|| <~ ||F|| / sigma_min that is not small (a double root converges slowly
+    # and keeps ||F|| ~ sigma_min^2).
+    singular = conv & ((smin < cfg.singular_rtol * jn) | (res > cfg.error_rtol * smin))
+    return jnp.where(~finite, 3, jnp.where(~conv, jnp.where(k >= cfg.max_steps, 1, 2), jnp.where(singular, 4, 0)))
+
+
+def _adjoint(Fy, y, ybar, cfg: SolverConfig, jac, lin_saved):
+    """Solve ``J^T lam = ybar`` at the root; returns ``(lam, ok)`` with ``ok`` False when the
+    recomputed residual of that solve misses ``cfg.adjoint_rtol`` (or ``lam`` is not finite)."""
+    if cfg.linear_solver == "dense":
+        lin = lin_saved if lin_saved is not None else linearize(Fy, y, jac)
+        lam = lin.solve(ybar, trans=True)
+        r = lin.mv(lam, trans=True) - ybar
+        scale = lin.norm_inf() * _norm_inf(lam) + _norm_inf(ybar)
+    elif jac is not None:
+        # Newton-Krylov with the model's preconditioner: the adjoint by the same preconditioned
+        # GMRES, checked by its recomputed residual below.
+        lin = lin_saved if lin_saved is not None else linearize(Fy, y, jac)
+        lam, _, _ = pgmres(lambda u: lin.mv(u, trans=True), lambda u: lin.solve(u, trans=True), ybar,
+                           rtol=1e-11, atol=1e-300, restart=50, max_restarts=max(2, cfg.max_krylov // 50))
+        r = lin.mv(lam, trans=True) - ybar
+        scale = lin.norm_inf() * _norm_inf(lam) + _norm_inf(ybar)
+    else:
+        _, vjp_y = jax.vjp(Fy, y)
+        op = lx.FunctionLinearOperator(lambda u: vjp_y(u)[0], jax.ShapeDtypeStruct(y.shape, y.dtype))
+        lam = lx.linear_solve(op, ybar, lx.GMRES(rtol=1e-10, atol=1e-14, max_steps=cfg.max_krylov, restart=50),
+                              throw=False).value
+        r = vjp_y(lam)[0] - ybar
+        scale = _norm_inf(ybar) * 10.0
+    ok = jnp.all(jnp.isfinite(lam)) & (_norm_inf(r) <= cfg.adjoint_rtol * scale)
+    return lam, ok
+
+
+def _result_enum(code):
+    return RESULTS.where(code == 0, RESULTS.successful,
+                         RESULTS.where(code == 1, RESULTS.max_steps_reached,
+                                       RESULTS.where(code == 2, RESULTS.stalled,
+                                                     RESULTS.where(code == 3, RESULTS.nonfinite, RESULTS.singular))))
+
+
+def _strong_dtypes(args):
+    # Python floats and weakly-typed scalars would not be seen as differentiable by the
+    # custom VJP (a silent zero gradient): promote every inexact leaf to a strong dtype.
+    return jax.tree.map(lambda x: jax.lax.convert_element_type(x, jnp.result_type(float))
+                        if (isinstance(x, float) or (eqx.is_inexact_array(x) and getattr(x, "weak_type", False)))
+                        else x, args)
+
+
 def solve_root(
     fn: Callable[[jax.Array, Any], jax.Array],
     y0: jax.Array,
     args: Any = None,
+    config: SolverConfig | None = None,
     *,
-    method: str = "newton",
-    linear_solver: str = "auto",
-    tol: float = 1e-10,
-    max_steps: int = 100,
-    max_krylov: int = 400,
-    singular_rtol: float = 1e-10,
-    error_rtol: float = 1e-7,
-    adjoint_rtol: float = 1e-6,
-    diagnose: bool = True,
     throw: bool = False,
-    dense_max: int = DENSE_MAX,
     jac: Callable[[jax.Array, Any], jax.Array] | None = None,
-    reuse_jacobian: bool = False,
+    **options,
 ) -> SolveResult:
     """Solve ``fn(y, args) = 0`` for ``y`` (shape ``(n,)``), differentiably in ``args``.
 
     Args:
         fn: residual function ``(y, args) -> F`` with ``F.shape == y.shape``. Pure JAX.
+            ``fn``/``jac`` must not close over traced values: pass those in ``args``.
         y0: starting point, shape ``(n,)`` (a warm start from data or a baseline
             solution makes counterfactuals fast).
         args: PyTree of parameters. Gradients flow to its inexact-array leaves.
-        method: ``"newton"`` (Newton with line search) or ``"lm"`` (optimistix
-            Levenberg-Marquardt, then Newton polish).
-        linear_solver: ``"dense"``, ``"gmres"`` (matrix-free Newton-Krylov) or ``"auto"``
-            (dense for ``n <= dense_max``).
-        tol: convergence tolerance on ``max_i |F_i|``.
-        singular_rtol: the solution is flagged ``singular`` when
-            ``sigma_min(J) < singular_rtol * ||J||`` or when the first-order error bound
-            ``residual / sigma_min`` exceeds ``error_rtol``.
-        adjoint_rtol: relative residual tolerance of the adjoint linear solve in the
-            backward pass; a worse solve yields a NaN cotangent.
-        diagnose: estimate ``sigma_min`` (costs about one extra Newton step).
+        config: a :class:`SolverConfig` (default ``SolverConfig()``).
+        **options: fields of :class:`SolverConfig` overriding ``config`` (e.g. ``tol=1e-12``,
+            ``linear_solver="gmres"``); an unknown name is a TypeError.
         throw: raise :class:`ConvergenceError` / :class:`SingularJacobianError` instead of
             returning a failed result. Under ``jit``/``vmap`` the check runs when the compiled
             computation finishes (``equinox.error_if``) and raises a runtime error.
@@ -623,81 +751,41 @@ def solve_root(
             With ``linear_solver="gmres"`` it must return a :class:`Linearization` whose
             ``mv`` is exact and whose ``solve`` may be approximate: it preconditions GMRES
             in the Newton steps, the ``sigma_min`` diagnostic and the adjoint.
-        reuse_jacobian: dense Newton only: keep one LU factorisation while the iteration
-            contracts (Shamanskii steps), refactoring when it does not. Fastest for warm
-            starts; the conditioning diagnostic is still computed at the solution.
+
+    The pieces, each a function of this module: :func:`_iterate` (the forward iteration),
+    :func:`_diagnose` (``sigma_min``, ``||J||`` and the factorisation kept for the adjoint),
+    :func:`_status_code`, :func:`_adjoint` (the checked adjoint solve of the backward pass).
 
     Returns:
         :class:`SolveResult`. Under ``jax.grad``, derivatives of ``result.value`` with
         respect to ``args`` are exact implicit derivatives, or NaN when the solve is not
         a regular, converged root (see module docstring).
     """
+    unknown = set(options) - {f.name for f in dataclasses.fields(SolverConfig)}
+    if unknown:
+        raise TypeError(f"solve_root: unknown option(s) {sorted(unknown)}; allowed: "
+                        f"{', '.join(f.name for f in dataclasses.fields(SolverConfig))}, throw, jac")
+    cfg = dataclasses.replace(config or SolverConfig(), **options) if options else (config or SolverConfig())
     y0 = jnp.asarray(y0)
     if y0.ndim != 1:
         raise ValueError(f"y0: must be a flat vector of shape (n,); got shape {y0.shape}")
-    n = y0.shape[0]
-    if linear_solver == "auto":
-        linear_solver = "dense" if n <= dense_max else "gmres"
-    if linear_solver not in ("dense", "gmres"):
-        raise ValueError(f"linear_solver: must be 'auto', 'dense' or 'gmres'; got {linear_solver!r}")
-    if method not in ("newton", "lm"):
-        raise ValueError(f"method: must be 'newton' or 'lm'; got {method!r}")
-
+    cfg = cfg.resolved(y0.shape[0])
     y0 = jax.lax.stop_gradient(y0)
-    # Python floats and weakly-typed scalars would not be seen as differentiable by the
-    # custom VJP (a silent zero gradient): promote every inexact leaf to a strong dtype.
-    args = jax.tree.map(lambda x: jax.lax.convert_element_type(x, jnp.result_type(float))
-                        if (isinstance(x, float) or (eqx.is_inexact_array(x) and getattr(x, "weak_type", False)))
-                        else x, args)
-
-    # ``fn``/``jac`` must not close over traced values: pass those in ``args``.
-    def F_of(y, a):
-        return fn(y, a)
+    args = _strong_dtypes(args)
 
     def J_of(a):
-        if jac is None:
-            return None
-        return lambda y: jac(y, a)
-
-    def forward(d, y0):
-        return forward_lin(d, y0)[0]
+        return None if jac is None else (lambda y: jac(y, a))
 
     def forward_lin(d, y0):
-        F = lambda y: F_of(y, d)  # noqa: E731
-        lin = None
-        if method == "lm":
-            y, f, k = _lm(F, y0, tol=tol, max_steps=max_steps, jac=J_of(d))
-        elif reuse_jacobian and linear_solver == "dense":
-            y, f, k = shamanskii_iterate(F, y0, tol=tol, max_steps=max_steps, jac=J_of(d))
-        else:
-            y, f, k = newton_iterate(F, y0, tol=tol, max_steps=max_steps, linear_solver=linear_solver,
-                              max_krylov=max_krylov, jac=J_of(d))
+        F = lambda y: fn(y, d)  # noqa: E731
+        y, f, k = _iterate(F, y0, cfg, J_of(d))
         res = _norm_inf(f)
-        finite = jnp.all(jnp.isfinite(y)) & jnp.isfinite(res)
-        if diagnose:
-            if linear_solver == "gmres" and jac is not None:
-                # Preconditioned Krylov diagnostic: every inverse iteration costs two GMRES
-                # solves, so it is run to the accuracy the singularity test needs (a few
-                # per cent; the thresholds are orders of magnitude), not to round-off.
-                smin, jn, lin = jacobian_sigma_min(F, y, linear_solver=linear_solver, jac=J_of(d),
-                                                   return_linearization=True, rtol=KRYLOV_SIGMA_RTOL,
-                                                   krylov_rtol=1e-3, norm_rtol=1e-2)
-            else:
-                smin, jn, lin = jacobian_sigma_min(F, y, linear_solver=linear_solver, jac=J_of(d),
-                                                   return_linearization=True)
-        else:
-            smin, jn = jnp.asarray(jnp.nan, y.dtype), jnp.asarray(jnp.nan, y.dtype)
-        conv = finite & (res <= tol)
-        # Near-singular: tiny relative sigma_min, or a first-order error bound
-        # ||y - y*|| <~ ||F|| / sigma_min that is not small (a double root converges slowly
-        # and keeps ||F|| ~ sigma_min^2).
-        singular = conv & ((smin < singular_rtol * jn) | (res > error_rtol * smin))
-        code = jnp.where(~finite, 3, jnp.where(~conv, jnp.where(k >= max_steps, 1, 2), jnp.where(singular, 4, 0)))
-        return (y, res, k, smin, jn, code), lin
+        smin, jn, lin = _diagnose(F, y, cfg, J_of(d))
+        return (y, res, k, smin, jn, _status_code(y, res, k, smin, jn, cfg)), lin
 
     @eqx.filter_custom_vjp
     def _solve(d, y0):
-        return forward(d, y0)
+        return forward_lin(d, y0)[0]
 
     @_solve.def_fwd
     def _fwd(perturbed, d, y0):
@@ -713,40 +801,14 @@ def solve_root(
         if ybar is None:
             return jax.tree.map(lambda _: None, d)
         diff, static = eqx.partition(d, eqx.is_inexact_array)
-        Fy = lambda yy: F_of(yy, d)  # noqa: E731
-        if linear_solver == "dense":
-            lin = lin_saved if lin_saved is not None else linearize(Fy, y, J_of(d))
-            lam = lin.solve(ybar, trans=True)
-            r = lin.mv(lam, trans=True) - ybar
-            scale = lin.norm_inf() * _norm_inf(lam) + _norm_inf(ybar)
-        elif jac is not None:
-            # Newton-Krylov with the model's preconditioner: the adjoint J^T lam = ybar by the
-            # same preconditioned GMRES, checked by its recomputed residual below.
-            lin = lin_saved if lin_saved is not None else linearize(Fy, y, J_of(d))
-            lam, _, _ = pgmres(lambda u: lin.mv(u, trans=True), lambda u: lin.solve(u, trans=True), ybar,
-                               rtol=1e-11, atol=1e-300, restart=50, max_restarts=max(2, max_krylov // 50))
-            r = lin.mv(lam, trans=True) - ybar
-            scale = lin.norm_inf() * _norm_inf(lam) + _norm_inf(ybar)
-        else:
-            _, vjp_y = jax.vjp(Fy, y)
-            op = lx.FunctionLinearOperator(lambda u: vjp_y(u)[0], jax.ShapeDtypeStruct(y.shape, y.dtype))
-            lam = lx.linear_solve(op, ybar, lx.GMRES(rtol=1e-10, atol=1e-14, max_steps=max_krylov, restart=50),
-                                  throw=False).value
-            r = vjp_y(lam)[0] - ybar
-            scale = _norm_inf(ybar) * 10.0
-        ok_adj = jnp.all(jnp.isfinite(lam)) & (_norm_inf(r) <= adjoint_rtol * scale)
-        ok = (code == 0) & ok_adj
-        poison = jnp.where(ok, 1.0, jnp.nan)
-        _, vjp_d = jax.vjp(lambda dd: F_of(y, eqx.combine(dd, static)), diff)
+        lam, ok_adj = _adjoint(lambda yy: fn(yy, d), y, ybar, cfg, J_of(d), lin_saved)
+        poison = jnp.where((code == 0) & ok_adj, 1.0, jnp.nan)
+        _, vjp_d = jax.vjp(lambda dd: fn(y, eqx.combine(dd, static)), diff)
         (dbar,) = vjp_d(-lam * poison)
         return dbar
 
     y, res, k, smin, jn, code = _solve(args, y0)
-    result = RESULTS.where(code == 0, RESULTS.successful,
-                           RESULTS.where(code == 1, RESULTS.max_steps_reached,
-                                         RESULTS.where(code == 2, RESULTS.stalled,
-                                                       RESULTS.where(code == 3, RESULTS.nonfinite, RESULTS.singular))))
-    out = SolveResult(value=y, result=result, residual=res, steps=k, sigma_min=smin, jac_norm=jn)
+    out = SolveResult(value=y, result=_result_enum(code), residual=res, steps=k, sigma_min=smin, jac_norm=jn)
     if throw:
         if is_traced(res):
             # Under jit/vmap the status is not known at trace time: a runtime check raises
