@@ -504,3 +504,57 @@ def test_helsley_strange_unknown_parameter_is_a_parameter_error():
 
     with pytest.raises(ParameterError, match="thetta: unknown parameter; allowed"):
         hs.Params(thetta=[[2.0, 1.0], [1.0, 2.0]])
+
+
+# ---------------------------------------------------------------------------------------
+# SolverConfig: the typed options object of solve_root
+# ---------------------------------------------------------------------------------------
+
+
+def test_solver_config_equals_keyword_options_and_is_a_static_argument():
+    from spatialjax.solver import SolverConfig
+
+    F = lambda y, a: jnp.array([y[0] ** 3 - a, y[1] - y[0]])  # noqa: E731
+    y0 = jnp.array([1.0, 1.0])
+    cfg = SolverConfig(tol=1e-13, linear_solver="dense", max_steps=40)
+    r1 = solve_root(F, y0, jnp.asarray(2.0), cfg)
+    r2 = solve_root(F, y0, jnp.asarray(2.0), tol=1e-13, linear_solver="dense", max_steps=40)
+    assert r1.status == r2.status == "successful"
+    np.testing.assert_array_equal(np.asarray(r1.value), np.asarray(r2.value))
+    np.testing.assert_allclose(float(r1.value[0]), 2.0 ** (1 / 3), rtol=1e-13)
+    # an override on top of a config wins
+    r3 = solve_root(F, y0, jnp.asarray(2.0), cfg, max_steps=1)
+    assert r3.status == "max_steps_reached"
+    # hashable: a static argument of jit (one compilation per config)
+    f = jax.jit(lambda a, c: solve_root(F, y0, a, c).value, static_argnums=1)
+    np.testing.assert_allclose(float(f(jnp.asarray(3.0), cfg)[0]), 3.0 ** (1 / 3), rtol=1e-13)
+    assert hash(cfg) == hash(SolverConfig(tol=1e-13, linear_solver="dense", max_steps=40))
+
+
+@pytest.mark.parametrize("field,value", [("method", "bfgs"), ("linear_solver", "cg"), ("tol", 0.0), ("tol", -1e-3),
+                                         ("max_steps", 0), ("max_steps", 2.5), ("adjoint_rtol", "1e-6")])
+def test_solver_config_rejects_bad_fields_by_name(field, value):
+    from spatialjax.solver import SolverConfig
+
+    with pytest.raises(ValueError, match=field):
+        SolverConfig(**{field: value})
+
+
+def test_solve_root_unknown_option_names_the_allowed_ones():
+    with pytest.raises(TypeError, match="unknown option.*tolerance.*allowed: method"):
+        solve_root(lambda y, a: y, jnp.ones(2), None, tolerance=1e-3)
+
+
+def test_solve_result_protocol_json_roundtrip():
+    import json
+
+    r = solve_root(lambda y, a: y ** 2 - a, jnp.array([1.0]), jnp.asarray(4.0), tol=1e-12)
+    d = json.loads(r.to_json())
+    assert d["status"] == "successful" and d["converged"] is True
+    assert d["value"] == pytest.approx([2.0], rel=1e-12)
+    assert d["residual"] == pytest.approx(float(r.residual))
+    assert str(r) == r.summary() and "successful" in r.summary()
+    # a failed solve: converged false, status named, no NaN token in the JSON
+    bad = solve_root(lambda y, a: y ** 2 + a, jnp.array([1.0]), jnp.asarray(4.0), tol=1e-12, max_steps=5)
+    db = json.loads(bad.to_json())
+    assert db["converged"] is False and db["status"] in ("max_steps_reached", "stalled")
