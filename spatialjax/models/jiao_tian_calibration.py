@@ -84,6 +84,7 @@ Inversions (differentiable, pure JAX): :func:`tau_from_counts` (33), :func:`inve
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import pathlib
 import types
@@ -458,6 +459,9 @@ def prepare(data, *, technology_shifters, housing_shifters=(), alpha=jt.TABLE5["
         log_income=jnp.log(jnp.asarray(data.income, float)), income_city=jnp.asarray(data.income_city, jnp.int32),
         Mx=jnp.asarray(Mx), Zt=jnp.asarray(Zt), x=jnp.asarray(x), xH=jnp.asarray(xH),
         Zall=jnp.asarray(Zall / zs), alpha=float(alpha), beta=float(beta),
+        # identifies the data set in the full-solution warm-start cache (a float: it travels through jit)
+        cache_key=jnp.asarray(float(int(hashlib.sha256(X.tobytes() + np.asarray(data.w, float).tobytes())
+                                        .hexdigest()[:12], 16))),
     )
     meta = dict(N=N, gravity=gravity, mode=mode, excluded=tuple(excluded), technology_shifters=tuple(technology_shifters),
                 housing_shifters=tuple(housing_shifters))
@@ -490,39 +494,170 @@ def inversion_moments(p: dict, d: dict, *, gravity: str = "ppml"):
     return jnp.concatenate([g_grav, g_inc[:, None], g_iv], axis=1)
 
 
-def full_solution_moments(p: dict, d: dict, *, gravity: str = "ppml", pi_names=(), rho_names=(),
-                          tol: float = 1e-10, max_steps: int = 30, cold_fallback: bool = False):
-    """Moments of the full-solution mode and ``ok`` (False when the inner equilibrium solve failed).
+# ---------------------------------------------------------------------------------------
+# Full-solution mode: homotopy from the data-inverted economy, host-side warm-start cache
+# ---------------------------------------------------------------------------------------
 
-    ``p`` holds theta, gamma, delta_d, delta_I and the fundamentals' coefficients
-    ``pi_<name>`` (log T_n = x_n' pi, ``pi_const`` first) and ``rho_<name>`` (log H_n = x^H_n' rho,
-    no constant: the level of H does not move the allocation). Columns: gravity (2), income (1),
-    then z_n (log y^data_n - log y_n) for y = L^m, L^p, w with z = (1, instruments).
+#: Host-side warm-start cache of the full-solution mode: ``cache_key -> y`` (the last converged
+#: solution of each data set) and counters of how each evaluation was solved.
+_WARM_CACHE: dict = {}
+_WARM_STATS = {"warm": 0, "homotopy": 0, "failed": 0}
+WARM_JUMP = 0.5  # branch guard: a warm solve that moves any log unknown by more than this is not trusted
+
+
+def clear_warm_cache() -> None:
+    """Empty the full-solution warm-start cache and reset its counters."""
+    _WARM_CACHE.clear()
+    for k in _WARM_STATS:
+        _WARM_STATS[k] = 0
+
+
+def warm_cache_stats() -> dict:
+    """Counters of the full-solution inner solves since :func:`clear_warm_cache`: ``warm`` (solved
+    from the previous evaluation's solution), ``homotopy`` (followed the path from the
+    data-inverted economy), ``failed`` (no equilibrium on the data's branch: the evaluation
+    returned ``ok = False``)."""
+    return dict(_WARM_STATS)
+
+
+def _cache_fetch(key, n):
+    y = _WARM_CACHE.get(float(np.asarray(key)))
+    if y is None or y.shape != (n,):
+        return np.zeros(n), np.asarray(False)
+    return y.copy(), np.asarray(True)
+
+
+def _cache_store(key, y, ok, warm_ok):
+    y, ok, warm_ok = np.asarray(y), np.asarray(ok), np.asarray(warm_ok)
+    if y.ndim > 1:  # vmapped (finite differences): keep the first converged point, count each
+        for i in range(y.shape[0]):
+            _cache_store(key, y[i], ok.reshape(-1)[i], warm_ok.reshape(-1)[i])
+        return
+    if bool(ok):
+        _WARM_CACHE[float(key)] = y.copy()
+        _WARM_STATS["warm" if bool(warm_ok) else "homotopy"] += 1
+    else:
+        _WARM_STATS["failed"] += 1
+
+
+def _fs_params(d, p, logT, logH, Lp_total):
+    return jt.Params(alpha=jnp.asarray(d["alpha"]), beta=jnp.asarray(d["beta"]), theta=p["theta"], gamma=p["gamma"],
+                     T=jnp.exp(logT), tau=jnp.exp(p["_log_tau"]), H=jnp.exp(logH), Lm_total=jnp.sum(d["Lm"]),
+                     Lp_total=Lp_total)
+
+
+def full_solution_economy(p: dict, d: dict, *, gravity: str = "ppml", pi_names=(), rho_names=()):
+    """The two economies of the full-solution mode at parameters ``p``.
+
+    Returns ``(start, target, y_data, g_grav, g_inc)``: ``start`` is the *data-inverted* economy
+    (tau_nc fitted (29), T_n from (36), H_n from (35) with the model's incomes at the observed
+    allocation, L^p total the model's at the data) of which the observed allocation ``y_data`` is an
+    exact equilibrium; ``target`` has the same tau and the parametric fundamentals
+    log T_n = x_n' pi (and log H_n = x^H_n' rho when ``rho_names``; else H_n as in ``start``), with the
+    observed L^p total. Both as dicts of log T, log H, L^p total (plus the shared ``p``).
     """
     N = d["X"].shape[0]
     g_grav, o, dd = _gravity_block(p, d, gravity)
     kappa = p["theta"] * (1 - d["beta"])
     g_inc = income_moments(kappa, d["log_income"], d["income_city"], N)
     log_tau, _ = _fitted_log_tau(p, o, dd, d)
-    pi = jnp.stack([p[k] for k in pi_names])
-    logT = d["x"] @ pi
-    logH = d["xH"] @ jnp.stack([p[k] for k in rho_names]) if rho_names else jnp.zeros(N)
-    params = jt.Params(alpha=jnp.asarray(d["alpha"]), beta=jnp.asarray(d["beta"]), theta=p["theta"], gamma=p["gamma"],
-                       T=jnp.exp(logT), tau=jnp.exp(log_tau), H=jnp.exp(logH),
-                       Lm_total=jnp.sum(d["Lm"]), Lp_total=jnp.sum(d["Lp"]))
-    y0 = jt._y_from_data(jax.lax.stop_gradient(params), d["w"], d["Lm"])
-    sol = jt.solve(params, jax.lax.stop_gradient(y0), tol=tol, max_steps=max_steps)
-    if cold_fallback:
-        # Far from the data (early iterations) the warm start can fail: then a cold start by the
-        # homotopy from autarky (the interior branch; it may be a different equilibrium than the
-        # one the data sit on, which the moments then reject).
-        sol = jax.lax.cond(sol.converged, lambda: sol, lambda: jt.solve(params, tol=tol, max_steps=max_steps))
+    p = {**p, "_log_tau": log_tau}
+    logT_inv = log_technology(d["alpha"], d["beta"], p["theta"], p["gamma"], log_tau, d["w"], d["Lm"])
+    P0 = _fs_params(d, p, logT_inv, jnp.zeros(N), jnp.asarray(1.0))
+    out = jt.equilibrium_objects(P0, d["w"], d["Lm"])
+    logH_inv = jnp.log(invert_housing(d["alpha"], out.W, d["w"]))
+    start = dict(logT=logT_inv, logH=logH_inv, Lp_total=jnp.sum(out.Lp))
+    logT = d["x"] @ jnp.stack([p[k] for k in pi_names])
+    logH = d["xH"] @ jnp.stack([p[k] for k in rho_names]) if rho_names else logH_inv
+    target = dict(logT=logT, logH=logH, Lp_total=jnp.sum(d["Lp"]))
+    y_data = jt._y_from_data(_fs_params(d, p, logT_inv, logH_inv, start["Lp_total"]), d["w"], d["Lm"])
+    return p, start, target, y_data, g_grav, g_inc
+
+
+def _along(d, p, start, target, t):
+    """The economy at t in [0, 1] on the homotopy path: log T, log H and log L^p total linear in t."""
+    lin = lambda a, b: a + t * (b - a)  # noqa: E731
+    return _fs_params(d, p, lin(start["logT"], target["logT"]), lin(start["logH"], target["logH"]),
+                      jnp.exp(lin(jnp.log(start["Lp_total"]), jnp.log(target["Lp_total"]))))
+
+
+def full_solution_solve(p, d, start, target, y_data, *, tol=1e-10, max_steps=30, warm=None):
+    """Solve the target economy on the branch through the observed allocation.
+
+    ``warm``: ``(y_prev, has_prev)`` (the previous evaluation's solution): first a warm Newton
+    solve from it, trusted when it converges regularly and moves no log unknown by more than
+    :data:`WARM_JUMP`; otherwise (or without ``warm``) natural continuation
+    (:func:`spatialjax.continuation.homotopy`, secant predictor, step halving) in t from the
+    data-inverted economy (t = 0, where ``y_data`` is exact) to the parametric one (t = 1), then a
+    Newton polish at t = 1. The returned solution is differentiable (implicit function theorem at
+    the root, :func:`jiao_tian.solve`), whichever path found it. Returns ``(sol, warm_used, t_reached)``.
+    """
+    from spatialjax.continuation import homotopy
+
+    params = _along(d, p, start, target, 1.0)
+    sg = jax.lax.stop_gradient
+
+    def path():
+        a = sg((p, start, target))
+
+        def fn(y, t, a):
+            return jt.residual(y, _along(d, a[0], a[1], a[2], t))
+
+        def jac(y, t, a):
+            return jt.jacobian(y, _along(d, a[0], a[1], a[2], t))
+
+        h = homotopy(fn, sg(y_data), a, 0.0, 1.0, h0=0.25, h_max=0.5, h_min=1e-4, tol=max(tol, 1e-9),
+                     max_corrector=15, jac=jac, reuse_jacobian=True, max_correction=0.3)
+        sol = jt.solve(params, sg(h.value), tol=tol, max_steps=max_steps)
+        return sol, jnp.asarray(False), h.lam_reached
+
+    if warm is None:
+        return path()
+    y_prev, has_prev = warm
+    sol_w = jt.solve(params, sg(jnp.where(has_prev, y_prev, y_data)), tol=tol, max_steps=max_steps)
+    good = has_prev & sol_w.converged & jnp.all(jnp.isfinite(sol_w.y)) & \
+        (jnp.max(jnp.abs(sol_w.y - y_prev)) <= WARM_JUMP)
+    return jax.lax.cond(good, lambda: (sol_w, jnp.asarray(True), jnp.asarray(1.0, sol_w.y.dtype)), path)
+
+
+def full_solution_moments(p: dict, d: dict, *, gravity: str = "ppml", pi_names=(), rho_names=(),
+                          tol: float = 1e-10, max_steps: int = 30, warm_cache: bool = True,
+                          return_solution: bool = False):
+    """Moments of the full-solution mode and ``ok`` (False when no equilibrium on the data's branch was found).
+
+    ``p`` holds theta, gamma, delta_d, delta_I and the technology coefficients ``pi_<name>``
+    (log T_n = x_n' pi, ``pi_const`` first) and, with parametric housing, ``rho_<name>``
+    (log H_n = x^H_n' rho, no constant: the level of H does not move the allocation).
+    The inner solve is :func:`full_solution_solve` (homotopy from the data-inverted economy;
+    with ``warm_cache`` first a warm start from the previous evaluation's solution, kept in a
+    host-side cache keyed by the data set, ``d["cache_key"]``). Columns: gravity (2), income (1),
+    then z_n (log y^data_n - log y_n) for y = L^m, L^p, w with z = (1, instruments).
+    A failed solve gives NaN moments and ``ok = False`` (the estimator counts it and treats it as
+    +inf), never a plausible number.
+    """
+    N = d["X"].shape[0]
+    p, start, target, y_data, g_grav, g_inc = full_solution_economy(p, d, gravity=gravity, pi_names=pi_names,
+                                                                    rho_names=rho_names)
+    n = 2 * N + 2
+    warm = None
+    if warm_cache:
+        key = d["cache_key"]
+        warm = jax.pure_callback(_cache_fetch, (jax.ShapeDtypeStruct((n,), jnp.float64),
+                                                jax.ShapeDtypeStruct((), jnp.bool_)), key, n,
+                                 vmap_method="broadcast_all")
+        warm = jax.lax.stop_gradient(warm[0]), warm[1]
+    sol, warm_used, _ = full_solution_solve(p, d, start, target, y_data, tol=tol, max_steps=max_steps, warm=warm)
     ok = sol.converged & jnp.all(jnp.isfinite(sol.y))
+    if warm_cache:
+        jax.debug.callback(_cache_store, key, jax.lax.stop_gradient(sol.y), ok, warm_used)
     e = jnp.stack([jnp.log(d["Lm"]) - jnp.log(sol.Lm), jnp.log(d["Lp"]) - jnp.log(sol.Lp),
                    jnp.log(d["w"]) - jnp.log(sol.w)], axis=1)  # (N, 3)
     g_fit = (d["Zall"][:, :, None] * e[:, None, :]).reshape(N, -1)
     g = jnp.concatenate([g_grav, g_inc[:, None], g_fit], axis=1)
-    return jnp.where(ok, g, jnp.nan), ok
+    g = jnp.where(ok, g, jnp.nan)
+    if return_solution:
+        return g, ok, sol
+    return g, ok
 
 
 # ---------------------------------------------------------------------------------------
@@ -617,6 +752,10 @@ CONFIG_SCHEMA = {
                                                  "instruments for gamma)"),
         "housing_shifters": _spec("list[str]", default=[],
                                   description="instrument columns that enter log H_n (full-solution mode)"),
+        "housing": _spec("str", default="inverted", allowed=("inverted", "parametric"),
+                         description="full-solution mode: H_n from (35) at the observed allocation (inverted), or "
+                                     "log H_n = housing_shifters' rho (parametric; folds on the replicas, see the "
+                                     "module docstring)"),
         "solve_tol": _spec("float", default=1e-10, range=(0, None), open=True,
                            description="max-norm residual tolerance of the inner equilibrium solves"),
         "max_newton_steps": _spec("int", default=30, range=(1, None),
@@ -683,14 +822,25 @@ def _ols(x, y):
 def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shifters=(), housing_shifters=(),
                       theta0: dict | None = None, fixed: dict | None = None, bounds: dict | None = None,
                       solve_tol: float = 1e-10, max_newton_steps: int = 30, true_params: dict | None = None,
-                      start_from_inversion: bool = True) -> Problem:
+                      start_from_inversion: bool = True, housing: str = "inverted",
+                      warm_cache: bool = True) -> Problem:
     """The :class:`~spatialjax.calibrate.Problem` for a loaded data set (``JTData`` or a stand-in).
 
     ``theta0``: start values of the estimated parameters among theta, gamma, delta_d, delta_I;
     ``fixed``: the others (and alpha, beta). Full-solution mode adds the nuisance coefficients
-    ``pi_const``, ``pi_<x>`` (log T) and ``rho_<h>`` (log H) to the estimated parameters, with
-    starts from OLS of the inverted log T_n (36) and log H_n (35) at the start values.
+    ``pi_const``, ``pi_<x>`` (log T) and, with ``housing="parametric"``, ``rho_<h>`` (log H) to
+    the estimated parameters, with starts from OLS of the inverted log T_n (36) and log H_n (35)
+    at the start values. ``housing="inverted"`` (default): H_n from (35) at the observed
+    allocation (``housing_shifters`` unused); see the module docstring for why.
+    ``warm_cache``: warm-start each inner solve from the previous evaluation's solution.
     """
+    if housing not in ("inverted", "parametric"):
+        raise ParameterError("model.housing", f"must be 'inverted' or 'parametric'; got {housing!r}")
+    if mode not in ("inversion", "full-solution"):
+        raise ParameterError("model.mode", f"must be 'inversion' or 'full-solution'; got {mode!r}")
+    if mode == "full-solution" and gravity != "ppml":
+        raise ParameterError("model.gravity", "full-solution mode uses the PPML gravity moments (the fitted tau "
+                                              "needs the PPML fixed effects)")
     data = as_data(data)
     fixed = dict(fixed or {})
     alpha = float(fixed.pop("alpha", jt.TABLE5["alpha"]))
@@ -699,6 +849,8 @@ def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shif
     for k in PARAM_NAMES:
         if k not in theta0 and k not in fixed:
             raise ParameterError(f"parameters.{k}", "needs a start value (estimated) or a value (fixed)")
+    if housing == "inverted":
+        housing_shifters = ()
     d, meta = prepare(data, technology_shifters=technology_shifters, housing_shifters=housing_shifters,
                       alpha=alpha, beta=beta, gravity=gravity, mode=mode)
     meta["instruments"] = tuple(data.instrument_names)
@@ -739,9 +891,23 @@ def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shif
             th0.update({n: float(v) for n, v in zip(rho_names, rho0)})
 
     moments = _moment_fn(mode, gravity, tuple(sorted(fixed_j.items())), pi_names, rho_names, float(solve_tol),
-                         int(max_newton_steps))
+                         int(max_newton_steps), bool(warm_cache))
+    if mode == "full-solution" and "gamma" in th0:
+        # Feasible start: at the inversion-mode gamma the parametric economy can lie past a fold
+        # of the data's branch (60-city stand-in: gamma 0.0143 -> continuation stops at t = 0.55;
+        # gamma 0.01 solves). Agglomeration is what creates the fold, so shrink gamma0 until the
+        # inner solve succeeds; the number of shrinks is in meta["start_gamma_shrinks"].
+        g_nc = _moment_fn(mode, gravity, tuple(sorted(fixed_j.items())), pi_names, rho_names, float(solve_tol),
+                          int(max_newton_steps), False)
+        chk = jax.jit(lambda th: g_nc(th, d)[1])
+        shrinks = 0
+        while not bool(chk({k: jnp.asarray(float(v)) for k, v in th0.items()})) and shrinks < 8:
+            th0["gamma"] = 0.7 * th0["gamma"]
+            shrinks += 1
+        meta["start_gamma_shrinks"] = shrinks
+        meta["start_feasible"] = bool(chk({k: jnp.asarray(float(v)) for k, v in th0.items()}))
     meta.update(alpha=alpha, beta=beta, fixed=fixed_j, pi_names=pi_names, rho_names=rho_names, data=data,
-                prepared=d)
+                prepared=d, housing=housing)
     names = moment_names(meta)
     return Problem(kind="micro", moments=moments, theta0=th0, data=d,
                    bounds=bnds or None,
@@ -754,7 +920,7 @@ def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shif
 
 
 @functools.lru_cache(maxsize=32)
-def _moment_fn(mode, gravity, fixed_items, pi_names, rho_names, solve_tol, max_newton_steps):
+def _moment_fn(mode, gravity, fixed_items, pi_names, rho_names, solve_tol, max_newton_steps, warm_cache=True):
     """The moment function ``g(theta, data)`` for a mode and fixed values: one function object per
     setting, so that the estimator's compiled functions are reused across data sets of the same
     shape (Monte Carlo)."""
@@ -766,7 +932,7 @@ def _moment_fn(mode, gravity, fixed_items, pi_names, rho_names, solve_tol, max_n
     def g_full(theta, dd):
         return full_solution_moments({**{k: jnp.asarray(v) for k, v in fixed_j.items()}, **theta}, dd,
                                      gravity=gravity, pi_names=pi_names, rho_names=rho_names, tol=solve_tol,
-                                     max_steps=max_newton_steps)
+                                     max_steps=max_newton_steps, warm_cache=warm_cache)
 
     return g_inv if mode == "inversion" else g_full
 
@@ -799,7 +965,7 @@ def build_problem(cfg: dict, base_dir) -> Problem:
                              technology_shifters=tuple(m["technology_shifters"]),
                              housing_shifters=tuple(m["housing_shifters"]), theta0=setup.theta0, fixed=setup.fixed,
                              bounds=setup.bounds, solve_tol=m["solve_tol"], max_newton_steps=m["max_newton_steps"],
-                             true_params=true_params)
+                             true_params=true_params, housing=m["housing"])
     pr.meta["counterfactuals"] = {k: v for k, v in (cfg.get("counterfactuals") or {}).items() if v is not None}
     return pr
 
@@ -993,14 +1159,9 @@ def report(problem: Problem, result, outdir, *, progress: bool = True) -> dict:
 def _solved_allocation(problem: Problem, result) -> dict:
     """Full-solution mode: the solved equilibrium allocation at the estimates (for the fit plot)."""
     d = problem.data
-    p = {**{k: jnp.asarray(v) for k, v in problem.meta["fixed"].items()},
+    m = problem.meta
+    p = {**{k: jnp.asarray(v) for k, v in m["fixed"].items()},
          **{k: jnp.asarray(float(result.params[k])) for k in result.param_names}}
-    _, o, dd = _gravity_block(p, d, problem.meta["gravity"])
-    log_tau, _ = _fitted_log_tau(p, o, dd, d)
-    logT = d["x"] @ jnp.stack([p[k] for k in problem.meta["pi_names"]])
-    rho = problem.meta["rho_names"]
-    logH = d["xH"] @ jnp.stack([p[k] for k in rho]) if rho else jnp.zeros(d["X"].shape[0])
-    params = jt.Params(alpha=d["alpha"], beta=d["beta"], theta=p["theta"], gamma=p["gamma"], T=jnp.exp(logT),
-                       tau=jnp.exp(log_tau), H=jnp.exp(logH), Lm_total=jnp.sum(d["Lm"]), Lp_total=jnp.sum(d["Lp"]))
-    sol = jt.solve(params, jt._y_from_data(params, d["w"], d["Lm"]))
-    return {"Lm": np.asarray(sol.Lm), "Lp": np.asarray(sol.Lp), "w": np.asarray(sol.w), "converged": bool(sol.converged)}
+    _, ok, sol = full_solution_moments(p, d, gravity=m["gravity"], pi_names=m["pi_names"], rho_names=m["rho_names"],
+                                       return_solution=True)
+    return {"Lm": np.asarray(sol.Lm), "Lp": np.asarray(sol.Lp), "w": np.asarray(sol.w), "converged": bool(ok)}
