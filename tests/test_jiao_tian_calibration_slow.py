@@ -93,3 +93,19 @@ def test_monte_carlo_coverage_inversion_mode():
         ratio = np.std(est[k], ddof=1) / np.mean(ses[k])
         assert 0.4 < ratio < 2.5, f"{k}: sd of estimates / mean SE = {ratio:.2f}"
     assert math.isfinite(np.mean(est["gamma"]))
+
+
+def test_full_solution60_config_builds():
+    """calibration/jiao_tian_full_solution60.toml validates and builds a full-solution problem
+    (parametric technology pi_*, inverted housing, no rho_*) with a feasible start."""
+    import pathlib
+
+    from spatialjax import calibrate
+
+    path = pathlib.Path(__file__).parents[1] / "calibration" / "jiao_tian_full_solution60.toml"
+    raw, cfg, mod = calibrate.load_config(path)
+    assert cfg["model"]["mode"] == "full-solution" and cfg["model"]["housing"] == "inverted"
+    pr = mod.build_problem(cfg, path.parent)
+    assert pr.meta["mode"] == "full-solution" and pr.meta["rho_names"] == ()
+    assert set(pr.theta0) == set(jc.PARAM_NAMES) | {"pi_const", "pi_log_population", "pi_productivity_shifter"}
+    assert pr.meta["start_feasible"], pr.meta["start_gamma_shrinks"]
