@@ -295,7 +295,8 @@ def test_multi_device_sharded_sweep(tmp_path):
     assert out["sweep_devices"] == 8
     assert out["padded_output_devices"] == 8  # the computation really ran on all 8 devices
     assert out["one_device_output_devices"] == 1
-    assert (out["inner_auto"], out["inner_one"], out["inner_forced"]) == ("map", "vmap", "vmap")
+    # auto: lax.map on CPU devices, however many (see sweep's docstring); vmap when forced
+    assert (out["inner_auto"], out["inner_one"], out["inner_forced"]) == ("map", "map", "vmap")
     assert out["max_diff_vmap_inner"] <= 1e-12 and out["vmap_inner_output_devices"] == 8
     assert out["n_padded"] == 3
     assert out["shape"] == [13, 2]
@@ -372,3 +373,37 @@ def test_map_batch_size_equals_vmap(full_sweep):
     np.testing.assert_array_equal(res.failed, [3])
     with pytest.raises(ParameterError, match="map_batch_size"):
         sweep(solve_toy, stack(scenarios(2)), map_batch_size=0)
+
+
+def test_unconverged_solve_nested_in_the_outputs_is_a_failure_not_finite_ok():
+    """Outputs without a top-level flag (``dict(solve=SolveResult, value=...)``): a finite but
+    unconverged nested solve must be reported as failed with its status (not pass the
+    finiteness fallback)."""
+    from spatialjax.solver import solve_root
+
+    def fn(a):
+        # y^2 = a: no real root for a < 0 (finite iterates, the solve stalls or runs out)
+        s = solve_root(lambda y, aa: y ** 2 - aa, jnp.array([1.0]), a, tol=1e-12, max_steps=30)
+        return dict(solve=s, y=jnp.tanh(s.value))
+
+    a = jnp.array([4.0, -1.0, 9.0, -4.0])
+    r = sweep(fn, a)
+    assert np.all(np.isfinite(np.asarray(r.values["y"])))
+    assert list(r.failed) == [1, 3]
+    assert r.status[0] == r.status[2] == "successful"
+    assert r.status[1] in ("stalled", "max_steps_reached") and r.status[3] in ("stalled", "max_steps_reached")
+    assert "nested" in r.criterion
+
+
+def test_auto_inner_is_map_on_cpu_and_equals_vmap():
+    from spatialjax.solver import solve_root
+
+    def fn(a):
+        return solve_root(lambda y, aa: y ** 3 - aa, jnp.array([1.0]), a, tol=1e-13)
+
+    a = jnp.linspace(1.0, 8.0, 6)
+    r_auto, r_vmap = sweep(fn, a), sweep(fn, a, inner="vmap")
+    if all(d.platform == "cpu" for d in jax.devices()):
+        assert r_auto.inner == "map"
+    np.testing.assert_allclose(np.asarray(r_auto.values.value[:, 0]), np.asarray(a) ** (1 / 3), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(r_auto.values.value), np.asarray(r_vmap.values.value), rtol=1e-12)
