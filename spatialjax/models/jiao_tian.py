@@ -45,6 +45,7 @@ from jax.scipy.special import gammaln
 import spatialjax  # noqa: F401  (x64)
 from spatialjax.continuation import homotopy
 from spatialjax.errors import ParameterError
+from spatialjax.results import Result
 from spatialjax.solver import DENSE_MAX, Linearization, LUFactor, SolveResult, lu_factor, lu_solve, raise_if_failed, solve_root
 from spatialjax.tables import format_table
 from spatialjax.validation import check_finite, check_positive, check_shape, _concrete, is_traced
@@ -599,11 +600,14 @@ def autarky(params: Params):
 # ---------------------------------------------------------------------------------------
 
 
-class Solution(eqx.Module):
+class Solution(Result, eqx.Module):
     """An equilibrium of the Jiao-Tian model (all arrays shape (N,) unless stated).
 
-    ``converged`` is True only for a converged, regular (non-singular Jacobian) root.
+    ``converged`` is True only for a converged, regular (non-singular Jacobian) root (an
+    array, batched under ``vmap``, as :class:`spatialjax.solver.SolveResult`'s).
     ``min_Lm``/``min_Lp`` flag degenerate equilibria (a city with ~no managers).
+    The result protocol of :mod:`spatialjax.results`: ``status``, ``residual``,
+    ``summary()``, ``to_dict()``/``to_json()`` (per-city arrays, not the N x N matrices).
     """
 
     w: jax.Array
@@ -658,6 +662,12 @@ class Solution(eqx.Module):
     def fragmentation_share(self):
         """Share of n's managers producing outside n: 1 - x_nn."""
         return 1.0 - jnp.diagonal(self.x, axis1=-2, axis2=-1)
+
+    def _dict_fields(self) -> dict:
+        return {"steps": self.steps, "sigma_min": self.sigma_min, "homotopy_reached": self.homotopy_reached,
+                "log_Uw": self.log_Uw, "log_Um": self.log_Um, "w": self.w, "Lm": self.Lm, "Lp": self.Lp,
+                "p": self.p, "Epi": self.Epi, "W": self.W, "skill_share": self.skill_share,
+                "fragmentation_share": self.fragmentation_share}
 
     def summary(self, max_rows: int = 12) -> str:
         """City table (largest cities first) plus solver diagnostics."""
