@@ -303,3 +303,30 @@ def test_config_checks(tmp_path):
     bad.write_text(raw.replace('mode = "inversion"', 'mode = "solve"'))
     with pytest.raises(ParameterError, match="model.mode"):
         load_config(bad)
+
+
+def test_loglinear_gravity_equals_fixed_effects_ols():
+    """gravity="loglinear" (eq. 34): the b = -theta (delta^d, delta^I) solving the summed moments
+    equals numpy OLS of log X_nc on log d, q_n q_c and origin and destination dummies over the
+    positive cross-city counts (an independent regression with explicit dummies)."""
+    rng = np.random.default_rng(3)
+    N = 9
+    xy = rng.uniform(0, 10, (N, 2))
+    dist = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1)) + np.eye(N)
+    q = rng.uniform(0.2, 1.0, N)
+    xs = np.asarray(jc.gravity_design(dist, q))
+    b_true = np.array([-1.2, 0.8])
+    lam = np.exp(3.0 + rng.normal(size=(N, 1)) + rng.normal(size=(1, N)) + np.tensordot(b_true, xs, 1))
+    X = rng.poisson(lam).astype(float)
+    assert (X * (1 - np.eye(N)) == 0).sum() > N  # some zero cross-city counts (dropped by OLS)
+    A = jc.gravity_mask(X)
+    e_ref = np.eye(N)[0]
+    g = lambda b: jnp.sum(jc.gravity_moments(b, jnp.asarray(X), jnp.asarray(xs), jnp.asarray(A),  # noqa: E731
+                                             jnp.asarray(e_ref), method="loglinear")[0], axis=0)
+    J = np.asarray(jax.jacfwd(g)(jnp.zeros(2)))
+    b_hat = -np.linalg.solve(J, np.asarray(g(jnp.zeros(2))))  # the moments are linear in b
+    n, c = np.nonzero((A > 0) & (X > 0))
+    D = np.column_stack([xs[0][n, c], xs[1][n, c], np.eye(N)[n], np.eye(N)[c][:, 1:]])
+    coef = np.linalg.lstsq(D, np.log(X[n, c]), rcond=None)[0]
+    np.testing.assert_allclose(b_hat, coef[:2], rtol=1e-9, atol=1e-12)
+    assert np.max(np.abs(np.asarray(g(jnp.asarray(b_hat))))) < 1e-8
