@@ -330,3 +330,17 @@ def test_loglinear_gravity_equals_fixed_effects_ols():
     coef = np.linalg.lstsq(D, np.log(X[n, c]), rcond=None)[0]
     np.testing.assert_allclose(b_hat, coef[:2], rtol=1e-9, atol=1e-12)
     assert np.max(np.abs(np.asarray(g(jnp.asarray(b_hat))))) < 1e-8
+
+
+@pytest.mark.slow  # 116 s measured under load (2 cores shared): standin replica + baseline compile
+def test_calibrated_baseline_passes_states():
+    """A data set with states (cities.csv's optional state column) gives a Baseline with
+    ``states`` (so the welfare-gradient slope with state fixed effects is reported); without, None."""
+    data, truth = jc.standin_replica(20, 0)
+    est = {k: truth[k] for k in jc.PARAM_NAMES}
+    b0 = jc.calibrated_baseline(est, data)
+    assert getattr(b0, "states", None) is None
+    st = np.array(["S%d" % (i % 4) for i in range(20)], dtype=object)
+    data.states = st
+    b = jc.calibrated_baseline(est, data)
+    assert list(b.states) == list(st)

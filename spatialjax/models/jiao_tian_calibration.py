@@ -391,6 +391,9 @@ def as_data(ds):
     cities = getattr(ds, "cities", None)
     if cities is not None and "name" in cities.columns:
         names = [str(v) for v in cities["name"].tolist()]
+    states = getattr(ds, "states", None)
+    if cities is not None and "state" in cities.columns and not cities["state"].isna().all():
+        states = cities["state"].to_numpy(object)
     truth = getattr(ds, "truth", None)
     return types.SimpleNamespace(
         ids=ids, Lm=np.asarray(ds.Lm, float), Lp=np.asarray(ds.Lp, float), w=np.asarray(ds.w, float),
@@ -399,6 +402,7 @@ def as_data(ds):
         income_city=np.asarray(ds.income_city, int), income=np.asarray(ds.income, float),
         lat=np.asarray(getattr(ds, "lat", np.full(len(ids), np.nan)), float),
         lon=np.asarray(getattr(ds, "lon", np.full(len(ids), np.nan)), float), names=names,
+        states=None if states is None else np.asarray(states, dtype=object),
         meta={"truth": truth, "label": (truth or {}).get("label", LABEL), "source": getattr(ds, "paths", None)})
 
 
@@ -1043,6 +1047,8 @@ def calibrated_baseline(estimates: dict, data, *, check_tol: float = 1e-8):
         jcf = None
     kw = dict(params=params, sol=sol, q=jnp.asarray(data.q), dist=jnp.asarray(data.dist), log_lam=jnp.asarray(log_lam),
               delta_d=e["delta_d"], delta_I=e["delta_I"], names=data.names, lat=data.lat, lon=data.lon, ids=data.ids)
+    if getattr(data, "states", None) is not None:  # cities.csv's optional state column: slope_state_fe reported
+        kw["states"] = data.states
     if jcf is None:
         b = types.SimpleNamespace(**kw)
     else:
