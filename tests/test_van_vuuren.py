@@ -281,7 +281,7 @@ def test_no_equilibrium_is_reported_not_hidden():
 def test_cli_writes_outputs(tmp_path, capsys):
     from spatialjax.cli import main
 
-    rc = main(["solve", "van-vuuren", "--panel", "B", "--no-table", "--sweep-points", "4", "-o", str(tmp_path), "-q"])
+    rc = main(["solve", "van-vuuren", "--panel", "B", "--sweep-points", "4", "-o", str(tmp_path), "-q"])
     assert rc == 0
     outp = capsys.readouterr().out
     assert "market equilibria" in outp and "planner" in outp
@@ -295,3 +295,160 @@ def test_cli_writes_outputs(tmp_path, capsys):
     assert (tmp_path / "van_vuuren_sweep_a.png").stat().st_size > 1000
     assert list(tmp_path.glob("van_vuuren_rents_*.png"))
     assert main(["solve", "van-vuuren", "--a", "2.0", "-o", str(tmp_path)]) == 2  # a > s0: clean error
+    # Table 1 CSV: the printed table's rows, numbers without float noise (10 significant digits)
+    text = (tmp_path / "van_vuuren_table1.csv").read_text()
+    assert "0000000000" not in text and "9999999999" not in text
+    tab = pd.read_csv(tmp_path / "van_vuuren_table1.csv")
+    assert sorted(set(tab.a)) == sorted(set(PAPER.a)) and set(tab.panel) == {"A", "B"}
+    assert "Table 1 reproduction" in outp
+    # every file of the run is complete: no temporary files left behind
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+# ---------------------------------------------------------------------------------------
+# The inner solves run on the generic engine (issue 13): statuses, implicit derivatives
+# ---------------------------------------------------------------------------------------
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from spatialjax.results import STATUSES  # noqa: E402
+
+
+@jax.jit
+def _interior_u_and_du_dtau(P, z0):
+    """u at the interior root from z0 (spatialjax.solver.solve_root) and du/dtau by its
+    implicit derivative."""
+    def u_of(tau):
+        sol = vv._newton2(eqx_tree_at_tau(P, tau), z0)
+        return jax.nn.sigmoid(sol.value[0]), sol
+    (u, sol), du = jax.value_and_grad(u_of, has_aux=True)(P.tau)
+    return u, du, sol.residual, sol.result
+
+
+def eqx_tree_at_tau(P, tau):
+    import equinox as eqx
+    return eqx.tree_at(lambda q: q.tau, P, tau)
+
+
+def test_interior_solve_status_and_implicit_derivative_against_finite_differences():
+    P = vv.Params.panel_b(1.0)
+    e = vv.solve_market(P)[0]
+    assert e.config == "interior"
+    z0 = jnp.asarray([np.log(e.u / (1 - e.u)), np.log(e.du / (1 - e.u) / (1 - e.du / (1 - e.u)))]) + 0.05
+    u, du_dtau, res, result = _interior_u_and_du_dtau(P, z0)
+    from spatialjax.solver import RESULTS
+    assert bool(result == RESULTS.successful) and float(res) < 1e-12
+    assert float(u) == pytest.approx(e.u, abs=1e-12)
+    h = 1e-5
+    up = vv.solve_market(P.replace(tau=float(P.tau) + h))[0].u
+    dn = vv.solve_market(P.replace(tau=float(P.tau) - h))[0].u
+    assert float(du_dtau) == pytest.approx((up - dn) / (2 * h), rel=1e-5)
+
+
+def test_failed_interior_solve_has_a_status_and_nan_derivative():
+    P = vv.Params.panel_b(1.0)
+    u, du_dtau, res, result = _interior_u_and_du_dtau(P, jnp.asarray([np.nan, 0.0]))
+    from spatialjax.solver import RESULTS
+    assert bool(result == RESULTS.nonfinite)
+    assert np.isnan(float(du_dtau))   # never a plausible number
+
+
+def test_corner_roots_carry_bracket_root_statuses():
+    from spatialjax.scalar import SCALAR_STATUSES
+    P = vv.Params.panel_a(0.25)
+    x, ok, code = jax.jit(vv._corner_roots, static_argnums=1)(P, "segregated")
+    names = [SCALAR_STATUSES[int(c)] for c in np.asarray(code)]
+    assert set(names) <= set(STATUSES)
+    assert np.any(ok) and all(names[i] == "successful" for i in np.flatnonzero(ok))
+    # intervals without a sign change: no_solution and NaN, not a grid end passed off as a root
+    assert "no_solution" in names
+    assert np.all(np.isnan(np.asarray(x)[[n == "no_solution" for n in names]]))
+    (seg,) = [e for e in vv.solve_market(P) if e.config == "segregated"]
+    assert min(abs(1 / (1 + np.exp(-xi)) - seg.u) for xi in np.asarray(x)[np.asarray(ok)]) < 1e-12
+
+
+def test_market_solves_go_through_spatialjax_sweep(monkeypatch):
+    import spatialjax.sweep as sweep_mod
+    calls = []
+
+    def spy(fn, batched, **kw):
+        calls.append((fn, kw))
+        return sweep_mod.sweep(fn, batched, **kw)
+
+    monkeypatch.setattr(vv, "_sweep", spy)
+    sw = vv.sweep_a(vv.Params.panel_b(), np.array([1.0, 0.25, 0.55]))
+    vv.solve_market(vv.Params.panel_b(0.55))
+    assert len(calls) == 2 and all(fn is vv._kernel and kw["batch_size"] == vv._CHUNK for fn, kw in calls)
+    assert sw["interior"]["valid"].tolist() == [True, False, True]
+
+
+def test_planner_with_one_corner_is_a_success_with_a_message(monkeypatch):
+    real = vv._steady_state_corners
+
+    def only_integrated(P):
+        c = real(P)
+        c["segregated"]["residual"] = float("inf")   # as if the segregated maximum were at the grid edge
+        return c
+
+    monkeypatch.setattr(vv, "_steady_state_corners", only_integrated)
+    pl = vv.solve_planner(vv.Params.panel_a(1.0))
+    assert pl.status == "successful" and pl.converged and pl.status in STATUSES
+    assert pl.config == "integrated" and list(pl.corners) == ["integrated"]
+    assert "only the integrated corner" in pl.message
+
+
+def test_hetero_solves_report_statuses():
+    P = vv.Params.panel_b(0.1, tau=vv.TABLE2_TAU)
+    eqs = vv.solve_market_hetero(P)
+    assert [e.config for e in eqs] == ["segregated"]
+    seeds = vv._hetero_seeds("segregated").copy()
+    seeds[0] = np.nan
+    sol = vv._HETERO_NEWTON["segregated"](P, jnp.asarray(seeds))
+    names = sol.status
+    assert names[0] == "nonfinite" and set(names) <= set(STATUSES)
+    assert "successful" in names
+    ok = np.asarray(sol.converged)
+    u = 1 / (1 + np.exp(-np.asarray(sol.value)[ok, 0]))
+    assert np.allclose(u, eqs[0].u, atol=1e-10) or np.any(np.abs(u - eqs[0].u) < 1e-10)
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+def test_cli_help_documents_every_csv_column(capsys):
+    from spatialjax.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["solve", "van-vuuren", "--help"])
+    text = capsys.readouterr().out
+    for col in ("s_du", "omega_star", "planner_config", "planner_local_26", "residual", "p_low", "paper_<x>",
+                "gap_<x>", "exit codes"):
+        assert col in text, col
+
+
+@pytest.mark.parametrize("bad", ["file", "proc"])
+def test_cli_output_that_cannot_be_created_is_a_one_line_error(tmp_path, capsys, bad):
+    from spatialjax.cli import main
+
+    if bad == "file":
+        f = tmp_path / "plain"
+        f.write_text("x")
+        target = f / "sub"
+    else:
+        target = Path("/proc/spatialjax-cannot-create")
+    rc = main(["solve", "van-vuuren", "--no-table", "-o", str(target)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and "--output" in err and "Traceback" not in err
+
+
+def test_cli_rejects_bad_options_before_creating_anything(tmp_path, capsys):
+    from spatialjax.cli import main
+
+    out = tmp_path / "new"
+    assert main(["solve", "van-vuuren", "--sweep-points", "1", "-o", str(out)]) == 2
+    assert main(["solve", "van-vuuren", "--tau", "0.9", "-o", str(out)]) == 2   # p - b > tau fails
+    assert main(["solve", "van-vuuren", "--s0", "0.04", "--a", "0.01", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--sweep-points" in err and "p - b > tau" in err and "--s0" in err
+    assert not out.exists()
