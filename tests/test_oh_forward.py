@@ -202,8 +202,11 @@ def test_recover_productivity_from_simulated_fixed_effects(base):
     np.testing.assert_allclose(rec.x / x, rec.x[0] / x[0], rtol=1e-12)
     assert abs(rec.replacement_rate - rr) < 1e-12 and abs(rec.labor_share - ls) < 1e-9
     # a labour share no beta in (0, 1) can produce is reported, not papered over
-    assert fw.recover_productivity(lx, ly, lam, rho=0.004, delta=0.028, replacement_rate=rr,
-                                   labor_share=1e-12).status == "labor_share_out_of_range"
+    bad = fw.recover_productivity(lx, ly, lam, rho=0.004, delta=0.028, replacement_rate=rr,
+                                   labor_share=1e-12)
+    assert bad.status == "no_solution" and not bad.converged and "outside the range" in bad.message
+    assert np.isnan(bad.beta) and np.all(np.isnan(bad.y))
+    assert rec.residual < 1e-9 and json.loads(bad.to_json())["beta"] is None
     with pytest.raises(ParameterError) as e:
         fw.recover_productivity(lx, ly, lam, rho=0.004, delta=0.028, b=0.2, replacement_rate=0.5, beta=0.04)
     assert e.value.field == "b"

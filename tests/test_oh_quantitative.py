@@ -312,6 +312,8 @@ def test_pam_violation_is_flagged_not_returned(standin):
     r = q.solve_inverse(P, standin.L.at[10].multiply(0.7), standin.u, w1=standin.w1, t_h=standin.t_h,
                         tau_w=standin.tau_w)
     assert bool(r.solve.converged) and float(r.residual) <= 1e-12  # the root itself is fine
-    assert not bool(r.pam) and not bool(r.converged) and r.status == "pam_violated"
+    assert not bool(r.pam) and not bool(r.converged) and r.status == "rejected"
+    assert r.message.startswith("PAM violated")
     assert np.any(np.diff(_np(r.x)) <= 0)
-    assert "pam_violated" in r.summary()
+    assert "rejected" in r.summary() and "PAM violated" in r.summary()
+    assert r.to_dict()["message"] == r.message

@@ -46,20 +46,86 @@ def _vv_results():
             "vv.MarketEquilibriumHetero": het[0], "vv.PlannerResultHetero": plh}
 
 
+def _oh_theory_results():
+    from spatialjax.models.oh import theory as th
+
+    p = th.TheoryParams()
+    eq = th.solve_equilibrium(p, n_grid=8, refine=False)
+    p0 = th.TheoryParams(rho=0.0)
+    return {"oh.TheoryResult": eq,
+            # delta_v small: the collocation root is solved but low types gain from the top cells (Prop. 1)
+            "oh.TheoryResult(rejected)": th.solve_equilibrium(p.replace(delta_v=0.001), n_grid=8, refine=False),
+            "oh.PlannerResult": th.solve_planner(p0, n_grid=8, refine=False),
+            "oh.PlannerResult(failed)": th.solve_planner(p0, n_grid=8, refine=False, tol=1e-30),  # unreachable tol
+            "oh.NeoclassicalResult": th.neoclassical_benchmark(th.TheoryParams(M_f=1.0, H_f=1.0), n_grid=8),
+            "oh.OneSidedResult": th.one_sided_equivalent(p, eq)}
+
+
+def _oh_quantitative_results():
+    from spatialjax.models.oh import estimation as est
+    from spatialjax.models.oh import forward as fw
+    from spatialjax.models.oh import quantitative as qm
+
+    p = qm.Params.table1()
+    prof = qm.standin_profile(p)
+    inv = prof.solve(p)
+    # a density dip makes x decrease between two bins: the root is fine, PAM fails
+    dip = qm.solve_inverse(p, prof.L.at[10].multiply(0.7), prof.u, w1=prof.w1, t_h=prof.t_h, tau_w=prof.tau_w)
+    ty = fw.backout_types(p, inv)
+    base = fw.solve_forward(p, ty)
+    dereg = fw.deregulation_policies(ty)
+    direct = fw.solve_forward(p, ty, dereg, continuation=False)   # needs the homotopy: plain Newton fails
+    small = fw.Policies(t_h=ty.base_policies.t_h * 1.01, tau_w=ty.base_policies.tau_w)
+    cf = fw.run_counterfactual(p, ty, small, name="small", paper={})
+    cf_failed = fw.CounterfactualResult(name="deregulation (no homotopy)", base=base, new=direct,
+                                        metrics=fw._metrics(base, direct),
+                                        decomposition=fw.welfare_decomposition(p, ty, base, direct), paper={})
+    x, w, lam = (np.asarray(getattr(inv, k)) for k in ("x", "wage", "lam"))
+    lx, ly = np.log(x) - np.mean(np.log(x)), np.log(w / x) - np.mean(np.log(w / x))
+    kw = dict(rho=0.004, delta=0.028, replacement_rate=0.5)
+    _, _, row = est.load_standin("us")
+    start = (row["log_L0"], row["log_L_slope"], math.log(row["w1"]))
+    return {"oh.InverseResult": inv, "oh.InverseResult(rejected)": dip, "oh.ForwardResult": base,
+            "oh.ForwardResult(failed)": direct, "oh.CounterfactualResult": cf,
+            "oh.CounterfactualResult(failed)": cf_failed,
+            "oh.ReducedFormRecovery": fw.recover_productivity(lx, ly, lam, labor_share=0.6, **kw),
+            "oh.ReducedFormRecovery(none)": fw.recover_productivity(lx, ly, lam, labor_share=1e-12, **kw),
+            "oh.StandinFit(failed)": est.fit_standin("us", start=start, max_nfev=1)}
+
+
 _CACHE = {}
+_BUILT = set()
+_GROUPS = {"hs": (_hs_results,), "ttu": (_ttu_results,), "vv": (_vv_results,),
+           "oh": (_oh_theory_results, _oh_quantitative_results)}
+
+
+def _group(*prefixes):
+    """The results of the named model groups, built once each (so ``-k oh`` builds only Oh's)."""
+    for g in prefixes:
+        if g not in _BUILT:
+            for f in _GROUPS[g]:
+                _CACHE.update(f())
+            _BUILT.add(g)
+    return _CACHE
 
 
 def _all():
-    if not _CACHE:
-        for f in (_hs_results, _ttu_results, _vv_results):
-            _CACHE.update(f())
-    return _CACHE
+    return _group(*_GROUPS)
+
+
+def _get(name):
+    return _group(name.split(".")[0])[name]
 
 
 NAMES = ["hs.Optimum", "hs.Optimum(failed)", "hs.Optimum(contract)", "hs.CPE", "hs.CPE(empty)", "hs.NashSet",
          "hs.Specialized", "hs.PartitionTable", "ttu.Equilibria", "ttu.Equilibrium(interior)",
          "ttu.Equilibrium(corner)", "vv.Equilibria", "vv.Equilibria(none)", "vv.MarketEquilibrium",
-         "vv.PlannerResult", "vv.Equilibria(hetero)", "vv.MarketEquilibriumHetero", "vv.PlannerResultHetero"]
+         "vv.PlannerResult", "vv.Equilibria(hetero)", "vv.MarketEquilibriumHetero", "vv.PlannerResultHetero",
+         "oh.TheoryResult", "oh.TheoryResult(rejected)", "oh.PlannerResult", "oh.PlannerResult(failed)",
+         "oh.NeoclassicalResult", "oh.OneSidedResult", "oh.InverseResult", "oh.InverseResult(rejected)",
+         "oh.ForwardResult", "oh.ForwardResult(failed)", "oh.CounterfactualResult",
+         "oh.CounterfactualResult(failed)", "oh.ReducedFormRecovery", "oh.ReducedFormRecovery(none)",
+         "oh.StandinFit(failed)"]
 
 
 def _no_nonfinite(x):
@@ -75,7 +141,7 @@ def _no_nonfinite(x):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_protocol(name):
-    r = _all()[name]
+    r = _get(name)
     assert isinstance(r, results.Result)
     assert r.status in results.STATUSES
     assert bool(r.converged) == (r.status in results.CONVERGED)
@@ -105,6 +171,47 @@ def test_expected_statuses():
     assert r["ttu.Equilibria"].status == "successful" and len(r["ttu.Equilibria"]) == 5
     corner = r["ttu.Equilibrium(corner)"].to_dict()
     assert corner["kind"] == "corner" and (corner["omega"] is None or corner["omega"] == 0.0)
+
+
+def test_oh_expected_statuses():
+    """Oh (2025): successes are "successful"; a solved root that fails a model condition (PAM, global
+    incentive compatibility) is "rejected" with the reason in ``message``; solver failures keep the
+    solver's name; the collections name the first failing solve."""
+    r = _group("oh")
+    for k in ("oh.TheoryResult", "oh.PlannerResult", "oh.NeoclassicalResult", "oh.OneSidedResult",
+              "oh.InverseResult", "oh.ForwardResult", "oh.CounterfactualResult", "oh.ReducedFormRecovery"):
+        assert r[k].status == "successful" and r[k].converged is True and r[k].message == "", (k, r[k].message)
+    rej = r["oh.TheoryResult(rejected)"]
+    assert rej.status == "rejected" and not rej.converged and rej.message.startswith("not incentive compatible")
+    assert rej.residual < 1e-10                                  # the equations themselves are solved
+    pf = r["oh.PlannerResult(failed)"]
+    assert pf.status == "max_steps_reached" and not pf.converged
+    inv = r["oh.InverseResult(rejected)"]
+    assert inv.status == "rejected" and inv.converged is False and "PAM" in inv.message
+    fwd = r["oh.ForwardResult(failed)"]
+    assert fwd.status in ("stalled", "max_steps_reached", "nonfinite", "singular") and fwd.converged is False
+    cf = r["oh.CounterfactualResult(failed)"]
+    assert cf.status == fwd.status and not cf.converged and cf.message.startswith("counterfactual: ")
+    assert r["oh.ReducedFormRecovery(none)"].status == "no_solution"
+    fit = r["oh.StandinFit(failed)"]
+    assert fit.status == "not_converged" and not fit.converged and fit.message.startswith("least_squares")
+    assert fit.to_dict()["distance"] == fit.distance
+
+
+def test_oh_batched_status_is_a_list():
+    """Under vmap an Oh result's ``status`` is a list of names, one per element, and ``converged`` an
+    array that agrees with it."""
+    import jax
+
+    from spatialjax.models.oh import quantitative as qm
+
+    p = qm.Params.table1()
+    prof = qm.standin_profile(p)
+    Ls = np.stack([np.asarray(prof.L), np.asarray(prof.L.at[10].multiply(0.7))])
+    res = jax.vmap(lambda L: qm.solve_inverse(p, L, prof.u, w1=prof.w1, t_h=prof.t_h, tau_w=prof.tau_w))(Ls)
+    assert res.status == ["successful", "rejected"]
+    assert np.asarray(res.converged).tolist() == [True, False]
+    assert np.array_equal(results.is_converged(res.status), np.asarray(res.converged))
 
 
 def test_vv_one_corner_planner_is_a_success():

@@ -18,6 +18,16 @@ def _ell(n):
     return (np.arange(n) + 0.5) / n
 
 
+def _finish(fig, path, title: str) -> Path:
+    """Optional suptitle, tight layout, atomic save at 110 dpi, close; the written path."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_figure3(result, lines: dict, shares: dict, path, *, title: str = "") -> Path:
     """Figure 3 analog. Left: ``log x(ℓ) − log x(0)`` and ``log y(ℓ) − log y(0)`` by bin. Right:
     the log wage from variation in ``x(ℓ)``, ``y(ℓ)``, ``θ(ℓ)`` alone (others at their averages),
@@ -46,12 +56,7 @@ def plot_figure3(result, lines: dict, shares: dict, path, *, title: str = "") ->
     b.set_ylabel("log wage relative to ℓ = 0")
     b.legend(fontsize=8)
     b.set_title("Urban wage premium")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return out
+    return _finish(fig, path, title)
 
 
 def plot_figure4(params, result, targets: dict, path, *, housing_groups: int = 4, title: str = "") -> Path:
@@ -87,9 +92,4 @@ def plot_figure4(params, result, targets: dict, path, *, housing_groups: int = 4
     ax.set_xlabel("ℓ")
     ax.set_ylabel("housing spending share")
     ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return out
+    return _finish(fig, path, title)

@@ -62,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spatialjax.errors import ParameterError
+from spatialjax.results import Result, check_status
 from spatialjax.models.oh.quantitative import (MOMENT_KEYS, Params, StandIn, moments, quartile_weights,
                                               solve_inverse, standin_profile, wage)
 from spatialjax.tables import format_table
@@ -149,9 +150,15 @@ def _country(country: str) -> dict:
 
 
 @dataclass
-class StandinFit:
+class StandinFit(Result):
     """Result of :func:`fit_standin`: the profile, the moments it gives at the table's
-    parameters, the model row it was fitted to, and the fit."""
+    parameters, the model row it was fitted to, and the fit.
+
+    Protocol (:mod:`spatialjax.results`): ``status`` "successful" (the least-squares fit stopped on
+    its criteria and the inverse solve at the fitted profile converged), "not_converged" (the
+    fit did not; ``message`` gives scipy's reason) or the inverse solve's status; ``converged``
+    derived from it; ``residual`` the inverse solve's max-norm residual at the fitted profile
+    (``distance`` is the fit's objective)."""
 
     country: str
     log_L0: float
@@ -162,24 +169,26 @@ class StandinFit:
     moments: dict
     model_row: dict
     distance: float
-    converged: bool
     status: str
+    message: str = ""
+    residual: float = float("nan")
     params: Params = field(repr=False, default=None)
+
+    def __post_init__(self):
+        check_status(self.status)
 
     def summary(self) -> str:
         rows = [(k, self.model_row[k], self.moments[k], self.moments[k] - self.model_row[k]) for k in MOMENT_KEYS]
         head = (f"Stand-in bin profile ({self.country}): log L = {self.log_L0:.4f} + {self.log_L_slope:.4f} ℓ, "
                 f"u = {self.u:.5f} (flat), w1 = {self.w1:.4f}; "
-                f"distance Σ((m - m_model)/m_model)² = {self.distance:.4g}; status {self.status}")
+                f"distance Σ((m - m_model)/m_model)² = {self.distance:.4g}; status {self.status}"
+                + (f" ({self.message})" if self.message else "")
+                + f"; inverse-solve residual {self.residual:.2e}")
         return head + "\n" + format_table(["moment", "paper model m(Θ)", "stand-in", "difference"], rows, digits=4)
 
-    def __str__(self) -> str:
-        return self.summary()
-
-    def to_dict(self) -> dict:
+    def _dict_fields(self) -> dict:
         return {"country": self.country, "log_L0": self.log_L0, "log_L_slope": self.log_L_slope, "w1": self.w1,
-                "u": self.u, "moments": self.moments, "model_row": self.model_row, "distance": self.distance,
-                "converged": self.converged, "status": self.status}
+                "u": self.u, "moments": self.moments, "model_row": self.model_row, "distance": self.distance}
 
 
 def _profile(country, params, log_L0, slope, w1, n):
@@ -188,12 +197,15 @@ def _profile(country, params, log_L0, slope, w1, n):
                            income_tax=c["income_tax"])
 
 
-def fit_standin(country: str = "us", *, n: int = 20, params: Params | None = None, start=None) -> StandinFit:
+def fit_standin(country: str = "us", *, n: int = 20, params: Params | None = None, start=None,
+                max_nfev: int | None = None) -> StandinFit:
     """Fit the stand-in profile ``(log L_0, slope, w1)`` (module docstring) to the model row of
     Table 2 (``"us"``) or Table A.2 (``"de"``) at Table 1's (A.1's) parameters, by
     Gauss–Newton (scipy ``least_squares``) with the implicit-differentiation Jacobian.
     (Germany: ``log L_0`` fixed, see :data:`COUNTRIES`.) The results are shipped in
-    ``data_moments/oh/standin_profile.csv`` (:func:`load_standin`); this refits them."""
+    ``data_moments/oh/standin_profile.csv`` (:func:`load_standin`); this refits them.
+    ``start``: ``(log L_0, slope, log w1)`` (default the country's); ``max_nfev``: scipy's limit on
+    residual evaluations (default scipy's); a fit stopped by it has status "not_converged"."""
     from scipy.optimize import least_squares
 
     c = _country(country)
@@ -224,16 +236,21 @@ def fit_standin(country: str = "us", *, n: int = 20, params: Params | None = Non
         return np.asarray(r) if bool(ok) else np.full(len(target), 1e3)
 
     sol = least_squares(fun, start[free], jac=lambda v: np.asarray(J(jnp.asarray(v))), method="lm",
-                        xtol=1e-12, ftol=1e-12)
+                        xtol=1e-12, ftol=1e-12, max_nfev=max_nfev)
     a, s, lw = (float(v) for v in np.asarray(full(jnp.asarray(sol.x))))
     prof = _profile(country, params, a, s, math.exp(lw), n)
     res = solve_inverse(params, prof.L, prof.u, w1=prof.w1, t_h=prof.t_h, tau_w=prof.tau_w)
     m = {k: float(v) for k, v in moments(params, res, housing_groups=groups).items()}
-    conv = bool(sol.success) and bool(res.converged)
+    if not bool(res.converged):
+        status, message = res.status, f"inverse solve at the fitted profile: {res.message or res.status}"
+    elif not bool(sol.success):
+        status, message = "not_converged", f"least_squares: {sol.message}"
+    else:
+        status, message = "successful", ""
     return StandinFit(country=country, log_L0=a, log_L_slope=s, w1=math.exp(lw), u=float(prof.u[0]), profile=prof,
                       moments=m, model_row={k: float(v) for k, v in row.items()},
-                      distance=float(np.sum(np.asarray(sol.fun) ** 2)), converged=conv,
-                      status="successful" if conv else f"failed ({sol.message})", params=params)
+                      distance=float(np.sum(np.asarray(sol.fun) ** 2)), status=status, message=message,
+                      residual=float(res.residual), params=params)
 
 
 STANDIN_FILE = DATA_DIR / "standin_profile.csv"

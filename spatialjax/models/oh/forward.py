@@ -113,7 +113,6 @@ policy homotopy of :func:`solve_forward` (4 steps) does.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import equinox as eqx
@@ -124,6 +123,7 @@ import numpy as np
 import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ParameterError
 from spatialjax.models.oh import quantitative as qm
+from spatialjax.results import Result, check_status
 from spatialjax.solver import SolveResult, solve_root
 from spatialjax.tables import format_kv, format_table
 from spatialjax.validation import check_finite, check_interval, check_positive
@@ -589,7 +589,11 @@ def _policies(types, policies):
     return Policies(t_h=out[0], tau_w=out[1])
 
 
-class ForwardResult(eqx.Module):
+#: global incentive-compatibility tolerance (relative gain of a bin's type from another bin)
+IC_TOL = 1e-9
+
+
+class ForwardResult(Result, eqx.Module):
     """Result of :func:`solve_forward` on the forward grid of ``m`` bins.
 
     Per bin (shape ``(m,)``, ordered from ``l = 0`` up): ``L`` (density), ``u``, ``x``, ``y`` (local
@@ -598,8 +602,9 @@ class ForwardResult(eqx.Module):
     ``congestion``, ``welfare``. Diagnostics: ``converged``, ``status``, ``residual`` (max-norm
     over all ``4m + 1`` equations), ``residuals`` (by block), ``steps``, ``sigma_min``,
     ``ic_violation`` (largest relative gain of any bin's local type from moving to another
-    bin; > 1e-9 flags a first-order solution that is not a global equilibrium, status
-    ``not_incentive_compatible``).
+    bin; > :data:`IC_TOL` flags a first-order solution that is not a global equilibrium: status
+    ``"rejected"``, ``message`` says why). ``converged`` is True exactly when ``status`` is
+    "successful" (:mod:`spatialjax.results` protocol; strict ``to_json``, NaN -> null).
     """
 
     z: jax.Array
@@ -632,17 +637,23 @@ class ForwardResult(eqx.Module):
 
     @property
     def converged(self) -> bool:
-        return bool(self.solve.converged) and float(self.ic_violation) <= 1e-9
+        return qm._checked_converged(self.solve, self.ic_violation <= IC_TOL)
 
     @property
-    def status(self) -> str:
-        s = self.solve.status
-        if s == "successful" and float(self.ic_violation) > 1e-9:
-            return "not_incentive_compatible"
-        return s
+    def status(self) -> str | list[str]:
+        return qm._checked_status(self.solve, self.ic_violation <= IC_TOL)
+
+    @property
+    def message(self) -> str:
+        st = self.status
+        if "rejected" in ([st] if isinstance(st, str) else st):
+            return (f"not incentive compatible: a bin's type gains {float(jnp.max(self.ic_violation)):.3g} (relative) "
+                    "from another bin; the first-order conditions hold but this is not a global equilibrium")
+        return ""
 
     def summary(self) -> str:
-        rows = [("status", self.status), ("bins m", int(self.L.shape[0])), ("unknowns = equations", 4 * int(self.L.shape[0]) + 1),
+        rows = [("status", self.status), *([("message", self.message)] if self.message else []),
+                ("bins m", int(self.L.shape[0])), ("unknowns = equations", 4 * int(self.L.shape[0]) + 1),
                 ("max-norm residual", float(self.residual)), ("Newton steps", int(self.steps)),
                 ("sigma_min(J)", float(self.sigma_min)), ("global IC violation", float(self.ic_violation)),
                 ("Pi", float(self.Pi)), ("aggregate output", float(self.output)),
@@ -652,20 +663,10 @@ class ForwardResult(eqx.Module):
         rows += [(f"residual: {k}", float(v)) for k, v in self.residuals.items()]
         return format_kv(rows, title="Oh (2025) forward solve (types fixed, locations re-sorted)")
 
-    def __str__(self) -> str:
-        return self.summary()
-
-    def to_dict(self) -> dict:
-        d = {k: np.asarray(getattr(self, k)).tolist() for k in
-             ("L", "u", "x", "y", "r", "c", "N", "theta", "lam", "wage", "P", "F", "T_r", "edges", "t_h", "tau_w")}
-        d.update({k: float(getattr(self, k)) for k in ("Pi", "output", "congestion", "welfare", "residual",
-                                                         "ic_violation", "sigma_min")})
-        d.update(status=self.status, converged=self.converged, steps=int(self.steps),
-                 residuals={k: float(v) for k, v in self.residuals.items()})
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), allow_nan=True)
+    def _dict_fields(self) -> dict:
+        return {k: getattr(self, k) for k in
+                ("L", "u", "x", "y", "r", "c", "N", "theta", "lam", "wage", "P", "F", "T_r", "edges", "t_h", "tau_w",
+                 "Pi", "output", "congestion", "welfare", "ic_violation", "sigma_min", "steps", "residuals")}
 
 
 @eqx.filter_jit
@@ -854,7 +855,7 @@ def welfare_decomposition(params, types: ForwardTypes, base: ForwardResult, new:
 
 
 @dataclasses.dataclass
-class CounterfactualResult:
+class CounterfactualResult(Result):
     """A counterfactual steady state against the baseline (both forward solves on the same grid),
     optionally with the one-sided sorting benchmark (B.6).
 
@@ -863,6 +864,11 @@ class CounterfactualResult:
     ``congestion``, ``welfare`` (utilitarian, all workers, employed and unemployed);
     ``decomposition``: :func:`welfare_decomposition`; ``one_sided``: the same metrics for the
     one-sided model (or ``None``); ``paper``: the printed numbers.
+
+    Protocol (:mod:`spatialjax.results`): ``status`` "successful" when every forward solve
+    converged, else the status of the first that did not (baseline, counterfactual, one-sided
+    baseline, one-sided counterfactual; ``message`` lists them all); ``converged`` derived from it;
+    ``residual`` the largest residual of the solves.
     """
 
     name: str
@@ -874,21 +880,25 @@ class CounterfactualResult:
     one_sided_decomposition: dict | None = None
     paper: dict | None = None
 
-    @property
-    def converged(self) -> bool:
-        ok = self.base.converged and self.new.converged
+    def _solves(self) -> list[tuple[str, ForwardResult]]:
+        out = [("baseline", self.base), ("counterfactual", self.new)]
         if self.one_sided is not None:
-            ok = ok and bool(self.one_sided["converged"])
-        return ok
+            out += [("one-sided baseline", self.one_sided["base"]), ("one-sided counterfactual", self.one_sided["new"])]
+        return out
 
     @property
     def status(self) -> str:
-        if self.converged:
-            return "successful"
-        bad = [f"{k}: {r.status}" for k, r in (("baseline", self.base), ("counterfactual", self.new)) if not r.converged]
-        if self.one_sided is not None and not self.one_sided["converged"]:
-            bad.append(f"one-sided: {self.one_sided['status']}")
-        return "failed (" + "; ".join(bad) + ")"
+        bad = [r.status for _, r in self._solves() if not r.converged]
+        return bad[0] if bad else "successful"
+
+    @property
+    def message(self) -> str:
+        return "; ".join(f"{k}: {r.status}" + (f" ({r.message})" if r.message else "")
+                         for k, r in self._solves() if not r.converged)
+
+    @property
+    def residual(self) -> float:
+        return float(np.max([float(r.residual) for _, r in self._solves()]))   # NaN if any is NaN
 
     def table(self) -> list[tuple]:
         P = self.paper or {}
@@ -902,29 +912,22 @@ class CounterfactualResult:
         return rows
 
     def summary(self) -> str:
+        notes = ["ours: stand-in bin data and policy schedules (the paper prints neither); "
+                 "paper: Section 4.4 / Appendix B.6"] + ([f"not converged: {self.message}"] if self.message else [])
         t = format_table(["change (%)", "paper", "ours"], self.table(), digits=3,
-                         title=f"Oh (2025) counterfactual: {self.name} (status {self.status})",
-                         notes=["ours: stand-in bin data and policy schedules (the paper prints neither); "
-                                "paper: Section 4.4 / Appendix B.6"])
+                         title=f"Oh (2025) counterfactual: {self.name} (status {self.status})", notes=notes)
         d = self.decomposition["mean"]
         dec = format_table(["component", "mean change in rho V^u (%)"],
                            [(k, d[k]) for k in ("firm_productivity", "housing", "tightness", "other", "total")],
                            digits=4, title="Figure 6 decomposition (two-sided, unemployed workers' values)")
         return t + "\n" + dec
 
-    def __str__(self) -> str:
-        return self.summary()
-
-    def to_dict(self) -> dict:
-        d = {"name": self.name, "status": self.status, "converged": self.converged, "metrics": self.metrics,
-             "paper": self.paper, "decomposition_mean": self.decomposition["mean"],
-             "base": self.base.to_dict(), "new": self.new.to_dict()}
+    def _dict_fields(self) -> dict:
+        d = {"name": self.name, "metrics": self.metrics, "paper": self.paper,
+             "decomposition_mean": self.decomposition["mean"], "base": self.base, "new": self.new}
         if self.one_sided is not None:
             d["one_sided"] = {k: v for k, v in self.one_sided.items() if k not in ("base", "new")}
         return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), allow_nan=True)
 
 
 def _metrics(base: ForwardResult, new: ForwardResult) -> dict:
@@ -959,7 +962,7 @@ def run_counterfactual(params, types: ForwardTypes, policies, *, name: str = "co
         b1 = solve_forward(params, one_sided)
         n1 = solve_forward(params, one_sided, policies, z0=b1.z)
         out.one_sided = {**_metrics(b1, n1), "converged": b1.converged and n1.converged,
-                         "status": n1.status if b1.converged else b1.status, "base": b1, "new": n1}
+                         "status": b1.status if not b1.converged else n1.status, "base": b1, "new": n1}
         out.one_sided_decomposition = welfare_decomposition(params, one_sided, b1, n1)
     return out
 
@@ -993,7 +996,7 @@ def welfare_gradient(params, types: ForwardTypes, policies=None, *, what: str = 
 
 
 @dataclasses.dataclass
-class ReducedFormRecovery:
+class ReducedFormRecovery(Result):
     """Worker and firm productivity recovered from two-way fixed effects (Appendix C.1).
 
     ``x`` = ``exp(log_x_fe)``; ``y`` the firm productivity implied by inverting
@@ -1001,6 +1004,11 @@ class ReducedFormRecovery:
     fixed effects (averages of the log fixed effects normalised to zero, footnote 42, so ``b``
     is in the same units). ``b``, ``beta`` as given or calibrated to ``replacement_rate`` /
     ``labor_share``; ``replacement_rate``, ``labor_share`` as implied at the result.
+
+    Protocol (:mod:`spatialjax.results`): ``status`` "successful", or "no_solution" when no
+    ``beta`` in (1e-8, 1) gives the target labour share (``message`` gives the attainable range;
+    ``y``, ``beta`` are NaN); ``residual`` ``|labor share - target|`` when ``beta`` is calibrated
+    (0 when it is given: the inversion is closed-form).
     """
 
     x: np.ndarray
@@ -1010,26 +1018,18 @@ class ReducedFormRecovery:
     replacement_rate: float
     labor_share: float
     status: str = "successful"
+    message: str = ""
+    residual: float = 0.0
 
-    @property
-    def converged(self) -> bool:
-        return self.status == "successful"
+    def __post_init__(self):
+        check_status(self.status)
 
     def summary(self) -> str:
-        return format_kv([("status", self.status), ("b (fixed-effect units)", self.b), ("beta", self.beta),
+        return format_kv([("status", self.status), *([("message", self.message)] if self.message else []),
+                          ("|labor share - target|", self.residual), ("b (fixed-effect units)", self.b), ("beta", self.beta),
                           ("replacement rate", self.replacement_rate), ("labor share", self.labor_share),
                           ("sd log x", float(np.std(np.log(self.x)))), ("sd log y", float(np.std(np.log(self.y))))],
                          title="Productivity from fixed effects (Oh 2025, Appendix C.1)")
-
-    def __str__(self) -> str:
-        return self.summary()
-
-    def to_dict(self) -> dict:
-        return {"x": self.x.tolist(), "y": self.y.tolist(), "b": self.b, "beta": self.beta,
-                "replacement_rate": self.replacement_rate, "labor_share": self.labor_share, "status": self.status}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
 
 
 def recover_productivity(log_x_fe, log_y_fe, lam, *, rho: float, delta: float, u=None, weights=None,
@@ -1088,14 +1088,17 @@ def recover_productivity(log_x_fe, log_y_fe, lam, *, rho: float, delta: float, u
     def ls_of(bt):
         return np.sum(emp * x * yhat) / np.sum(emp * x * y_of(bt))
 
-    status = "successful"
+    status, message = "successful", ""
     if beta is None:
         check_interval("labor_share", labor_share, 0.0, 1.0)
         if np.any(yhat <= b):
             raise ParameterError("log_y_fe", "new-job fixed effects must exceed b (yhat > b) for the inversion")
         lo, hi = np.log(1e-8), 0.0
-        if not (ls_of(np.exp(lo)) < labor_share < ls_of(1.0)):
-            status = "labor_share_out_of_range"
+        ls_lo, ls_hi = ls_of(np.exp(lo)), ls_of(1.0)
+        if not (ls_lo < labor_share < ls_hi):
+            status = "no_solution"
+            message = (f"labor_share {labor_share:.6g} is outside the range ({ls_lo:.6g}, {ls_hi:.6g}) attained by "
+                       "beta in (1e-8, 1): beta cannot be calibrated")
         else:
             for _ in range(200):
                 mid = 0.5 * (lo + hi)
@@ -1107,8 +1110,11 @@ def recover_productivity(log_x_fe, log_y_fe, lam, *, rho: float, delta: float, u
     if beta is None:
         return ReducedFormRecovery(x=x, y=np.full(n, np.nan), b=float(b), beta=float("nan"),
                                    replacement_rate=float(b * np.sum(wts * x) / mean_wage),
-                                   labor_share=float("nan"), status=status)
+                                   labor_share=float("nan"), status=status, message=message,
+                                   residual=float("nan"))
     y = y_of(beta)
+    ls = float(ls_of(beta))
     return ReducedFormRecovery(x=x, y=y, b=float(b), beta=float(beta),
                                replacement_rate=float(b * np.sum(wts * x) / mean_wage),
-                               labor_share=float(ls_of(beta)), status=status)
+                               labor_share=ls, status=status,
+                               residual=abs(ls - labor_share) if labor_share is not None else 0.0)

@@ -67,7 +67,6 @@ the units of the data's wages (monthly), with ``r_1 = 1``.
 
 from __future__ import annotations
 
-import json
 import math
 
 import equinox as eqx
@@ -76,6 +75,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spatialjax.errors import ParameterError
+from spatialjax.results import Result
 from spatialjax.solver import SolveResult, solve_root
 from spatialjax.tables import format_kv, format_table
 from spatialjax.validation import check_finite, check_interval, check_positive, is_traced
@@ -345,7 +345,26 @@ def _solve_core(d: _Data, z0, tol, max_steps):
     return sol, e, B
 
 
-class InverseResult(eqx.Module):
+def _checked_status(solve: SolveResult, ok) -> str | list[str]:
+    """The solve's status name (a list of names for a batched result), with ``"rejected"`` where the
+    solve succeeded but the model's check ``ok`` (PAM, global incentive compatibility) fails."""
+    st = solve.status
+    okv = np.asarray(ok, dtype=bool).reshape(-1)
+    if isinstance(st, str):
+        return "rejected" if st == "successful" and not bool(okv[0]) else st
+    okv = np.broadcast_to(okv, (len(st),))
+    return ["rejected" if s == "successful" and not o else s for s, o in zip(st, okv)]
+
+
+def _checked_converged(solve: SolveResult, ok):
+    """``solve.converged & ok``: True exactly when :func:`_checked_status` is "successful"; a Python
+    bool for a concrete unbatched result, an array under tracing or batching (so that a jitted
+    moment function can return it)."""
+    c = solve.converged & ok
+    return c if is_traced(c) or jnp.ndim(c) else bool(c)
+
+
+class InverseResult(Result, eqx.Module):
     """Solution of the inverse problem (Section 4.2) on ``n`` bins.
 
     Arrays of shape ``(n,)`` ordered from ``ℓ = 0`` upwards: ``x``, ``y`` (productivity
@@ -355,6 +374,11 @@ class InverseResult(eqx.Module):
     scalars ``H_w``, ``Pi``, ``c_e``, ``w1``. ``residuals``: max-norm residual per equation
     block (``EQUATION_BLOCKS``); ``equation_residuals``: every equation's residual;
     ``solve``: the :class:`~spatialjax.solver.SolveResult`; ``z``: the unknown vector (a warm start).
+
+    Protocol (:mod:`spatialjax.results`): ``status`` the solver's status name, or ``"rejected"``
+    (``message`` says why) when it converged to a root on which ``x`` or ``y`` is not increasing;
+    ``converged`` is True exactly when ``status`` is "successful" (an array under ``jit``/``vmap``);
+    ``residual``; ``summary()``; ``to_dict()``/``to_json()`` (strict JSON, NaN -> null).
     """
 
     params: Params
@@ -397,16 +421,21 @@ class InverseResult(eqx.Module):
     @property
     def converged(self):
         """The root-finding converged to a regular root *and* the schedules satisfy PAM."""
-        return self.solve.converged & self.pam
+        return _checked_converged(self.solve, self.pam)
 
     @property
-    def status(self) -> str:
-        """The solver's status name, or ``"pam_violated"`` when it converged to a root on which
-        ``x`` or ``y`` is not increasing (flagged, not returned as an equilibrium)."""
-        st = self.solve.status
-        if st == "successful" and not bool(self.pam):
-            return "pam_violated"
-        return st
+    def status(self) -> str | list[str]:
+        """The solver's status name, or ``"rejected"`` when it converged to a root on which ``x`` or
+        ``y`` is not increasing (flagged, not returned as an equilibrium; see ``message``)."""
+        return _checked_status(self.solve, self.pam)
+
+    @property
+    def message(self) -> str:
+        st = self.status
+        if "rejected" in ([st] if isinstance(st, str) else st):
+            return ("PAM violated: the root of the inverse problem has a decreasing x or y schedule (it solves "
+                    "the discrete first-order conditions but is not a pure-assignment equilibrium, Proposition 1)")
+        return ""
 
     @property
     def residual(self):
@@ -425,7 +454,8 @@ class InverseResult(eqx.Module):
     def summary(self) -> str:
         n = self.n
         head = format_kv(
-            [("status", self.status), ("PAM (x, y increasing)", bool(self.pam)), ("bins", n), ("unknowns = equations", 3 * n + 1),
+            [("status", self.status), *([("message", self.message)] if self.message else []),
+             ("PAM (x, y increasing)", bool(self.pam)), ("bins", n), ("unknowns = equations", 3 * n + 1),
              ("max-norm residual", float(self.residual)), ("Newton iterations", int(self.solve.steps)),
              ("sigma_min(J)", float(self.solve.sigma_min)), ("sorting convention", self.sorting),
              ("H_w", float(self.H_w)), ("Pi", float(self.Pi)), ("c_e", float(self.c_e)),
@@ -441,25 +471,14 @@ class InverseResult(eqx.Module):
                            digits=3)
         return "\n".join([head, res, mom])
 
-    def __str__(self) -> str:
-        return self.summary()
-
-    def to_dict(self) -> dict:
-        out = {"status": self.status, "converged": bool(self.converged), "pam": bool(self.pam),
-               "residual": float(self.residual),
-               "steps": int(self.solve.steps), "sorting": self.sorting,
-               "residuals": {k: float(v) for k, v in self.residuals.items()},
-               "params": self.params.to_dict()}
+    def _dict_fields(self) -> dict:
+        out = {"pam": self.pam, "steps": self.solve.steps, "sorting": self.sorting,
+               "residuals": self.residuals, "params": self.params.to_dict()}
         for k in ("x", "y", "r", "c", "wage", "lam", "theta", "q", "N", "H", "T_r", "income", "L", "u", "t_h",
-                  "tau_w"):
-            out[k] = np.asarray(getattr(self, k)).tolist()
-        for k in ("H_w", "Pi", "c_e", "w1"):
-            out[k] = float(getattr(self, k))
-        out["moments"] = {k: float(v) for k, v in moments(self.params, self).items()}
+                  "tau_w", "H_w", "Pi", "c_e", "w1"):
+            out[k] = getattr(self, k)
+        out["moments"] = moments(self.params, self)
         return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), allow_nan=True)
 
 
 def _as_bins(name, v, n):

@@ -70,7 +70,6 @@ affect any location choice.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Optional
 
 import equinox as eqx
@@ -81,6 +80,7 @@ from jax.scipy.special import ndtr, ndtri
 
 import spatialjax  # noqa: F401  (float64)
 from spatialjax.errors import ParameterError
+from spatialjax.results import SOLVER_STATUSES, Result
 from spatialjax.scalar import bisect
 from spatialjax.solver import solve_root
 from spatialjax.tables import format_kv, format_table
@@ -609,29 +609,25 @@ def concentration_terms(params: TheoryParams, state) -> Array:
 
 
 def _status_name(code: int) -> str:
-    return {0: "successful", 1: "max_steps_reached", 2: "stalled", 3: "nonfinite", 4: "singular"}.get(int(code), f"unknown({code})")
+    """Name of a :class:`spatialjax.solver.RESULTS` code (the order of ``results.SOLVER_STATUSES``)."""
+    code = int(code)
+    return SOLVER_STATUSES[code] if 0 <= code < len(SOLVER_STATUSES) else "nonfinite"
 
 
-class _Report:
-    """Shared report behaviour: summary() (returns), __str__, to_dict(), to_json()."""
+class _Report(Result):
+    """Shared report behaviour (:class:`spatialjax.results.Result`): ``status`` a vocabulary name,
+    ``converged`` derived from it, ``summary()`` returns, ``str == summary()``, strict
+    ``to_dict()``/``to_json()`` of ``_scalar_fields`` and ``_array_fields`` (NaN -> null)."""
 
     _array_fields: tuple = ()
     _scalar_fields: tuple = ()
 
-    def __str__(self):
-        return self.summary()
+    def _dict_fields(self) -> dict:
+        return {k: getattr(self, k) for k in (*self._scalar_fields, *self._array_fields)}
 
-    def to_dict(self) -> dict:
-        out = {}
-        for k in self._scalar_fields:
-            v = getattr(self, k)
-            out[k] = v if isinstance(v, (str, bool, int)) or v is None else float(v)
-        for k in self._array_fields:
-            out[k] = np.asarray(getattr(self, k)).tolist()
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
+    def _status_rows(self) -> list:
+        rows = [("status", self.status), ("converged", self.converged)]
+        return rows + ([("message", self.message)] if self.message else [])
 
 
 # Incentive-compatibility tolerance (relative to the mean |value|): on the grid the cell types strictly
@@ -646,8 +642,10 @@ class TheoryResult(_Report):
     wage (10), r, c, A_w, B_w, Af_bar, B_f, V_w = rho V^u(x, ell) - Pi (4), V_f = rho Vbar(y, ell) (5),
     t_w, t_f (transfers). Node arrays (shape (n+1,), at ``ell_nodes``): x_nodes, y_nodes (the types
     indifferent between adjacent cells; x_nodes[0] = x_min, x_nodes[-1] = x_max, likewise y).
-    Scalars: converged, status ("successful", "pam_violated", "not_incentive_compatible", or the
-    solver's failure name), residual (max-norm of the collocation equations), steps, sigma_min,
+    Scalars (:mod:`spatialjax.results` protocol): status ("successful"; "rejected" when the collocation
+    equations are solved but the assignment is not PAM or some cell type gains from another cell, with
+    ``message`` saying which; or the solver's failure name), converged (derived from status), residual
+    (max-norm of the collocation equations), steps, sigma_min,
     grid_error (max relative difference of x_nodes, y_nodes, L, N to the solve on the grid refined to
     2n; NaN if not computed), pam_ok, ic_gain_w, ic_gain_f (largest gain of any cell type from moving to
     another cell, relative to the mean |value|; <= 0 in an equilibrium), output Y, congestion C.
@@ -655,7 +653,7 @@ class TheoryResult(_Report):
 
     _array_fields = ("ell", "ell_nodes", "x", "y", "x_nodes", "y_nodes", "L", "N", "theta", "u", "lam", "q",
                      "wage", "r", "c", "A_w", "B_w", "Af_bar", "B_f", "V_w", "V_f", "t_w", "t_f")
-    _scalar_fields = ("converged", "status", "residual", "steps", "sigma_min", "grid_error", "pam_ok",
+    _scalar_fields = ("residual", "steps", "sigma_min", "grid_error", "pam_ok",
                       "ic_gain_w", "ic_gain_f", "output", "congestion", "n_grid")
 
     def __init__(self, params, state, n_grid, grid_error=float("nan"), t_w=0.0, t_f=0.0, what="Equilibrium"):
@@ -687,13 +685,20 @@ class TheoryResult(_Report):
         ic_ok = self.ic_gain_w <= IC_TOL and (hom or self.ic_gain_f <= IC_TOL)
         if code != 0 or not finite:
             self.status = _status_name(code) if finite else "nonfinite"
+            self.message = "" if finite else "non-finite values in the allocation (x, y, L, N, r or c)"
         elif not self.pam_ok:
-            self.status = "pam_violated"
+            self.status = "rejected"
+            self.message = ("PAM violated: x, y, A_w or A_f is not increasing in ell (the values lack increasing "
+                            "differences, Proposition 1): a root of the first-order conditions, not an equilibrium")
         elif not ic_ok:
-            self.status = "not_incentive_compatible"
+            self.status = "rejected"
+            who = ("workers", self.ic_gain_w, self.ic_worst_w) if self.ic_gain_w > IC_TOL else \
+                ("firms", self.ic_gain_f, self.ic_worst_f)
+            self.message = (f"not incentive compatible: {who[0]} of cell {who[2][0]} gain {who[1]:.3g} (relative) "
+                            f"by moving to cell {who[2][1]}; the first-order conditions hold but the location "
+                            "choice is not globally optimal")
         else:
-            self.status = "successful"
-        self.converged = self.status == "successful"
+            self.status, self.message = "successful", ""
         self.output = float(s["output"])
         self.congestion = float(s["congestion"])
 
@@ -723,8 +728,8 @@ class TheoryResult(_Report):
 
     def summary(self) -> str:
         p = self.params
-        head = format_kv([
-            ("status", self.status), ("converged", self.converged), ("cells n", self.n_grid),
+        head = format_kv(self._status_rows() + [
+            ("cells n", self.n_grid),
             ("max-norm residual", self.residual), ("Newton steps", self.steps),
             ("sigma_min(J)", self.sigma_min), ("grid error (n vs 2n)", self.grid_error),
             ("PAM (x', y', A_w', A_f' > 0)", self.pam_ok),
@@ -947,12 +952,12 @@ class PlannerResult(TheoryResult):
         self.hessian_max_eig = float(hess)
         code = int(state.code)
         if code != 0:
-            self.status = _status_name(code)
+            self.status, self.message = _status_name(code), ""
         elif not (self.hessian_max_eig < 0):
             self.status = "not_a_maximum"
+            self.message = f"first-order conditions solved but the Hessian's max eigenvalue is {self.hessian_max_eig:.3g} >= 0"
         else:
-            self.status = "successful"
-        self.converged = self.status == "successful"
+            self.status, self.message = "successful", ""
         self.conditions = planner_condition_residuals(params, self)
 
     def summary(self) -> str:
@@ -1100,14 +1105,14 @@ def corollary1_transfers(params: TheoryParams, planner: TheoryResult) -> dict:
 
 class NeoclassicalResult(_Report):
     """Neoclassical benchmark on the cells: ell, x, y, L, N, wage (of the cell's type), r, c, the
-    nationwide (Becker) wage w_becker at x, and converged/status/residual/steps, density_spread
-    (max L / min L - 1) and wage_gap (max |w - w_becker| / max w)."""
+    nationwide (Becker) wage w_becker at x, and status (the Newton solve's)/converged/residual/steps,
+    density_spread (max L / min L - 1) and wage_gap (max |w - w_becker| / max w)."""
 
     _array_fields = ("ell", "x", "y", "L", "N", "wage", "w_becker", "r", "c")
-    _scalar_fields = ("converged", "status", "residual", "steps", "density_spread", "wage_gap")
+    _scalar_fields = ("residual", "steps", "density_spread", "wage_gap")
 
     def summary(self) -> str:
-        return format_kv([("status", self.status), ("max-norm residual", self.residual),
+        return format_kv(self._status_rows() + [("max-norm residual", self.residual),
                           ("Newton steps", self.steps),
                           ("density spread max L / min L - 1", self.density_spread),
                           ("max |w - w_Becker| / max w", self.wage_gap)],
@@ -1176,7 +1181,6 @@ def neoclassical_benchmark(params: TheoryParams, *, n_grid: int = 100, seed_tilt
     out.w_becker = np.interp(out.x, xs, wb)
     out.residual, out.steps = float(res.residual), int(res.steps)
     out.status = res.status
-    out.converged = bool(res.converged)
     out.density_spread = float(L.max() / L.min() - 1)
     out.wage_gap = float(np.max(np.abs(W - out.w_becker)) / np.max(np.abs(W)))
     return out
@@ -1192,12 +1196,25 @@ class OneSidedResult(_Report):
     (homogeneous firms y0 = Q_f.lo, local TFP A_bar(ell) = y(ell)/y0, business-services marginal cost
     tabulated from the cross-section), its forward equilibrium ``equilibrium`` (a :class:`TheoryResult`),
     and the largest relative gaps of the cross-sectional observables (wages w(ell), densities L(ell),
-    unemployment u(ell)) to the two-sided economy: ``gap_wage``, ``gap_L``, ``gap_u``."""
+    unemployment u(ell)) to the two-sided economy: ``gap_wage``, ``gap_L``, ``gap_u``. ``status``,
+    ``message`` and ``residual`` are those of the one-sided forward equilibrium."""
 
-    _scalar_fields = ("converged", "status", "gap_wage", "gap_L", "gap_u")
+    _scalar_fields = ("gap_wage", "gap_L", "gap_u")
+
+    @property
+    def status(self) -> str:
+        return self.equilibrium.status
+
+    @property
+    def message(self) -> str:
+        return self.equilibrium.message
+
+    @property
+    def residual(self) -> float:
+        return self.equilibrium.residual
 
     def summary(self) -> str:
-        return format_kv([("status", self.status), ("max rel. gap wage", self.gap_wage),
+        return format_kv(self._status_rows() + [("max-norm residual", self.residual), ("max rel. gap wage", self.gap_wage),
                           ("max rel. gap L", self.gap_L), ("max rel. gap u", self.gap_u)],
                          title="Proposition 5: one-sided sorting economy with the same cross-section")
 
@@ -1231,7 +1248,6 @@ def one_sided_equivalent(params: TheoryParams, eq: TheoryResult) -> OneSidedResu
     out.gap_wage = float(np.max(np.abs(r.wage / eq.wage - 1)))
     out.gap_L = float(np.max(np.abs(r.L / eq.L - 1)))
     out.gap_u = float(np.max(np.abs(r.u / eq.u - 1)))
-    out.status, out.converged = r.status, r.converged
     return out
 
 
