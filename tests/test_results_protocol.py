@@ -90,7 +90,9 @@ def _oh_quantitative_results():
             "oh.CounterfactualResult(failed)": cf_failed,
             "oh.ReducedFormRecovery": fw.recover_productivity(lx, ly, lam, labor_share=0.6, **kw),
             "oh.ReducedFormRecovery(none)": fw.recover_productivity(lx, ly, lam, labor_share=1e-12, **kw),
-            "oh.StandinFit(failed)": est.fit_standin("us", start=start, max_nfev=1)}
+            # started away from the shipped optimum (at it, one evaluation already satisfies the stopping rule)
+            "oh.StandinFit(failed)": est.fit_standin("us", start=(start[0] + 0.3, start[1] * 0.7, start[2] + 0.1),
+                                                     max_nfev=1)}
 
 
 _CACHE = {}
@@ -164,7 +166,9 @@ def test_expected_statuses():
     """The status names say what happened (a success is never free text that reads as a failure)."""
     r = _all()
     assert r["hs.Optimum"].status == "successful"
-    assert r["hs.Optimum(failed)"].status in ("not_a_maximum", "max_steps_reached")
+    # beta < gamma: the only stationary point is at negative n (closed form (A.18)), so the FOC solve
+    # finds no root: "stalled" on the generic solver (never "successful")
+    assert r["hs.Optimum(failed)"].status in ("stalled", "not_a_maximum", "max_steps_reached")
     assert r["hs.CPE(empty)"].status == "empty" and r["hs.CPE(empty)"].converged
     assert r["vv.Equilibria(none)"].status == "no_solution" and not r["vv.Equilibria(none)"].converged
     assert r["vv.Equilibria"].status == "successful" and len(r["vv.Equilibria"]) >= 1

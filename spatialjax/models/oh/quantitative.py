@@ -416,7 +416,8 @@ class InverseResult(Result, eqx.Module):
         """Positive assortative matching across bins: ``x`` and ``y`` strictly increasing (the
         pure-assignment equilibrium of Proposition 1 is PAM; a root with a decreasing schedule
         satisfies the discrete first-order conditions but is not an equilibrium)."""
-        return jnp.all(jnp.diff(self.x) > 0) & jnp.all(jnp.diff(self.y) > 0)
+        # per element of a batched (vmapped) result: over the last (bin) axis only
+        return jnp.all(jnp.diff(self.x, axis=-1) > 0, axis=-1) & jnp.all(jnp.diff(self.y, axis=-1) > 0, axis=-1)
 
     @property
     def converged(self):
