@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 __all__ = ["STATUSES", "SOLVER_STATUSES", "CONVERGED", "check_status", "is_converged", "json_safe",
-           "Result", "StatusFromMessage", "Equilibria", "status_names"]
+           "Result", "StatusFromMessage", "Equilibria"]
 
 #: names of :class:`spatialjax.solver.RESULTS`, in the order of that enumeration
 SOLVER_STATUSES = ("successful", "max_steps_reached", "stalled", "nonfinite", "singular")
@@ -85,23 +85,6 @@ def is_converged(status) -> bool | np.ndarray:
     if isinstance(status, str):
         return check_status(status) in CONVERGED
     return np.array([check_status(s) in CONVERGED for s in status], dtype=bool)
-
-
-def status_names(result) -> list[str] | None:
-    """Per-element status names of a (batched) :class:`spatialjax.solver.RESULTS` item, via the
-    public comparison API of the enumeration; ``None`` for any other enumeration."""
-    from spatialjax.solver import RESULTS
-
-    try:
-        masks = [(name, np.asarray(result == getattr(RESULTS, name)).reshape(-1)) for name in SOLVER_STATUSES]
-    except (ValueError, TypeError):
-        return None
-    n = masks[0][1].size
-    out = []
-    for i in range(n):
-        hit = [name for name, m in masks if m[i]]
-        out.append(hit[0] if hit else "unknown")
-    return out
 
 
 def json_safe(x: Any) -> Any:

@@ -42,6 +42,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
 import optimistix as optx
 
 from spatialjax.errors import ConvergenceError, SingularJacobianError
@@ -51,7 +52,7 @@ from spatialjax.validation import is_traced
 
 __all__ = ["RESULTS", "SolveResult", "SolverConfig", "solve_root", "jacobian_sigma_min", "LUFactor", "lu_factor", "lu_solve",
            "Linearization", "DenseLinearization", "linearize", "pgmres", "newton_iterate", "shamanskii_iterate", "DENSE_MAX",
-           "raise_if_failed"]
+           "raise_if_failed", "status_names"]
 
 # Largest system factorised densely by ``linear_solver="auto"``; above it Newton-Krylov (GMRES).
 # At n = 6100 one LU costs about 2 s on 2 CPU cores. Used by every caller that picks a solver.
@@ -71,6 +72,24 @@ class RESULTS(eqx.Enumeration):
     nonfinite = "did not converge: non-finite values in the residual or the solution"
     singular = ("converged to a point where the Jacobian is (near-)singular: a fold or a "
                 "non-isolated equilibrium; implicit derivatives there are undefined")
+
+
+_STATUS_NAMES = ("successful", "max_steps_reached", "stalled", "nonfinite", "singular")
+
+
+def status_names(result) -> list[str] | None:
+    """Per-element status names of a (batched) :class:`spatialjax.solver.RESULTS` item, via the
+    public comparison API of the enumeration; ``None`` for any other enumeration."""
+    try:
+        masks = [(name, np.asarray(result == getattr(RESULTS, name)).reshape(-1)) for name in _STATUS_NAMES]
+    except (ValueError, TypeError):
+        return None
+    n = masks[0][1].size
+    out = []
+    for i in range(n):
+        hit = [name for name, m in masks if m[i]]
+        out.append(hit[0] if hit else "unknown")
+    return out
 
 
 def _status_name(code) -> str:

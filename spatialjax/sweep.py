@@ -249,7 +249,7 @@ def _status_of(values):
     if res is not None:
         # a spatialjax.solver.RESULTS item: names via the enumeration's public comparisons
         # (None for anything else, e.g. another enumeration)
-        from spatialjax.results import status_names
+        from spatialjax.solver import status_names
 
         names = status_names(res)
         if names is not None and conv is None:
@@ -274,7 +274,7 @@ def _status_of(values):
                 r = getattr(x.solve, "result", None)
             nm = None
             if r is not None:
-                from spatialjax.results import status_names
+                from spatialjax.solver import status_names
 
                 nm = status_names(r)
             all_names.append(nm if nm is not None else ["successful" if v else "failed" for v in c.reshape(-1)])

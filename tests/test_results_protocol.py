@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from spatialjax import results
+from spatialjax.solver import status_names as solver_status_names
 from spatialjax.models import helsley_strange as hs
 from spatialjax.models import thisse_turner_ushchev as ttu
 from spatialjax.models import van_vuuren as vv
@@ -242,9 +243,9 @@ def test_json_safe_and_status_names():
     assert results.json_safe({"a": np.array([1.0, np.nan, np.inf]), "b": np.float64(-np.inf), "c": (1, 2)}) == \
         {"a": [1.0, None, None], "b": None, "c": [1, 2]}
     batched = RESULTS.where(jnp.array(True), RESULTS.successful, RESULTS.stalled)
-    assert results.status_names(batched) == ["successful"]
-    assert results.status_names(RESULTS.singular) == ["singular"]
-    assert results.status_names(optx.RESULTS.successful) is None   # another enumeration: no guess
+    assert solver_status_names(batched) == ["successful"]
+    assert solver_status_names(RESULTS.singular) == ["singular"]
+    assert solver_status_names(optx.RESULTS.successful) is None   # another enumeration: no guess
 
 
 def test_ttu_figure1_labels_are_mathtext():

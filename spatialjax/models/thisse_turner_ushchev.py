@@ -442,7 +442,7 @@ def conditional_prices(params: Params, s, v0=None):
 
 def _solver_status(result) -> str:
     """Name of a (concrete, scalar) :class:`spatialjax.solver.RESULTS` item."""
-    from spatialjax.results import status_names
+    from spatialjax.solver import status_names
 
     names = status_names(result)
     return names[0] if names else "nonfinite"
