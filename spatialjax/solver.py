@@ -46,7 +46,7 @@ import numpy as np
 import optimistix as optx
 
 from spatialjax.errors import ConvergenceError, SingularJacobianError
-from spatialjax.results import Result
+from spatialjax.results import SOLVER_STATUSES, Result
 from spatialjax.tables import format_kv
 from spatialjax.validation import is_traced
 
@@ -74,14 +74,11 @@ class RESULTS(eqx.Enumeration):
                 "non-isolated equilibrium; implicit derivatives there are undefined")
 
 
-_STATUS_NAMES = ("successful", "max_steps_reached", "stalled", "nonfinite", "singular")
-
-
 def status_names(result) -> list[str] | None:
     """Per-element status names of a (batched) :class:`spatialjax.solver.RESULTS` item, via the
     public comparison API of the enumeration; ``None`` for any other enumeration."""
     try:
-        masks = [(name, np.asarray(result == getattr(RESULTS, name)).reshape(-1)) for name in _STATUS_NAMES]
+        masks = [(name, np.asarray(result == getattr(RESULTS, name)).reshape(-1)) for name in SOLVER_STATUSES]
     except (ValueError, TypeError):
         return None
     n = masks[0][1].size
