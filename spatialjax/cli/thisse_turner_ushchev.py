@@ -11,8 +11,6 @@ half-written file. Exit codes: 0 success; 1 a solve failed (the equilibria or a 
 
 from __future__ import annotations
 
-import math
-
 _DEFAULTS = dict(alpha=0.6, beta=0.3, eps=6.0, tau=1.2, gamma=0.11, delta=0.0, b=1.0, c=1.0, d=1.0)
 _N_GAMMA_MAX = 20001
 _TABLES = ("ttu_equilibria.csv", "ttu_equilibria.json")
@@ -20,11 +18,16 @@ _FIGURES = ("ttu_figure1.png", "ttu_figure2.png")
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "ttu", help="Thisse-Turner-Ushchev 'Foundations of Cities': all equilibria and their stability",
+    from spatialjax.cli import add_command
+
+    p = add_command(
+        sub, "ttu", help="Thisse-Turner-Ushchev 'Foundations of Cities': all equilibria and their stability",
         description="Find every equilibrium (interior and corner) of the three-location city of Thisse, "
                     "Turner & Ushchev (2023), test each for stability (Definition 3), and draw the f/g loci "
-                    "(Figure 1) and the equilibrium correspondence ln rho against gamma (Figure 2).")
+                    "(Figure 1) and the equilibrium correspondence ln rho against gamma (Figure 2).",
+        epilog="exit codes: 0 success; 1 a solve failed (named on stdout, outputs carry the status); "
+               "2 invalid option or output folder (one line, nothing written)",
+        run=run, validate=_validate)
     for k, v in _DEFAULTS.items():
         p.add_argument(f"--{k}", type=float, default=v, help=f"{k} (default {v:g})")
     p.add_argument("--gamma-max", type=float, default=None,
@@ -32,9 +35,6 @@ def register(sub) -> None:
     p.add_argument("--n-gamma", type=int, default=241,
                    help=f"number of gamma values in the sweep, 2 to {_N_GAMMA_MAX} (default 241)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
-    from spatialjax.cli import add_output_argument
-    add_output_argument(p)
-    p.set_defaults(func=run)
 
 
 def _validate(args):
@@ -45,10 +45,11 @@ def _validate(args):
     from spatialjax.errors import ParameterError
     from spatialjax.models import thisse_turner_ushchev as ttu
 
-    if not 2 <= args.n_gamma <= _N_GAMMA_MAX:
-        raise ParameterError("--n-gamma", f"must be between 2 and {_N_GAMMA_MAX}; got {args.n_gamma}")
-    if args.gamma_max is not None and not (math.isfinite(args.gamma_max) and args.gamma_max > 0):
-        raise ParameterError("--gamma-max", f"must be > 0 and finite; got {args.gamma_max}")
+    from spatialjax.cli import check_float_option, check_int_option
+
+    check_int_option("--n-gamma", args.n_gamma, minimum=2, maximum=_N_GAMMA_MAX)
+    if args.gamma_max is not None:
+        check_float_option("--gamma-max", args.gamma_max, low=0.0, low_open=True)
     try:
         params = ttu.Params(**{k: getattr(args, k) for k in _DEFAULTS})
     except ParameterError as e:      # name the option as the user typed it
@@ -62,16 +63,17 @@ def _validate(args):
     return params
 
 
-def run(args) -> int:
+def run(args, out) -> int:
+    """The solve, after :func:`_validate` passed and the skeleton created ``out``
+    (:func:`spatialjax.cli.add_command`)."""
     import numpy as np
 
     from spatialjax import atomic
-    from spatialjax.cli import prepare_output
+    from spatialjax.cli import EXIT_FAILED, EXIT_OK
     from spatialjax.errors import ParameterError
     from spatialjax.models import thisse_turner_ushchev as ttu
 
-    params = _validate(args)            # before any work or any file
-    out = prepare_output(args.output)   # the folder exists only once every option passed
+    params = _validate(args)            # cheap; returns the Params the skeleton's call already checked
     eqs = ttu.equilibria(params, stability=float(params.alpha) > 0.5, throw=False)
     print(eqs.summary())                # the table first, then the files and figures
     if float(params.alpha) <= 0.5:
@@ -97,15 +99,15 @@ def run(args) -> int:
         raise ParameterError("--output", f"cannot write to {out}: {e.strerror or e}") from None
     if not args.quiet:
         print(f"wrote {out}/" + ", ".join(written))
-    rc = 0
+    rc = EXIT_OK
     if not eqs.converged:
         print(f"solve problems ({eqs.status}): {eqs.message}")
-        rc = 1
+        rc = EXIT_FAILED
     if sweep_failed:
         shown = ", ".join(f"{g:.6g}" for g in sweep_failed[:10]) + (" ..." if len(sweep_failed) > 10 else "")
         print(f"figure 2: the sweep failed at {len(sweep_failed)} of {args.n_gamma} values of gamma ({shown}); "
               f"see ttu.sweep_gamma(...)['root_status']")
-        rc = 1
+        rc = EXIT_FAILED
     return rc
 
 
