@@ -116,3 +116,10 @@ def test_cli_failed_solves_exit_1_and_print_no_nan_rows(tmp_path, capsys):
     assert any(r["status"] != "successful" for r in rows)
     s = json.loads((tmp_path / "helsley_strange_summary.json").read_text())
     assert s["type_optima"][0]["converged"] is False and s["problems"]
+
+
+def test_default_output_folder_is_per_command():
+    """The skeleton's default ``out/helsley-strange`` keeps this command off the main job's ``out``."""
+    from spatialjax.cli import build_parser
+
+    assert build_parser().parse_args(["solve", "helsley-strange"]).output == "out/helsley-strange"

@@ -22,13 +22,18 @@ _FIGURES = tuple(f"helsley_strange_figure{k}.png" for k in range(1, 6))
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "helsley-strange", help="Helsley-Strange 'Coagglomeration': cluster scale and composition, Nash vs efficient",
+    from spatialjax.cli import add_command
+
+    p = add_command(
+        sub, "helsley-strange", help="Helsley-Strange 'Coagglomeration': cluster scale and composition, Nash vs efficient",
         description="Solve the Helsley & Strange (2012) coagglomeration model with the Appendix productivity "
                     "(A.1) and c(N) = tN: type optimal clusters, the contract curve, the constrained Pareto "
                     "efficient allocation, the interval of symmetric Nash equilibria, specialized-city "
                     "equilibria (Proposition 3) and the partitions of industries into city types (Proposition 4). "
-                    "Default: an I = 2 economy with theta = 2,1.5;1.2,1.8.")
+                    "Default: an I = 2 economy with theta = 2,1.5;1.2,1.8.",
+        epilog="exit codes: 0 success; 1 a solve failed (named on stderr, the outputs carry the statuses); "
+               "2 invalid option, parameters or output folder (one line, nothing written)",
+        run=run, validate=_build)
     for k, v in _SCALARS.items():
         p.add_argument(f"--{k}", type=float, default=v, help=f"{k} in (A.1)/(III.7) (default {v:g})")
     p.add_argument("--theta", default="2,1.5;1.2,1.8", metavar="ROWS",
@@ -39,9 +44,6 @@ def register(sub) -> None:
     p.add_argument("--N", default=None, metavar="LIST",
                    help="aggregate numbers of workers N_i, comma separated (default 100 each)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
-    from spatialjax.cli import add_output_argument
-    add_output_argument(p)
-    p.set_defaults(func=run)
 
 
 def _floats(name, text):
@@ -110,7 +112,9 @@ def _num(x) -> str:
     return f"{x:.6g}"
 
 
-def run(args) -> int:
+def run(args, out) -> int:
+    """The solves, after :func:`_build` validated everything and the skeleton created ``out``
+    (:func:`spatialjax.cli.add_command`)."""
     import csv
     import io
     import sys
@@ -118,13 +122,12 @@ def run(args) -> int:
     import numpy as np
 
     from spatialjax import atomic
-    from spatialjax.cli import prepare_output
+    from spatialjax.cli import EXIT_FAILED, EXIT_OK
     from spatialjax.errors import ParameterError
     from spatialjax.models import helsley_strange as hs
     from spatialjax.tables import format_table
 
-    params = _build(args)               # every option, the parameters and the targets, before any work
-    out = prepare_output(args.output)   # the folder exists only once every option passed
+    params = _build(args)               # cheap; the skeleton already ran it before creating `out`
     I = params.I
     problems = []
 
@@ -212,5 +215,5 @@ def run(args) -> int:
     if problems:
         print("solve problems: " + "; ".join(problems))
         print("spatialjax: solve failed: " + "; ".join(problems), file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
