@@ -44,7 +44,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Not on :func:`spatialjax.cli.add_command`'s wrapper on purpose: the output folder is created
+    by :func:`spatialjax.calibrate.run_calibration` only after the config *and its data files*
+    passed validation (the wrapper would create it after the options alone)."""
     from spatialjax.calibrate import run_calibration
+    from spatialjax.cli import EXIT_FAILED, EXIT_OK
 
     out = args.output if args.output is not None else str(Path("out") / Path(args.config).stem)
     result, written = run_calibration(args.config, out, resume=args.resume, progress=not args.quiet)
@@ -58,8 +62,8 @@ def run(args) -> int:
         problems.append(f"the parameters are weakly identified ({weak})")
     if problems:
         print("spatialjax: " + "; ".join(problems) + f"; outputs in {out} carry this status", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _weak_identification(result) -> str:
