@@ -332,15 +332,18 @@ def test_loglinear_gravity_equals_fixed_effects_ols():
     assert np.max(np.abs(np.asarray(g(jnp.asarray(b_hat))))) < 1e-8
 
 
-@pytest.mark.slow  # 116 s measured under load (2 cores shared): standin replica + baseline compile
-def test_calibrated_baseline_passes_states():
+def test_calibrated_baseline_passes_states(replica60, truth60):
     """A data set with states (cities.csv's optional state column) gives a Baseline with
-    ``states`` (so the welfare-gradient slope with state fixed effects is reported); without, None."""
-    data, truth = jc.standin_replica(20, 0)
-    est = {k: truth[k] for k in jc.PARAM_NAMES}
-    b0 = jc.calibrated_baseline(est, data)
-    assert getattr(b0, "states", None) is None
-    st = np.array(["S%d" % (i % 4) for i in range(20)], dtype=object)
-    data.states = st
-    b = jc.calibrated_baseline(est, data)
+    ``states`` (so the welfare-gradient slope with state fixed effects is reported); without, None.
+    On replica60 at the truth, as test_calibrated_baseline_at_the_truth_recovers_T, so the module's
+    compiled N = 60 baseline is reused (it used a 20-city stand-in before: a cold solve and a
+    recompile, 116 s under load)."""
+    st = replica60.cities["state"].to_numpy(object)
+    assert len(set(st)) > 1
+    b = jc.calibrated_baseline(truth60, replica60)
     assert list(b.states) == list(st)
+    no_states = jc.as_data(replica60)
+    no_states.states = None
+    b0 = jc.calibrated_baseline(truth60, no_states)
+    assert getattr(b0, "states", None) is None
+    np.testing.assert_allclose(np.asarray(b0.sol.Lm), np.asarray(b.sol.Lm), rtol=1e-12)
