@@ -301,6 +301,8 @@ def test_cli_writes_outputs(tmp_path, capsys):
     tab = pd.read_csv(tmp_path / "van_vuuren_table1.csv")
     assert sorted(set(tab.a)) == sorted(set(PAPER.a)) and set(tab.panel) == {"A", "B"}
     assert "Table 1 reproduction" in outp
+    legend = (tmp_path / "van_vuuren_columns.txt").read_text()      # the column legend beside the CSV
+    assert [c for c in tab.columns if not _documented(c, legend)] == []
     # every file of the run is complete: no temporary files left behind
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
 
@@ -403,11 +405,14 @@ def test_hetero_solves_report_statuses():
     assert [e.config for e in eqs] == ["segregated"]
     seeds = vv._hetero_seeds("segregated").copy()
     seeds[0] = np.nan
-    sol = vv._HETERO_NEWTON["segregated"](P, jnp.asarray(seeds))
+    codes = np.full(len(seeds), vv.CONFIGS.index("segregated"))
+    sol, _ = vv._hetero_newton(P, jnp.asarray(seeds), jnp.asarray(codes))
     names = sol.status
     assert names[0] == "nonfinite" and set(names) <= set(STATUSES)
     assert "successful" in names
     ok = np.asarray(sol.converged)
+    # the corner's dummy unknown (t's slot, equation z[1] = 0) never moves from its seed
+    assert np.all(np.asarray(sol.value)[ok, 1] == 0.0)
     u = 1 / (1 + np.exp(-np.asarray(sol.value)[ok, 0]))
     assert np.allclose(u, eqs[0].u, atol=1e-10) or np.any(np.abs(u - eqs[0].u) < 1e-10)
 
@@ -422,8 +427,10 @@ def test_cli_help_documents_every_csv_column(capsys):
         main(["solve", "van-vuuren", "--help"])
     text = capsys.readouterr().out
     for col in ("s_du", "omega_star", "planner_config", "planner_local_26", "residual", "p_low", "paper_<x>",
-                "gap_<x>", "exit codes"):
+                "gap_<x>", "exit codes", "van_vuuren_columns.txt"):
         assert col in text, col
+    cols1, cols2 = _table_columns()
+    assert [c for c in cols1 + cols2 if not _documented(c, text)] == []
 
 
 @pytest.mark.parametrize("bad", ["file", "proc"])
@@ -452,3 +459,63 @@ def test_cli_rejects_bad_options_before_creating_anything(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--sweep-points" in err and "p - b > tau" in err and "--s0" in err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Output files (issue 13): a column legend beside the CSVs, no float noise, labelled panels
+# ---------------------------------------------------------------------------------------
+def _documented(col, text):
+    import re
+
+    if col.startswith(("paper_", "gap_")):
+        return col.split("_")[0] + "_<x>" in text
+    return re.search(rf"(^|[\s,]){re.escape(col)}([\s,]|$)", text, re.M) is not None
+
+
+def _table_columns():
+    t1 = vv.table1("A", a_values=())          # no solve: the frame's columns only
+    return ["panel"] + list(t1.columns), list(vv.table2(a_values=()).columns)
+
+
+def test_csv_legend_beside_the_tables_and_no_float_noise(tmp_path):
+    """Every CSV column is explained in van_vuuren_columns.txt, written beside the CSVs (and
+    the same legend is in --help); numbers carry no float noise (0.1 + 0.2 is written 0.3)."""
+    from spatialjax.cli import van_vuuren as cli
+
+    cols1, cols2 = _table_columns()
+    text_cols = {"panel", "config", "side", "planner_config", "planner_local_26"}
+    row = lambda cols: {c: ("A" if c in text_cols else 0.1 + 0.2) for c in cols}  # noqa: E731
+    t1, t2 = pd.DataFrame([row(cols1)]), pd.DataFrame([row(cols2)])
+    assert t1.a.iloc[0] != 0.3                                         # the noise is there to begin with
+    cli.write_tables(tmp_path, t1, t2)
+    legend = (tmp_path / cli.COLUMNS_FILE).read_text()
+    for name, cols in (("van_vuuren_table1.csv", cols1), ("van_vuuren_table2.csv", cols2)):
+        text = (tmp_path / name).read_text()
+        assert text.splitlines()[0].split(",") == cols
+        assert "0.30000000000000004" not in text and "0000000000" not in text and ",0.3," in text
+        section = legend.split(f"columns of {name}")[1].split("columns of ")[0]
+        undocumented = [c for c in cols if not _documented(c, section)]
+        assert not undocumented, (name, undocumented)
+        assert section.strip() in cli.EPILOG                                # the same legend as --help
+    # only the legends of the CSVs actually written
+    (tmp_path / "one").mkdir()
+    cli.write_tables(tmp_path / "one", t1)
+    assert "van_vuuren_table2.csv" not in (tmp_path / "one" / cli.COLUMNS_FILE).read_text()
+    assert not (tmp_path / "one" / "van_vuuren_table2.csv").exists()
+
+
+def test_every_figure_panel_has_axis_labels(interior_eq, monkeypatch, tmp_path):
+    from spatialjax.plots import van_vuuren as vvplot
+
+    figs = []
+    monkeypatch.setattr(vvplot, "save_figure", lambda fig, path, **kw: figs.append(fig) or path)
+    vvplot.plot_rents(interior_eq, tmp_path / "rents.png")
+    a = np.array([0.5, 1.0])
+    sw = {"a": a, **{c: {"valid": np.array([True, c == "interior"]), "u": a * 0.1, "v": a * 0.2, "du": a * 0.3}
+                     for c in vv.CONFIGS}}
+    vvplot.plot_sweep(sw, tmp_path / "sweep.png", title="panel A")
+    axes = [ax for f in figs for ax in f.axes]
+    assert len(axes) == 4
+    assert all(ax.get_ylabel().strip() and ax.get_xlabel().strip() for ax in axes), \
+        [(ax.get_xlabel(), ax.get_ylabel()) for ax in axes]
+    assert len({ax.get_ylabel() for ax in figs[1].axes}) == 3    # u, v, du each say which they are

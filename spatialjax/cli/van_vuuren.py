@@ -10,14 +10,10 @@ _SWEEP_A_MIN = 0.05   # the a-sweep runs over [0.05, min(1, s0)]
 #: CSV number format: 10 significant digits (no float noise such as 0.30000000000000004)
 FLOAT_FORMAT = "%.10g"
 
-EPILOG = """\
-output files (in --output):
-  van_vuuren_solution.json   parameters, market equilibria (Equilibria.to_dict) and planner
-  van_vuuren_rents_<i>_<config>.png   rent schedule R(d) and bid rents (Figure 2), per equilibrium
-  van_vuuren_sweep_a.png     u, v, du against the slope a of search efficiency, by configuration
-  van_vuuren_table1.csv      Table 1 reproduction (unless --no-table), one row per (panel, a, equilibrium)
-  van_vuuren_table2.csv      Table 2 reproduction (with --table2), one row per (a, side, equilibrium)
+#: written beside the CSVs: what every column means (the same text as in --help)
+COLUMNS_FILE = "van_vuuren_columns.txt"
 
+TABLE1_COLUMNS = """\
 columns of van_vuuren_table1.csv:
   panel            Table 1 panel: A (nu = xi = 0.5, alpha = 1) or B (nu = xi = 1, alpha = 8)
   a                slope of search efficiency, s(d) = s0 - a d  (1)
@@ -29,19 +25,51 @@ columns of van_vuuren_table1.csv:
   planner_config   the planner's corner (integrated or segregated)
   planner_local_26 the corner that the local condition (26) picks at the planner's lambda
   residual         max abs residual of the market equilibrium equations
+"""
 
+TABLE2_COLUMNS = """\
 columns of van_vuuren_table2.csv (Section 7, heterogeneous firms; panel B with tau = 0.15):
-  a, side, config  side is planner or market; config as above
-  u, v, du, s_du, omega   as above (omega: the Section 7 welfare with E_H[p])
+  a, side, config  side is planner or market; config as in van_vuuren_table1.csv
+  u, v, du, s_du, omega   as in van_vuuren_table1.csv (omega: the Section 7 welfare with E_H[p])
   p_low            lowest productivity accepted by the unemployed (Table 2's "p")
   residual         market: max abs residual; planner: projected-gradient norm
   paper_<x>        the printed Table 2 value of column x
   gap_<x>          ours / printed - 1 for u, v, s_du, omega; ours - printed for du and p_low
   (row-by-row discussion: data_moments/van_vuuren_table2.md)
+"""
 
+EPILOG = f"""\
+output files (in --output):
+  van_vuuren_solution.json   parameters, market equilibria (Equilibria.to_dict) and planner
+  van_vuuren_rents_<i>_<config>.png   rent schedule R(d) and bid rents (Figure 2), per equilibrium
+  van_vuuren_sweep_a.png     u, v, du against the slope a of search efficiency, by configuration
+  van_vuuren_table1.csv      Table 1 reproduction (unless --no-table), one row per (panel, a, equilibrium)
+  van_vuuren_table2.csv      Table 2 reproduction (with --table2), one row per (a, side, equilibrium)
+  {COLUMNS_FILE}     what every column of the CSVs written means (the legends below)
+
+{TABLE1_COLUMNS}
+{TABLE2_COLUMNS}
 exit codes: 0 success; 1 a solve failed (no market equilibrium or no planner optimum);
 2 bad option or parameter (the message names it), or an output directory that cannot be created.
 """
+
+
+def write_tables(out, tab=None, t2=None):
+    """Write the Table 1 / Table 2 CSVs that are given (10 significant digits, no float noise)
+    and, beside them, :data:`COLUMNS_FILE` with the legend of every CSV written.  Returns the
+    paths written."""
+    from spatialjax import atomic
+
+    paths, legend = [], []
+    for name, df, text in (("van_vuuren_table1.csv", tab, TABLE1_COLUMNS), ("van_vuuren_table2.csv", t2, TABLE2_COLUMNS)):
+        if df is None:
+            continue
+        paths.append(atomic.write_frame(out / name, df, float_format=FLOAT_FORMAT, index=False))
+        legend.append(text)
+    if legend:
+        head = "van Vuuren (2016) reproduction: columns of the CSV files in this folder (also in --help)\n\n"
+        paths.append(atomic.write_text(out / COLUMNS_FILE, head + "\n".join(legend)))
+    return paths
 
 
 def register(sub):
@@ -124,10 +152,7 @@ def run(args) -> int:
     # files: tables first, then figures; each written atomically (temporary file + rename)
     res = {"params": P.to_dict(), "market": eqs.to_dict(), "planner": pl.to_dict()}
     atomic.write_json(out / "van_vuuren_solution.json", res)
-    if tab is not None:
-        atomic.write_frame(out / "van_vuuren_table1.csv", tab, float_format=FLOAT_FORMAT)
-    if t2 is not None:
-        atomic.write_frame(out / "van_vuuren_table2.csv", t2, float_format=FLOAT_FORMAT)
+    write_tables(out, tab, t2)
     for i, e in enumerate(eqs):
         vvplot.plot_rents(e, out / f"van_vuuren_rents_{i}_{e.config}.png")
     a = np.linspace(_SWEEP_A_MIN, min(1.0, float(P.s0)), args.sweep_points)

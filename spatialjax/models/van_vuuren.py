@@ -858,7 +858,8 @@ def table1(panel: str = "A", a_values=(1.0, 0.75, 0.6, 0.55, 0.5, 0.25, 0.1)):
             rows.append(dict(a=a, config=e.config, u=e.u, v=e.v, du=e.du, s_du=e.s_u, omega=e.omega,
                              omega_star=pl.omega, planner_config=pl.config, planner_local_26=pl.local_choice_26,
                              residual=e.residual))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["a", "config", "u", "v", "du", "s_du", "omega", "omega_star", "planner_config",
+                                       "planner_local_26", "residual"])
 
 
 # ----------------------------------------------------------------------------------------
@@ -870,9 +871,13 @@ _XH = (_xh + 1.0) / 2.0
 _WH = _wh / 2.0
 
 
-def _hetero_core(P: Params, u, t, plow, config: str):
+def _hetero_core(P: Params, u, t, plow, config):
     """Section 7 objects for given u, t = H(p~) = du/(1-u) and the lowest accepted
-    productivity ``plow``, for a static ``config``.
+    productivity ``plow``, for ``config``: a name of :data:`CONFIGS` or its index (0
+    integrated, 1 interior, 2 segregated; may be traced, so one compiled program serves all
+    three configurations).  Corners are the two-segment (interior) layout with t fixed at 0
+    or 1 (the empty segment has zero quadrature weights) and their own formulas where the
+    paper's differ ((38) vs (37); the inequality's sign).
 
     Reconstruction (see the module section docstring of :func:`solve_market_hetero`):
     contacts draw p ~ U[0, 1]; F(K(p)) = p, G(K(p)) = H(p).  On the rank grid g = H(p),
@@ -886,10 +891,9 @@ def _hetero_core(P: Params, u, t, plow, config: str):
       integrals int I(w) dw = int I(g) K'(g) dg, K' = pi Phi' / Phi^2, and the wage gap
       (K(p~-), K(p~+)) weighted by I(p~-).
     Returns a dict of scalars (residuals r1 reservation wage, r2 location, r3 free entry; slack)."""
-    if config == "integrated":
-        t = jnp.zeros_like(u)
-    elif config == "segregated":
-        t = jnp.ones_like(u)
+    code = jnp.asarray(CONFIGS.index(config) if isinstance(config, str) else config)
+    is_int, is_seg = code == 0, code == 2
+    t = jnp.where(is_int, 0.0, jnp.where(is_seg, 1.0, t))
     du = (1 - u) * t
     s = lambda d: P.s0 - P.a * d
     psi, rho, delta, a = P.psi, P.rho, P.delta, P.a
@@ -938,51 +942,31 @@ def _hetero_core(P: Params, u, t, plow, config: str):
                     K1=qe["p"][0] - pi1 / qe["Phi"][0], I1=qe["I"][0])
 
     zero = jnp.zeros_like(u)
-    if config == "integrated":
-        segs = [(segment(zero, zero + 1, True, zero), True)]
-        K0 = seg(jnp.atleast_1d(zero), True)["p"][0]
-    elif config == "segregated":
-        segs = [(segment(zero, zero + 1, False, zero), False)]
-        K0 = plow
-    else:
-        lo = segment(zero, t, False, zero)
-        hi = segment(t, zero + 1, True, lo["pi1"])
-        segs = [(lo, False), (hi, True)]
+    lo = segment(zero, t, False, zero)          # [0, t]: empty (zero weights) when integrated
+    hi = segment(t, zero + 1, True, lo["pi1"])  # [t, 1]: empty when segregated
+    segs = (lo, hi)
     # wage integrals over each segment
-    J = [jnp.sum(sg["w"] * sg["q"]["I"] * sg["Kp"]) for sg, _ in segs]
-    E = sum(jnp.sum(sg["w"] * sg["q"]["p"]) for sg, _ in segs)                    # E_H p
-    fe = sum(jnp.sum(sg["w"] * (1 - sg["q"]["p"]) * sg["q"]["Phi"] * sg["q"]["pp"]) for sg, _ in segs)
-    if config == "interior":
-        lo, hi = segs[0][0], segs[1][0]
-        ht = seg(jnp.atleast_1d(t), True)
-        Kt_hi = ht["p"][0] - lo["pi1"] / ht["Phi"][0]  # K(p~+): same pi, larger Phi
-        w1, wt = lo["K1"], Kt_hi
-        Jgap = (wt - w1) * lo["I1"]
-        Jlo, Jhi = J[0], J[1]
-        M = jnp.sum(lo["w"] * lo["q"]["I"] * (du - lo["q"]["d"]) * lo["Kp"])
-    elif config == "segregated":
-        Jlo, Jgap, Jhi = J[0], zero, zero
-        sg = segs[0][0]
-        M = jnp.sum(sg["w"] * sg["q"]["I"] * (du - sg["q"]["d"]) * sg["Kp"])
-        w1 = wt = sg["K1"]
-    else:
-        Jlo, Jgap, Jhi = zero, zero, J[0]
-        M = zero
-        w1 = wt = K0
+    Jlo, Jhi = (jnp.sum(sg["w"] * sg["q"]["I"] * sg["Kp"]) for sg in segs)
+    E = sum(jnp.sum(sg["w"] * sg["q"]["p"]) for sg in segs)                    # E_H p
+    fe = sum(jnp.sum(sg["w"] * (1 - sg["q"]["p"]) * sg["q"]["Phi"] * sg["q"]["pp"]) for sg in segs)
+    ht = seg(jnp.atleast_1d(t), True)
+    Kt_hi = ht["p"][0] - lo["pi1"] / ht["Phi"][0]  # K(p~+): same pi, larger Phi
+    w1 = lo["K1"]                                  # integrated: K(plow) = p(0) (empty lower segment)
+    wt = jnp.where(is_seg, w1, Kt_hi)
+    Jgap = jnp.where(is_int | is_seg, zero, (Kt_hi - w1) * lo["I1"])  # the wage gap, weighted by I(p~-)
+    M = jnp.sum(lo["w"] * lo["q"]["I"] * (du - lo["q"]["d"]) * lo["Kp"])
     Ju = Jlo + Jgap + Jhi
     tau, chi = P.tau, P.chi
-    if config == "integrated":
-        phi = P.b + tau * u + chi * (1 - u) + lam * (1 - psi) * s(u) * Ju  # (38)
-        r2 = tau - chi - a * lam * (1 - psi) * Ju
-        slack = -r2
-    else:
-        phi = P.b + tau * du + chi * (1 - du) + lam * (1 - psi) * s(du) * Ju - a * lam * psi * M  # (37)
-        r2 = tau - chi - a * lam * (1 - psi) * Ju - a * lam * psi * (Jlo + Jgap)  # (15)/(27)
-        slack = r2
+    phi38 = P.b + tau * u + chi * (1 - u) + lam * (1 - psi) * s(u) * Ju  # (38), integrated
+    phi37 = P.b + tau * du + chi * (1 - du) + lam * (1 - psi) * s(du) * Ju - a * lam * psi * M  # (37)
+    phi = jnp.where(is_int, phi38, phi37)
+    r2 = jnp.where(is_int, tau - chi - a * lam * (1 - psi) * Ju,
+                   tau - chi - a * lam * (1 - psi) * Ju - a * lam * psi * (Jlo + Jgap))  # (15)/(27)
+    slack = jnp.where(is_int, -r2, r2)
+    w_plus = jnp.where(is_seg, lo["K1"], hi["K1"])
     r1 = plow - phi               # the lowest active firm pays the reservation wage: K(plow) = plow = phi
     r3 = fe - P.gamma * v / lam   # free entry, per unit of lam
     omega = (1 - u) * E + u * P.b - P.gamma * v - tau * ((1 - u ** 2) / 2 - du * u)
-    w_plus = segs[-1][0]["K1"]
     return dict(r1=r1, r2=r2, r3=r3, slack=slack, u=u, t=t, du=du, v=v, lam=lam, plow=plow, phi=phi,
                 Ju=Ju, M=M, w1=w1, w_tilde=wt, w_plus=w_plus, E_p=E, omega=omega, s_u=sbar)
 
@@ -991,46 +975,57 @@ _sigmoid = jax.nn.sigmoid
 TABLE2_TAU = 0.15  # Table 2: panel B parameters with tau = 0.15 (Section 7, p. 28)
 
 
-def _hetero_F(config: str):
-    """Section 7 market system in logit coordinates: interior unknowns (u, t, plow), equations
-    (r1, r2, r3); corners (u, plow), (r1, r3)."""
-
-    def F(z, P):
-        if config == "interior":
-            o = _hetero_core(P, _sigmoid(z[0]), _sigmoid(z[1]), _sigmoid(z[2]), config)
-            return jnp.stack([o["r1"], o["r2"], o["r3"]])
-        o = _hetero_core(P, _sigmoid(z[0]), jnp.zeros(()), _sigmoid(z[1]), config)
-        return jnp.stack([o["r1"], o["r3"]])
-
-    return F
+def _hetero_F(z, args):
+    """Section 7 market system in logit coordinates, one form for every configuration
+    (``args = (P, code)``, code the index in :data:`CONFIGS`, traced): unknowns (u, t, plow),
+    equations (r1, r2, r3) for the interior city; for a corner t is fixed by ``code`` and
+    the location equation is replaced by ``z[1] = 0`` (a dummy unknown, seeded at 0: the
+    Newton steps in (u, plow) are those of the corner's 2 x 2 system (r1, r3))."""
+    P, code = args
+    o = _hetero_core(P, _sigmoid(z[0]), _sigmoid(z[1]), _sigmoid(z[2]), code)
+    return jnp.stack([o["r1"], jnp.where(code == 1, o["r2"], z[1]), o["r3"]])
 
 
-def _hetero_newton_factory(config: str):
+_HETERO_KEEP = ("u", "t", "du", "v", "lam", "plow", "phi", "omega", "E_p", "w1", "w_tilde", "w_plus", "s_u",
+                "slack")
+
+
+def _hetero_solve_one(P, z0, code):
+    sol = solve_root(_hetero_F, z0, (P, code), tol=1e-12, max_steps=80, linear_solver="dense")
+    z = sol.value
+    o = _hetero_core(P, _sigmoid(z[0]), _sigmoid(z[1]), _sigmoid(z[2]), code)
+    return sol, {k: o[k] for k in _HETERO_KEEP}
+
+
+@jax.jit
+def _hetero_newton(P: Params, z0, codes):
     """The Section 7 market system solved by the generic engine
     (:func:`spatialjax.solver.solve_root`: Newton with Armijo line search, status enum,
-    NaN-on-failure implicit derivatives), jitted and vmapped over seeds.
-    Returns ``(P, z0[k, n]) -> SolveResult`` (batched over the seeds)."""
-    F = _hetero_F(config)
+    NaN-on-failure implicit derivatives) from every seed ``z0[k]`` (shape (k, 3)) for
+    configuration ``codes[k]``: one compiled program for all three configurations.
+    Returns ``(SolveResult, outputs)`` batched over the seeds (outputs: the model's objects
+    at each solution, :data:`_HETERO_KEEP`).
 
-    def newton(P, z0):
-        return solve_root(F, z0, P, tol=1e-12, max_steps=80, linear_solver="dense")
-
-    # lax.map, not vmap, over the seeds: each seed's Newton loop and line search stop on their
-    # own (under vmap every seed would run as long as the slowest); measured 2x faster to run
-    # and 40 % cheaper to compile than vmap on CPU for this 3 x 3 system
-    return jax.jit(lambda P, z: jax.lax.map(lambda zz: newton(P, zz), z))
-
-
-_HETERO_NEWTON = {}
-_hetero_core_jit = jax.jit(_hetero_core, static_argnums=(4,))
+    lax.map, not vmap, over the seeds: each seed's Newton loop and line search stop on their
+    own (under vmap every seed would run as long as the slowest); measured 2x faster to run
+    and 40 % cheaper to compile than vmap on CPU for this 3 x 3 system."""
+    return jax.lax.map(lambda zc: _hetero_solve_one(P, zc[0], zc[1]), (z0, codes))
 
 
 def _hetero_seeds(config: str) -> np.ndarray:
+    """Newton seeds (logit u, logit t, logit plow) for ``config``; corners have t's column at 0
+    (the dummy unknown of :func:`_hetero_F`)."""
     lg = _logit
     us, ts, ps = (0.04, 0.08, 0.15, 0.3), (0.05, 0.2, 0.5, 0.8, 0.95), (0.3, 0.4)
     if config == "interior":
         return np.array([[lg(u), lg(t), lg(p)] for u in us for t in ts for p in ps])
-    return np.array([[lg(u), lg(p)] for u in us + (0.5,) for p in ps + (0.5,)])
+    return np.array([[lg(u), 0.0, lg(p)] for u in us + (0.5,) for p in ps + (0.5,)])
+
+
+def _hetero_all_seeds() -> tuple[np.ndarray, np.ndarray]:
+    """Seeds of every configuration stacked, and their configuration codes."""
+    z = [_hetero_seeds(c) for c in CONFIGS]
+    return np.concatenate(z), np.concatenate([np.full(len(zi), i) for i, zi in enumerate(z)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1110,23 +1105,24 @@ def solve_market_hetero(params: Params, *, tol: float = 1e-10, throw: bool = Fal
     if not isinstance(params, Params):
         raise ParameterError("params", f"must be a van_vuuren.Params; got {type(params).__name__}")
     found, rejected = [], []
-    for config in CONFIGS:
-        if config not in _HETERO_NEWTON:
-            _HETERO_NEWTON[config] = _hetero_newton_factory(config)
-        sol = _HETERO_NEWTON[config](params, jnp.asarray(_hetero_seeds(config)))
-        z, res, conv = np.asarray(sol.value), np.asarray(sol.residual), np.asarray(sol.converged)
+    z0, codes = _hetero_all_seeds()
+    sol, outs = _hetero_newton(params, jnp.asarray(z0), jnp.asarray(codes))
+    z_all, res_all, conv_all = np.asarray(sol.value), np.asarray(sol.residual), np.asarray(sol.converged)
+    outs = {k: np.asarray(v) for k, v in outs.items()}
+    for code, config in enumerate(CONFIGS):
         seen = []
-        for zi, ri, ci in zip(z, res, conv):
+        for i in np.flatnonzero(codes == code):
+            zi, ri, ci = z_all[i], res_all[i], conv_all[i]
             if not (ci and np.isfinite(ri) and ri < tol):
                 continue
             x = 1 / (1 + np.exp(-zi))
-            u, t, pl = (x[0], x[1], x[2]) if config == "interior" else (x[0], 0.0, x[1])
+            u, t = (x[0], x[1]) if config == "interior" else (x[0], 0.0)
             if config == "interior" and not (1e-7 < t < 1 - 1e-7):
                 continue
             if any(abs(u - s_[0]) < 1e-7 and abs(t - s_[1]) < 1e-7 for s_ in seen):
                 continue
             seen.append((u, t))
-            o = {k: float(v) for k, v in _hetero_core_jit(params, jnp.asarray(u), jnp.asarray(t), jnp.asarray(pl), config).items()}
+            o = {k: float(outs[k][i]) for k in _HETERO_KEEP}
             problems = []
             if o["slack"] < -1e-12:
                 problems.append(f"violates its location inequality (slack {o['slack']:.3g})")
@@ -1179,9 +1175,37 @@ def _hetero_planner_omega(P: Params, u, t, plow):
     return omega, v, E, lam
 
 
-_hp_val = jax.jit(lambda P, x: -_hetero_planner_omega(P, x[0], x[1], x[2])[0])
-_hp_grad = jax.jit(jax.grad(lambda P, x: -_hetero_planner_omega(P, x[0], x[1], x[2])[0], 1))
+def _hp_neg(P, x):
+    return -_hetero_planner_omega(P, x[0], x[1], x[2])[0]
+
+
+_hp_val_grad = jax.jit(jax.value_and_grad(_hp_neg, 1))   # one pass for value and gradient
 _hp_all = jax.jit(lambda P, x: _hetero_planner_omega(P, x[0], x[1], x[2]))
+
+#: coarse grid of the planner's box for choosing the L-BFGS-B starts (evaluated in one jitted,
+#: vmapped call): u log-spaced, t = du/(1-u) with both corners, p_low
+_HP_GRID_U = np.geomspace(0.01, 0.5, 12)
+_HP_GRID_T = np.array([0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.95, 0.98, 1.0])
+_HP_GRID_P = np.linspace(0.0, 0.9, 10)
+_HP_GRID = np.stack(np.meshgrid(_HP_GRID_U, _HP_GRID_T, _HP_GRID_P, indexing="ij"), axis=-1).reshape(-1, 3)
+_hp_grid_val = jax.jit(jax.vmap(_hp_neg, in_axes=(None, 0)))
+
+
+def _hp_starts(P: Params) -> list[np.ndarray]:
+    """Starting points for the planner: the best point of the coarse grid in each
+    configuration class of t (t = 0 integrated, 0 < t < 1 interior, t = 1 segregated), so that
+    every kind of local optimum is tried from its own basin (replaces 18 fixed starts: on
+    Table 2 all of them reached the same optimum, to 1e-15 in omega)."""
+    f = np.asarray(_hp_grid_val(P, jnp.asarray(_HP_GRID)))
+    f = np.where(np.isfinite(f), f, np.inf)
+    t = _HP_GRID[:, 1]
+    starts = []
+    for cls in (t == 0.0, (t > 0.0) & (t < 1.0), t == 1.0):
+        i = np.flatnonzero(cls)
+        j = i[np.argmin(f[i])]
+        if np.isfinite(f[j]):
+            starts.append(_HP_GRID[j].copy())
+    return starts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1235,8 +1259,9 @@ def solve_planner_hetero(params: Params, *, tol: float = 1e-7, throw: bool = Fal
     ((28)--(30)); in that limit the objective is the steady-state flow welfare, which is what
     we maximise (as ``solve_planner(objective="steady_state")`` does for Table 1).  Unlike the
     homogeneous model, du can be interior (on-the-job search now has social value: (30)).
-    Bound-constrained quasi-Newton (L-BFGS-B, exact gradients by autodiff) in (u, t, plow)
-    from several starts; the best local optimum is returned.  ``residual`` is the projected
+    Bound-constrained quasi-Newton (L-BFGS-B, value and exact gradient by autodiff in one
+    pass) in (u, t, plow), started from the best point of a coarse grid of the box in each
+    configuration class (t = 0, interior t, t = 1); the best local optimum is returned.  ``residual`` is the projected
     gradient norm; status "successful" when it is below ``tol`` and no artificial bound binds."""
     from scipy.optimize import minimize
 
@@ -1244,15 +1269,26 @@ def solve_planner_hetero(params: Params, *, tol: float = 1e-7, throw: bool = Fal
         raise ParameterError("params", f"must be a van_vuuren.Params; got {type(params).__name__}")
     best = None
     bounds = [(1e-3, 0.95), (0.0, 1.0), (0.0, 0.95)]
-    for t0 in (0.0, 0.05, 0.2, 0.5, 0.8, 1.0):
-        for u0 in (0.05, 0.1, 0.2):
-            r = minimize(lambda x: float(_hp_val(params, jnp.asarray(x))), np.array([u0, t0, 0.3]),
-                         jac=lambda x: np.asarray(_hp_grad(params, jnp.asarray(x))), method="L-BFGS-B",
-                         bounds=bounds, options=dict(ftol=1e-15, gtol=1e-12, maxiter=2000))
-            if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
-                best = r
+
+    def fun(x):
+        f, g = _hp_val_grad(params, jnp.asarray(x))
+        return float(f), np.asarray(g)
+
+    for x0 in _hp_starts(params):
+        r = minimize(fun, np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds]), jac=True,
+                     method="L-BFGS-B", bounds=bounds, options=dict(ftol=1e-15, gtol=1e-12, maxiter=2000))
+        if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
+            best = r
+    if best is None:
+        nan = float("nan")
+        msg = "no finite value of omega at any start"
+        if throw:
+            raise ConvergenceError(f"van_vuuren.solve_planner_hetero: nonfinite: {msg}")
+        warnings.warn(f"van_vuuren.solve_planner_hetero: nonfinite: {msg}", RuntimeWarning, stacklevel=2)
+        return PlannerResultHetero(u=nan, v=nan, du=nan, plow=nan, omega=nan, config="none", E_p=nan, lam=nan,
+                                   residual=nan, status="nonfinite", message=msg)
     x = best.x
-    gr = np.asarray(_hp_grad(params, jnp.asarray(x)))  # gradient of -omega
+    gr = np.asarray(_hp_val_grad(params, jnp.asarray(x))[1])  # gradient of -omega
     proj = gr.copy()
     for i, (lo, hi) in enumerate(bounds):
         if x[i] <= lo + 1e-12 and gr[i] > 0:   # at the lower bound, -omega increasing inward is fine
@@ -1315,7 +1351,7 @@ def table2(a_values=(1.0, 0.75, 0.6, 0.55, 0.5, 0.25, 0.1), *, paper: bool = Tru
         for e in eqs:
             rows.append(dict(a=a, side="market", config=e.config, u=e.u, v=e.v, du=e.du, s_du=e.s_u,
                              omega=e.omega, p_low=e.plow, residual=e.residual))
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=["a", "side", "config", "u", "v", "du", "s_du", "omega", "p_low", "residual"])
     if ref is not None:
         for k in ("u", "v", "du", "s_du", "omega", "p_low"):
             vals = []
