@@ -910,6 +910,8 @@ def problem_from_data(data, *, mode="inversion", gravity="ppml", technology_shif
             shrinks += 1
         meta["start_gamma_shrinks"] = shrinks
         meta["start_feasible"] = bool(chk({k: jnp.asarray(float(v)) for k, v in th0.items()}))
+    if mode == "full-solution":
+        clear_warm_cache()  # warm_cache_stats() then counts this problem's inner solves
     meta.update(alpha=alpha, beta=beta, fixed=fixed_j, pi_names=pi_names, rho_names=rho_names, data=data,
                 prepared=d, housing=housing)
     names = moment_names(meta)
@@ -1135,6 +1137,19 @@ def report(problem: Problem, result, outdir, *, progress: bool = True) -> dict:
     b = calibrated_baseline(est, data)
     full = None
     if problem.meta["mode"] == "full-solution":
+        # the inner solves of the estimation (counted since the problem was built), before the
+        # report's own solve at the estimates
+        c = result.convergence or {}
+        solves = dict(warm_cache_stats(), objective_evals=c.get("n_objective_evals"),
+                      failed_evals=c.get("n_failed_evals"), start_gamma_shrinks=problem.meta.get("start_gamma_shrinks"),
+                      note="warm: solved from the previous evaluation's solution; homotopy: followed the path from "
+                           "the data-inverted economy; failed: no equilibrium on the data's branch (the evaluation "
+                           "returned ok = False and the estimator treated it as +inf). Counted since the problem "
+                           "was built (jiao_tian_calibration.warm_cache_stats).")
+        written["inner_solves.json"] = atomic.write_json(outdir / "inner_solves.json", solves)
+        print(f"jiao_tian: inner solves warm {solves['warm']}, homotopy {solves['homotopy']}, failed "
+              f"{solves['failed']} ({solves['failed_evals']} of {solves['objective_evals']} evaluations failed)",
+              flush=True)
         full = _solved_allocation(problem, result)
     fit = pd.DataFrame({"city": data.ids, "name": data.names if data.names is not None else [""] * len(data.ids),
                         "workers_data": data.Lp, "workers_model": b.meta["Lp_model"], "income_data": data.W,
