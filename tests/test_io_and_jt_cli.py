@@ -1,5 +1,7 @@
 """Data-file reading (spatialjax.io) and the jiao-tian CLI's input errors (no solves here)."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -60,14 +62,45 @@ def test_read_toml_rejects_unknown_keys(tmp_path):
     assert read_toml(f) == {"theta": 5.0, "thetta": 4.0}
 
 
-def test_jt_cli_bad_input_exit_codes(tmp_path, capsys):
-    assert main(["solve", "jiao-tian", "--grid-points", "1", "-o", str(tmp_path / "o")]) == 2
-    assert "--grid-points: must be >= 2" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()  # nothing written half-way
+@pytest.mark.parametrize("argv, field", [
+    (["--grid-points", "1"], "--grid-points: must be >= 2"),
+    (["--arclength-steps", "5"], "--arclength-steps: must be >= 10"),
+    (["--starts", "-1"], "--starts: must be >= 0"),
+    (["--seed", "-3"], "--seed: must be >= 0"),
+    (["--degenerate-share", "1.5"], "--degenerate-share: must be < 1"),
+    (["--degenerate-share", "nan"], "--degenerate-share: must be a finite number"),
+    (["--city", "9"], "--city: must be <= 8"),
+    (["--city", "big"], "--city: must be a city number in 1..8 or 'all'"),
+    (["--example", "two-city", "--city", "3"], "--city: must be <= 2"),
+])
+def test_jt_cli_bad_option_exit_2_and_no_output(tmp_path, capsys, argv, field):
+    """Every option is validated before any work or folder: one line on stderr, exit 2, no output dir."""
+    assert main(["solve", "jiao-tian", *argv, "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert field in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_jt_cli_output_path_that_cannot_be_created(tmp_path, capsys):
+    """An output folder under a file or under /proc: one-line error naming --output, exit 2, no traceback."""
     afile = tmp_path / "afile"
     afile.write_text("x")
-    assert main(["solve", "jiao-tian", "-o", str(afile)]) == 2
-    assert "is not a directory" in capsys.readouterr().err
+    for target, why in [(afile, "is not a directory"), (afile / "sub", "is a file, not a directory"),
+                        (Path("/proc/spatialjax-test-out"), "cannot create or write")]:
+        assert main(["solve", "jiao-tian", "--example", "two-city", "-o", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("spatialjax: error: --output") and why in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert afile.read_text() == "x" and not Path("/proc/spatialjax-test-out").exists()
     with pytest.raises(SystemExit) as ei:
         main(["solve", "jiao-tian", "--example", "nine-city"])
     assert ei.value.code == 2
+
+
+def test_jt_cli_help_names_exit_codes_and_defaults(capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(["solve", "jiao-tian", "--help"])
+    assert ei.value.code == 0
+    h = " ".join(capsys.readouterr().out.split())
+    assert "Exit codes: 0" in h and "1 a grid point without any" in h and "2 bad option" in h
+    assert "out/jiao-tian" in h and "--quiet" in h and "--degenerate-share" in h
