@@ -358,15 +358,20 @@ def test_failed_interior_solve_has_a_status_and_nan_derivative():
 def test_corner_roots_carry_bracket_root_statuses():
     from spatialjax.scalar import SCALAR_STATUSES
     P = vv.Params.panel_a(0.25)
-    x, ok, code = jax.jit(vv._corner_roots, static_argnums=1)(P, "segregated")
-    names = [SCALAR_STATUSES[int(c)] for c in np.asarray(code)]
-    assert set(names) <= set(STATUSES)
+    out = vv._run_kernel(P)           # the market kernel (already compiled by solve_market): no new program
+    code = out["corner_codes"]["segregated"][0]
+    c, ok = out["segregated"][0], out["segregated"][1][0]
+    u = c["u"][0]                     # sigmoid of the root on each bracket
+    names = [SCALAR_STATUSES[int(k)] for k in np.asarray(code)]
+    assert set(names) <= set(STATUSES) and len(names) == vv._NU - 1
     assert np.any(ok) and all(names[i] == "successful" for i in np.flatnonzero(ok))
     # intervals without a sign change: no_solution and NaN, not a grid end passed off as a root
     assert "no_solution" in names
-    assert np.all(np.isnan(np.asarray(x)[[n == "no_solution" for n in names]]))
+    assert np.all(np.isnan(u[[n == "no_solution" for n in names]]))
     (seg,) = [e for e in vv.solve_market(P) if e.config == "segregated"]
-    assert min(abs(1 / (1 + np.exp(-xi)) - seg.u) for xi in np.asarray(x)[np.asarray(ok)]) < 1e-12
+    assert min(abs(ui - seg.u) for ui in u[ok]) < 1e-12
+    # the integrated corner of the same program has its own statuses
+    assert set(SCALAR_STATUSES[int(k)] for k in out["corner_codes"]["integrated"][0]) <= set(STATUSES)
 
 
 def test_market_solves_go_through_spatialjax_sweep(monkeypatch):
@@ -519,3 +524,20 @@ def test_every_figure_panel_has_axis_labels(interior_eq, monkeypatch, tmp_path):
     assert all(ax.get_ylabel().strip() and ax.get_xlabel().strip() for ax in axes), \
         [(ax.get_xlabel(), ax.get_ylabel()) for ax in axes]
     assert len({ax.get_ylabel() for ax in figs[1].axes}) == 3    # u, v, du each say which they are
+
+
+def test_corner_only_solve_matches_the_full_solve():
+    """configs=(corners) runs only the corner program: the same segregated city and rejected
+    candidates as the full solve; an interior city is then not looked for; bad names rejected."""
+    P = vv.Params.panel_a(0.25)
+    full = vv.solve_market(P)
+    cor = vv.solve_market(P, configs=("integrated", "segregated"))
+    assert [e.config for e in cor] == [e.config for e in full] == ["segregated"]
+    assert cor[0].u == pytest.approx(full[0].u, abs=1e-12) and cor[0].du == pytest.approx(full[0].du, abs=1e-12)
+    assert cor.rejected == full.rejected and cor.status == "successful"
+    with pytest.warns(RuntimeWarning, match="no equilibrium"):
+        only_seg = vv.solve_market(vv.Params.panel_a(1.0), configs=("segregated",))   # the city is interior
+    assert only_seg.status == "no_solution" and len(only_seg) == 0
+    with pytest.raises(ParameterError) as ei:
+        vv.solve_market(P, configs=("donut",))
+    assert ei.value.field == "configs"

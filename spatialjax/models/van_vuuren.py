@@ -190,17 +190,18 @@ def _lam_v(P: Params, u, du):
     return lam, v, sbar
 
 
-def _core(P: Params, u, t, config: str):
-    """All market objects given u and t = G(w~) = du/(1-u), for a static ``config``.
+def _core(P: Params, u, t, config):
+    """All market objects given u and t = G(w~) = du/(1-u), for ``config``: a name of
+    :data:`CONFIGS` or its index (0 integrated, 1 interior, 2 segregated; may be traced, so
+    that one compiled program serves every configuration).
 
     Returns a dict of scalars (residuals r1: reservation wage (37)/(38); r2: location
     condition (15), zero for interior equilibria; ``slack``: the configuration's inequality,
     >= 0 when it holds) and the rank-grid arrays (``g``, ``F``, ``w``, ``d``) with 2*_NQ+2 points.
     """
-    if config == "integrated":
-        t = jnp.zeros_like(u)
-    elif config == "segregated":
-        t = jnp.ones_like(u)
+    code = jnp.asarray(CONFIGS.index(config) if isinstance(config, str) else config)
+    is_int = code == 0
+    t = jnp.where(is_int, 0.0, jnp.where(code == 2, 1.0, t))
     du = (1 - u) * t
     s = lambda d: P.s0 - P.a * d
     lam, v, sbar = _lam_v(P, u, du)
@@ -240,32 +241,23 @@ def _core(P: Params, u, t, config: str):
     ghi, whi = t + (1 - t) * xg, (1 - t) * wq
     Jlo = K * jnp.sum(wlo * I(glo, False) * (-dQ(glo, False)))
     Jhi = K * jnp.sum(whi * I(ghi, True) * (-dQ(ghi, True)))
-    if config == "integrated":
-        Jgap = jnp.zeros_like(u)
-    else:
-        Jgap = K * (Q(t, False) - Q(t, True)) * I(t, False)
+    Jgap = jnp.where(is_int, 0.0, K * (Q(t, False) - Q(t, True)) * I(t, False))
     Ju = Jlo + Jgap + Jhi
     M = K * jnp.sum(wlo * I(glo, False) * (du - (1 - u) * glo) * (-dQ(glo, False)))
     a, tau, chi = P.a, P.tau, P.chi
-    if config == "integrated":
-        phi = P.p - K * Q(jnp.zeros_like(u), True)
-        r1 = phi - (P.b + tau * u + chi * (1 - u) + lam * (1 - psi) * s(u) * Ju)  # (38)
-        r2 = tau - chi - a * lam * (1 - psi) * Ju
-        slack = -r2
-    else:
-        phi = P.p - K * Q(jnp.zeros_like(u), False)
-        r1 = phi - (P.b + tau * du + chi * (1 - du) + lam * (1 - psi) * s(du) * Ju - a * lam * psi * M)  # (37)
-        r2 = tau - chi - a * lam * (1 - psi) * Ju - a * lam * psi * (Jlo + Jgap)  # (15)
-        slack = r2  # segregated (17): tau - chi >= a lam J_u (equals r2 at t = 1)
+    phi = P.p - K * Q(jnp.zeros_like(u), is_int)
+    r1 = phi - jnp.where(is_int, P.b + tau * u + chi * (1 - u) + lam * (1 - psi) * s(u) * Ju,  # (38)
+                         P.b + tau * du + chi * (1 - du) + lam * (1 - psi) * s(du) * Ju - a * lam * psi * M)  # (37)
+    r2 = jnp.where(is_int, tau - chi - a * lam * (1 - psi) * Ju,
+                   tau - chi - a * lam * (1 - psi) * Ju - a * lam * psi * (Jlo + Jgap))  # (15)
+    slack = jnp.where(is_int, -r2, r2)  # segregated (17): tau - chi >= a lam J_u (equals r2 at t = 1)
     w1 = P.p - K * Q(t, False)
     wt = P.p - K * Q(t, True)
     wplus = P.p - K * Q(jnp.ones_like(u), True)
     omega = welfare(P, u, v, du)
     t1 = jnp.atleast_1d(t)
     g = jnp.concatenate([jnp.zeros(1), glo, t1, t1, ghi, jnp.ones(1)])
-    upper = jnp.concatenate([jnp.zeros(_NQ + 2, bool), jnp.ones(_NQ + 2, bool)])
-    if config == "integrated":
-        upper = jnp.ones(2 * _NQ + 4, bool)
+    upper = jnp.concatenate([jnp.zeros(_NQ + 2, bool), jnp.ones(_NQ + 2, bool)]) | is_int
     Fg = 1 - one_m_F(g, upper)
     wg = P.p - K * Q(g, upper)
     dg = dloc(g, upper)
@@ -305,10 +297,10 @@ def _roots_on_grid(r, args, lo, hi, **kw):
     return jax.vmap(lambda a, b: bracket_root(r, a, b, args, **kw))(lo, hi)
 
 
-def _r1_corner(config):
-    def r(x, P):
-        return _core(P, _sig(x), jnp.zeros(()), config)["r1"]
-    return r
+def _r1_corner(x, Pc):
+    """Reservation-wage residual along a corner line; ``Pc = (P, code)``, code traced."""
+    P, code = Pc
+    return _core(P, _sig(x), jnp.zeros(()), code)["r1"]
 
 
 def _r1_interior(x, Pt):
@@ -317,11 +309,12 @@ def _r1_interior(x, Pt):
 
 
 def _corner_roots(P, config):
-    """All roots of r1(u) for a corner config: bracket on the u grid, then the shared
-    bracketing root finder on each bracket. Returns (logit u, bracket found, root status code)."""
-    r = _r1_corner(config)
-    ok = _brackets(r, P)
-    root = _roots_on_grid(r, P, _XU[:-1], _XU[1:])
+    """All roots of r1(u) for a corner config (a name, or its index in :data:`CONFIGS`, may be
+    traced): bracket on the u grid, then the shared bracketing root finder on each bracket.
+    Returns (logit u, bracket found, root status code)."""
+    code = jnp.asarray(CONFIGS.index(config) if isinstance(config, str) else config)
+    ok = _brackets(_r1_corner, (P, code))
+    root = _roots_on_grid(_r1_corner, (P, code), _XU[:-1], _XU[1:])
     return root.value, ok & root.converged, root.code
 
 
@@ -338,10 +331,27 @@ def _newton2(P, z0, iters=40):
     return solve_root(_interior_F, z0, P, tol=1e-12, max_steps=iters, linear_solver="dense")
 
 
+_KEEP = ("r1", "r2", "slack", "u", "du", "v", "phi", "omega", "w1", "w_tilde", "w_plus", "t")
+
+
+def _corner_kernel(P: Params):
+    """Fixed-shape candidates of the two corner configurations (pure, jit/vmap-able): both
+    corners in one program, vmapped over the configuration code (integrated 0, segregated 2)."""
+    codes = jnp.asarray([0, 2])
+    xc, okc, cc = jax.vmap(lambda c: _corner_roots(P, c))(codes)
+    corner = jax.vmap(jax.vmap(lambda x, c: _core(P, _sig(x), jnp.zeros(()), c), in_axes=(0, None)))(xc, codes)
+    out = {cfg: ({k: corner[k][i] for k in _KEEP}, okc[i]) for i, cfg in enumerate(("integrated", "segregated"))}
+    out["corner_codes"] = {"integrated": cc[0], "segregated": cc[1]}   # bracket_root status codes per bracket
+    out["converged"] = jnp.any(okc)
+    return out
+
+
+_corner_kernel_jit = jax.jit(_corner_kernel)
+
+
 def _kernel(P: Params):
     """Fixed-shape candidates for all three configurations (pure, jit/vmap-able)."""
-    xs, oks, cs = _corner_roots(P, "segregated")
-    xi_, oki, ci = _corner_roots(P, "integrated")
+    out = _corner_kernel(P)
 
     def seeds_for_t(t):
         ok = _brackets(_r1_interior, (P, t))
@@ -353,26 +363,20 @@ def _kernel(P: Params):
 
     xseed, okseed = jax.vmap(seeds_for_t)(_TG)
     z0 = jnp.stack([xseed.ravel(), jnp.repeat(jnp.log(_TG / (1 - _TG)), _NB)], axis=1)
-    sol = jax.vmap(lambda z: _newton2(P, z))(z0)
+    # lax.map, not vmap: each seed's Newton loop stops on its own (cheaper to compile, and on
+    # CPU faster to run, as for the Section 7 system)
+    sol = jax.lax.map(lambda z: _newton2(P, z), z0)
     z = sol.value
     res = jnp.where(sol.converged, sol.residual, jnp.inf)
 
-    def r1s(x, c):
-        return _core(P, _sig(x), jnp.zeros(()), c)
-    seg = jax.vmap(lambda x: r1s(x, "segregated"))(xs)
-    intg = jax.vmap(lambda x: r1s(x, "integrated"))(xi_)
-    inter = jax.vmap(lambda z: _core(P, _sig(z[0]), _sig(z[1]), "interior"))(z)
-    keep = ("r1", "r2", "slack", "u", "du", "v", "phi", "omega", "w1", "w_tilde", "w_plus", "t")
+    inter = jax.vmap(lambda z: _core(P, _sig(z[0]), _sig(z[1]), 1))(z)
     okseed = okseed.ravel()
-    return {
-        "segregated": ({k: seg[k] for k in keep}, oks),
-        "integrated": ({k: intg[k] for k in keep}, oki),
-        "interior": ({k: inter[k] for k in keep}, okseed, res),
-        # sweep protocol: a scenario "succeeded" when every candidate search ran to a status
-        # (the bracketing root finder converged on every bracket it was given, and the
-        # Newton solves ended with a status); which candidates are equilibria is decided later
-        "converged": jnp.any(oks) | jnp.any(oki) | jnp.any(okseed & sol.converged),
-    }
+    out["interior"] = ({k: inter[k] for k in _KEEP}, okseed, res)
+    # sweep protocol: a scenario "succeeded" when every candidate search ran to a status
+    # (the bracketing root finder converged on every bracket it was given, and the
+    # Newton solves ended with a status); which candidates are equilibria is decided later
+    out["converged"] = out["converged"] | jnp.any(okseed & sol.converged)
+    return out
 
 
 _CHUNK = 1  # scenarios per sweep chunk: solve_market (one scenario) and sweep_a then share one compilation
@@ -391,7 +395,7 @@ def _run_kernel(P: Params, a_values=None):
     return jax.tree.map(np.asarray, res.values)
 
 
-_core_jit = jax.jit(_core, static_argnums=(3,))
+_core_jit = jax.jit(_core)   # config as its index in CONFIGS (traced: one program for all three)
 
 
 # ----------------------------------------------------------------------------------------
@@ -455,7 +459,7 @@ def _market_table(eqs: Equilibria) -> str:
 
 
 def _make_eq(P: Params, u: float, t: float, config: str, residual: float) -> MarketEquilibrium:
-    o = _core_jit(P, jnp.asarray(u), jnp.asarray(t), config)
+    o = _core_jit(P, jnp.asarray(u), jnp.asarray(t), jnp.asarray(CONFIGS.index(config)))
     o = {k: np.asarray(v) for k, v in o.items()}
     problems = []
     if not np.all(np.isfinite([o["u"], o["v"], o["phi"], o["omega"]])):
@@ -478,11 +482,11 @@ def _make_eq(P: Params, u: float, t: float, config: str, residual: float) -> Mar
         g=o["g"], F=o["F"], w=o["w"], d=o["d"], params=P, message="; ".join(problems))
 
 
-def _select(P: Params, out, tol: float):
+def _select(P: Params, out, tol: float, configs=CONFIGS):
     """Turn the kernel's fixed-shape candidates into accepted equilibria (NumPy side)."""
     out = jax.tree.map(np.asarray, out)
     found, rejected = [], []
-    for config in ("integrated", "interior", "segregated"):
+    for config in [c for c in CONFIGS if c in configs]:
         if config == "interior":
             c, ok, res = out[config]
         else:
@@ -511,7 +515,8 @@ def _select(P: Params, out, tol: float):
     return good, [r[3] for r in rejected]
 
 
-def solve_market(params: Params, *, tol: float = 1e-9, throw: bool = False) -> Equilibria:
+def solve_market(params: Params, *, tol: float = 1e-9, throw: bool = False, configs: Sequence[str] = CONFIGS
+                 ) -> Equilibria:
     """All market equilibria (Section 4) for ``params``.
 
     Each configuration is solved separately: integrated (du = 0; (38) in u), segregated
@@ -520,11 +525,23 @@ def solve_market(params: Params, *, tol: float = 1e-9, throw: bool = False) -> E
     candidate is kept when its residual is below ``tol`` and its configuration's inequality
     holds; more than one equilibrium can be returned.  If none is found the list is empty and
     ``status`` says so (a warning is issued; ``throw=True`` raises ConvergenceError instead).
+
+    ``configs`` restricts the search to some configurations (names of :data:`CONFIGS`).
+    Without "interior" only the corner program runs (the bracketing root finder on both corner
+    lines; a smaller program, about half the full kernel's compile time), and an interior
+    equilibrium is not looked for: "no_solution" then means none *of these configurations*.
     """
     if not isinstance(params, Params):
         raise ParameterError("params", f"must be a van_vuuren.Params; got {type(params).__name__}")
-    out = jax.tree.map(lambda x: x[0], _run_kernel(params))
-    good, rejected = _select(params, out, tol)
+    configs = (configs,) if isinstance(configs, str) else tuple(configs)
+    bad = [c for c in configs if c not in CONFIGS]
+    if bad or not configs:
+        raise ParameterError("configs", f"must be a non-empty subset of {CONFIGS}; got {configs!r}")
+    if "interior" in configs:
+        out = jax.tree.map(lambda x: x[0], _run_kernel(params))
+    else:
+        out = _corner_kernel_jit(params)
+    good, rejected = _select(params, out, tol, configs)
     status, message = _collection_status(good)
     if not good:
         if throw:
