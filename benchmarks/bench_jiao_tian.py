@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Benchmarks of the Jiao-Tian solver (issue 2, section 5).
+"""Benchmarks of the Jiao-Tian solver: warm and cold solves, welfare gradients, baselines.
 
 Usage::
 
     python benchmarks/bench_jiao_tian.py --sizes 8 100 722 3000 --output benchmarks/results/jiao_tian_cpu.json
-    python benchmarks/bench_jiao_tian.py --quick          # N = 8, 100, few repeats, short budgets
+    python benchmarks/bench_jiao_tian.py --quick          # N = 8, 100, few repeats, short budgets;
+                                                          # writes benchmarks/results/jiao_tian_quick_cpu.json
     python benchmarks/bench_jiao_tian.py --help
 
 For every N, on the synthetic economy ``jt.synthetic_economy(N, seed)`` (Table 5 parameters,
@@ -47,6 +48,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULT_TAG = "BENCH_RESULT_JSON:"
+QUICK_OUTPUT = HERE / "results" / "jiao_tian_quick_{device}.json"
+
+
+def _device_kind() -> str:
+    """'cpu' or 'gpu' from the installed jaxlib, without initialising JAX in this process."""
+    import importlib.util
+
+    return "gpu" if any(importlib.util.find_spec(m) for m in ("jax_cuda12_plugin", "jax_cuda13_plugin")) else "cpu"
 
 GOALS = {
     "warm_722_s": 0.1,
@@ -111,7 +120,7 @@ def _verdict(converged: bool, dist: float, dist_tol: float) -> str:
 
 
 def _degenerate(min_Lm, Lm_total) -> bool | None:
-    """A solution with a city holding < 1e-12 of all managers is degenerate (issue 2, section 2)."""
+    """A solution with a city holding < 1e-12 of all managers is degenerate (the degeneracy diagnostic of the solver benchmarks)."""
     if min_Lm is None:
         return None
     return bool(min_Lm < 1e-12 * float(Lm_total))
@@ -593,7 +602,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Phases run in subprocesses; see the module docstring.")
     ap.add_argument("--sizes", type=int, nargs="+", default=[8, 100, 722, 3000], help="numbers of cities N")
-    ap.add_argument("--output", "-o", type=Path, default=None, help="JSON output file (default: print only)")
+    ap.add_argument("--output", "-o", type=Path, default=None,
+                    help="JSON output file (default: print only; with --quick "
+                         "benchmarks/results/jiao_tian_quick_<device>.json)")
     ap.add_argument("--quick", action="store_true", help="small run: N = 8, 100 (unless --sizes given), 2 repeats, "
                                                          "reduced grids and budgets")
     ap.add_argument("--phases", nargs="+", default=["ours", "cold", "baselines"], choices=list(PHASES))
@@ -638,6 +649,8 @@ def main(argv=None) -> int:
         return 0
 
     if a.quick:
+        if a.output is None:
+            a.output = QUICK_OUTPUT.with_name(QUICK_OUTPUT.name.format(device=_device_kind()))
         if "--sizes" not in (argv if argv is not None else sys.argv[1:]):
             a.sizes = [8, 100]
         a.repeats = min(a.repeats, 2)
