@@ -5,6 +5,7 @@ Usage::
 
     python benchmarks/bench_jiao_tian_calibration.py --sizes 60 722 --output benchmarks/results/jiao_tian_calibration_cpu.json
     python benchmarks/bench_jiao_tian_calibration.py --sizes 60 --quick
+    python benchmarks/bench_jiao_tian_calibration.py --sizes --monte-carlo 8
 
 For each N, on a replica economy drawn by ``jiao_tian_data.generate_replica`` (model-generated on
 real US geography, Table 5 parameters; the embedded ``replica60`` / ``us722`` folders when
@@ -293,7 +294,7 @@ def main_job(config):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[60, 722])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[60, 722], help="N values (none: only --monte-carlo / --main-job)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="2 repeats")
     ap.add_argument("--estimate", action="store_true", help="also time the full-solution estimation at N = 60")
