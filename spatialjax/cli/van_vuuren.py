@@ -29,8 +29,12 @@ columns of van_vuuren_table1.csv:
 
 TABLE2_COLUMNS = """\
 columns of van_vuuren_table2.csv (Section 7, heterogeneous firms; panel B with tau = 0.15):
-  a, side, config  side is planner or market; config as in van_vuuren_table1.csv
-  u, v, du, s_du, omega   as in van_vuuren_table1.csv (omega: the Section 7 welfare with E_H[p])
+  a                slope of search efficiency, s(d) = s0 - a d  (1)
+  side             planner or market
+  config           integrated (du = 0), interior, segregated (du = 1 - u); none if no market equilibrium
+  u, v, du         unemployment, vacancies, inner edge of the unemployed zone [du, du + u]
+  s_du             s(du + u/2) (the paper's "s(du)")
+  omega            flow welfare omega_t, Section 7 (with E_H[p], the mean productivity of the employed)
   p_low            lowest productivity accepted by the unemployed (Table 2's "p")
   residual         market: max abs residual; planner: projected-gradient norm
   paper_<x>        the printed Table 2 value of column x
