@@ -635,6 +635,11 @@ class SolverConfig:
         max_krylov: Krylov iterations per linear solve at most.
         singular_rtol: flag ``singular`` when ``sigma_min(J) < singular_rtol * ||J||``.
         error_rtol: ... or when the first-order error bound ``residual / sigma_min`` exceeds it.
+        kantorovich_h: ... or when ``h = ||J|| * residual / sigma_min**2`` exceeds it: the
+            Newton-Kantorovich quantity (with ``||J||`` standing in for the Lipschitz constant of
+            ``J``, natural in log variables); ``h > 1/2`` means the point is not certified to lie
+            in the basin of a regular root. It catches a double root (fold), where
+            ``||F|| ~ sigma_min**2`` and both tests above can narrowly pass.
         adjoint_rtol: relative residual tolerance of the adjoint solve (worse: NaN cotangent).
         diagnose: estimate ``sigma_min`` at the solution (about one extra Newton step). With
             ``False`` no root is ever flagged ``singular``: only for inner loops whose caller
@@ -651,6 +656,7 @@ class SolverConfig:
     max_krylov: int = 400
     singular_rtol: float = 1e-10
     error_rtol: float = 1e-7
+    kantorovich_h: float = 0.5
     adjoint_rtol: float = 1e-6
     diagnose: bool = True
     reuse_jacobian: bool = False
@@ -661,7 +667,7 @@ class SolverConfig:
             raise ValueError(f"method: must be 'newton' or 'lm'; got {self.method!r}")
         if self.linear_solver not in ("auto", "dense", "gmres"):
             raise ValueError(f"linear_solver: must be 'auto', 'dense' or 'gmres'; got {self.linear_solver!r}")
-        for name in ("tol", "singular_rtol", "error_rtol", "adjoint_rtol"):
+        for name in ("tol", "singular_rtol", "error_rtol", "kantorovich_h", "adjoint_rtol"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
                 raise ValueError(f"{name}: must be a positive number; got {v!r}")
@@ -713,7 +719,9 @@ def _status_code(y, res, k, smin, jn, cfg: SolverConfig):
     # Near-singular: tiny relative sigma_min, or a first-order error bound
     # ||y - y*|| <~ ||F|| / sigma_min that is not small (a double root converges slowly
     # and keeps ||F|| ~ sigma_min^2).
-    singular = conv & ((smin < cfg.singular_rtol * jn) | (res > cfg.error_rtol * smin))
+    # Newton-Kantorovich: h = L ||F|| / sigma_min^2 with L ~ ||J|| (see SolverConfig.kantorovich_h)
+    kanto = jn * res > cfg.kantorovich_h * smin * smin
+    singular = conv & ((smin < cfg.singular_rtol * jn) | (res > cfg.error_rtol * smin) | kanto)
     return jnp.where(~finite, 3, jnp.where(~conv, jnp.where(k >= cfg.max_steps, 1, 2), jnp.where(singular, 4, 0)))
 
 

@@ -532,7 +532,8 @@ def test_solver_config_equals_keyword_options_and_is_a_static_argument():
 
 
 @pytest.mark.parametrize("field,value", [("method", "bfgs"), ("linear_solver", "cg"), ("tol", 0.0), ("tol", -1e-3),
-                                         ("max_steps", 0), ("max_steps", 2.5), ("adjoint_rtol", "1e-6")])
+                                         ("max_steps", 0), ("max_steps", 2.5), ("adjoint_rtol", "1e-6"),
+                                         ("kantorovich_h", 0.0)])
 def test_solver_config_rejects_bad_fields_by_name(field, value):
     from spatialjax.solver import SolverConfig
 
@@ -558,3 +559,21 @@ def test_solve_result_protocol_json_roundtrip():
     bad = solve_root(lambda y, a: y ** 2 + a, jnp.array([1.0]), jnp.asarray(4.0), tol=1e-12, max_steps=5)
     db = json.loads(bad.to_json())
     assert db["converged"] is False and db["status"] in ("max_steps_reached", "stalled")
+
+
+def test_kantorovich_rule_flags_the_fold_that_the_first_order_rules_let_through():
+    """The numbers measured at the Figure-2 fold under ``jax.grad`` (2 polish steps, residual
+    5.6e-16, sigma_min 9e-9, ||J|| ~ 7): sigma_min / ||J|| = 1.3e-9 > singular_rtol and
+    residual / sigma_min = 6.2e-8 < error_rtol, so before the Kantorovich rule that root was
+    'successful' and its gradient a finite 1.9e6 (tests/test_jiao_tian_scale.py fold test).
+    h = ||J|| residual / sigma_min^2 = 48 > 1/2 flags it; a regular, merely ill-conditioned root
+    converged to round-off (sigma_min 1e-6, h = 1e-2) stays successful."""
+    from spatialjax.solver import SolverConfig, _status_code
+
+    y, k = jnp.ones(4), jnp.asarray(2)
+    code = lambda res, smin, jn, cfg=SolverConfig(): int(_status_code(y, jnp.asarray(res), k, jnp.asarray(smin),  # noqa: E731
+                                                                       jnp.asarray(jn), cfg))
+    assert code(5.6e-16, 9e-9, 7.0) == 4                                     # singular
+    assert code(5.6e-16, 9e-9, 7.0, SolverConfig(kantorovich_h=1e9)) == 0    # the old rules alone: passed
+    assert code(1e-15, 1e-6, 10.0) == 0                                      # regular, ill-conditioned
+    assert code(1e-15, 1e-12, 10.0) == 4                                     # sigma_min / ||J|| < 1e-10
