@@ -1,7 +1,27 @@
+import os
+from pathlib import Path
+
 import jax
 import pytest
 
 import spatialjax  # noqa: F401  (enables x64)
+
+
+def pytest_configure(config):
+    """JAX's persistent compilation cache for the test run (``SPATIALJAX_TEST_COMPILE_CACHE=0``
+    turns it off; another value names the folder). The module-scope fixture below drops the
+    in-memory caches after every module, so each module would otherwise recompile the programs
+    it shares with others (``jt.solve`` at the same shapes, the TTU root finder, ...); the disk
+    cache serves those from the first module that compiled them, in either xdist worker. The
+    cache key is the program, the JAX/XLA version and the flags, so a stale entry is never used;
+    only programs that took >= 0.5 s to compile are stored."""
+    where = os.environ.get("SPATIALJAX_TEST_COMPILE_CACHE", "")
+    if where == "0":
+        return
+    path = Path(where) if where else Path(str(config.rootpath)) / ".pytest_cache" / "jax-compilation-cache"
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 @pytest.fixture(autouse=True)

@@ -34,11 +34,14 @@ def _ttu_results():
 
 
 def _vv_results():
-    P = vv.Params.panel_a()
-    eqs = vv.solve_market(P)
+    # panel A, a = 0.25: a segregated city; configs=corners runs only the corner program
+    # (the full market kernel with its 40 interior Newton solves is not needed for the protocol)
+    P = vv.Params.panel_a(0.25)
+    corners = ("integrated", "segregated")
+    eqs = vv.solve_market(P, configs=corners)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        none = vv.solve_market(vv.Params.panel_b(1.0, gamma=50.0))   # vacancies too costly: no_solution
+        none = vv.solve_market(vv.Params.panel_b(1.0, gamma=50.0), configs=corners)   # vacancies too costly: no_solution
         Ph = vv.Params.panel_b(1.0, tau=vv.TABLE2_TAU)
         het = vv.solve_market_hetero(Ph)
         plh = vv.solve_planner_hetero(Ph)
