@@ -1,10 +1,25 @@
 import os
 from pathlib import Path
 
-import jax
-import pytest
+# Opt-in (SPATIALJAX_TEST_XLA_O0=1): XLA's CPU backend without its expensive LLVM passes, set
+# before JAX starts its backend (flags already in XLA_FLAGS, e.g. forced host devices, are kept).
+# Most of the suite's time is compilation of programs that then run for milliseconds: the whole
+# suite took 17.8 min this way against 27.2 min by default on the 2-core machine (2026-12-03), and
+# every test but one passed. The exception: the full-solution fit of
+# test_jiao_tian_calibration_slow.py reached the same estimates (theta 4.1100, J 9.944) but its
+# optimiser stopped on 'line_search' (not converged) after 364 iterations instead of converging:
+# round-off differences at the end of that optimisation decide its status. Off by default until
+# that stopping rule is made robust.
+if os.environ.get("SPATIALJAX_TEST_XLA_O0", "0") == "1":
+    _flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_optimization_level" not in _flags:
+        os.environ["XLA_FLAGS"] = (_flags + " --xla_backend_optimization_level=0"
+                                   " --xla_llvm_disable_expensive_passes=true").strip()
 
-import spatialjax  # noqa: F401  (enables x64)
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+import spatialjax  # noqa: F401,E402  (enables x64)
 
 
 def pytest_configure(config):

@@ -541,3 +541,16 @@ def test_corner_only_solve_matches_the_full_solve():
     with pytest.raises(ParameterError) as ei:
         vv.solve_market(P, configs=("donut",))
     assert ei.value.field == "configs"
+
+
+def test_cli_default_output_folder_is_per_command_and_validation_comes_first(tmp_path, capsys):
+    """On the shared skeleton: default ``out/van-vuuren`` (not the main job's ``out``); a bad
+    option is a one-line exit 2 before the folder exists."""
+    from spatialjax.cli import build_parser, main
+
+    assert build_parser().parse_args(["solve", "van-vuuren"]).output == "out/van-vuuren"
+    out = tmp_path / "new"
+    assert main(["solve", "van-vuuren", "--sweep-points", "1", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spatialjax: error: --sweep-points: must be >= 2")
+    assert not out.exists()

@@ -77,16 +77,17 @@ def write_tables(out, tab=None, t2=None):
 
 
 def register(sub):
-    from spatialjax.cli import add_output_argument
+    from spatialjax.cli import add_command
 
-    p = sub.add_parser(
-        "van-vuuren",
+    p = add_command(
+        sub, "van-vuuren",
         help="van Vuuren (2016): on-the-job search and city structure (Table 1)",
         description="Solve the market equilibria (integrated / interior / segregated) and the planner for "
                     "the paper's baseline, print them, and write the Table 1 reproduction (CSV), the rent "
                     "schedule (Figure 2) and u, v, du against a (PNG) into the output directory.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        run=run, validate=_validate,
     )
     p.add_argument("--panel", choices=("A", "B"), default="A",
                    help="Table 1 panel for the baseline: A (nu=xi=0.5, alpha=1) or B (nu=xi=1, alpha=8)")
@@ -98,8 +99,6 @@ def register(sub):
                    help="also reproduce Table 2 (Section 7, heterogeneous firms; panel B with tau=0.15) "
                         "and write van_vuuren_table2.csv (printed vs computed)")
     p.add_argument("--sweep-points", type=int, default=20, metavar="N", help="points in the a-sweep (default 20)")
-    add_output_argument(p)
-    p.set_defaults(func=run)
 
 
 def _validate(args):
@@ -107,8 +106,9 @@ def _validate(args):
     from spatialjax.errors import ParameterError
     from spatialjax.models import van_vuuren as vv
 
-    if args.sweep_points < 2:
-        raise ParameterError("--sweep-points", f"must be >= 2; got {args.sweep_points}")
+    from spatialjax.cli import check_int_option
+
+    check_int_option("--sweep-points", args.sweep_points, minimum=2)
     over = {k: getattr(args, k) for k in _PARAMS if getattr(args, k) is not None}
     P = (vv.Params.panel_a if args.panel == "A" else vv.Params.panel_b)(**over)
     if not min(1.0, float(P.s0)) > _SWEEP_A_MIN:
@@ -117,16 +117,17 @@ def _validate(args):
     return P
 
 
-def run(args) -> int:
+def run(args, out) -> int:
+    """The solves, after :func:`_validate` passed and the skeleton created ``out``
+    (:func:`spatialjax.cli.add_command`)."""
     import numpy as np
 
     from spatialjax import atomic
-    from spatialjax.cli import prepare_output
+    from spatialjax.cli import EXIT_FAILED, EXIT_OK
     from spatialjax.models import van_vuuren as vv
     from spatialjax.plots import van_vuuren as vvplot
 
-    P = _validate(args)
-    out = prepare_output(args.output)
+    P = _validate(args)                 # cheap; the skeleton already ran it before creating `out`
     eqs = vv.solve_market(P)
     pl = vv.solve_planner(P)
     print(eqs.summary())
@@ -165,4 +166,4 @@ def run(args) -> int:
     if not args.quiet:
         print(f"\nwrote tables and figures to {out}")
     ok = eqs.converged and pl.converged
-    return 0 if ok else 1
+    return EXIT_OK if ok else EXIT_FAILED
