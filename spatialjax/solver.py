@@ -636,9 +636,9 @@ class SolverConfig:
         singular_rtol: flag ``singular`` when ``sigma_min(J) < singular_rtol * ||J||``.
         error_rtol: ... or when the first-order error bound ``residual / sigma_min`` exceeds it.
         kantorovich_h: ... or when ``h = ||J|| * residual / sigma_min**2`` exceeds it: the
-            Newton-Kantorovich quantity (with ``||J||`` standing in for the Lipschitz constant of
-            ``J``, natural in log variables); ``h > 1/2`` means the point is not certified to lie
-            in the basin of a regular root. It catches a double root (fold), where
+            Newton-Kantorovich quantity, with ``||J||`` standing in for the Lipschitz constant of
+            ``J`` (a heuristic: it is not estimated); ``h > 1/2`` means the point is not certified
+            to lie in the basin of a regular root. It catches a double root (fold), where
             ``||F|| ~ sigma_min**2`` and both tests above can narrowly pass.
         adjoint_rtol: relative residual tolerance of the adjoint solve (worse: NaN cotangent).
         diagnose: estimate ``sigma_min`` at the solution (about one extra Newton step). With
