@@ -240,6 +240,9 @@ _ESTIMATION_SPECS = {
     "gtol": Spec("float", range=(0, None), open=True, description="gradient-norm stopping tolerance"),
     "xtol": Spec("float", range=(0, None), open=True, description="step-size stopping tolerance"),
     "ftol": Spec("float", range=(0, None), open=True, description="objective-change stopping tolerance"),
+    "gn_tol": Spec("float", range=(0, None), open=True,
+                   description="a line search that cannot go on counts as converged when the Gauss-Newton "
+                               "step is below gn_tol (1 + max|u|) (default: the problem's, else 1e-9)"),
     "multistart": Spec("int", range=(1, None),
                        description="number of starts (the config's start values plus draws from each "
                                    "parameter's start_box, seeded by calibration.seed)"),
@@ -789,7 +792,7 @@ def _estimator_call(problem: Problem, cfg: dict, setup: ParameterSetup, file: st
         else:
             base_opts.pop("W", None)
     options = dict(base_opts)
-    for key in ("optimizer", "max_iter", "gtol", "xtol", "ftol", "multistart", "hac_lags", "jacobian"):
+    for key in ("optimizer", "max_iter", "gtol", "xtol", "ftol", "gn_tol", "multistart", "hac_lags", "jacobian"):
         if key in est:
             options[key] = est[key]
     if options.get("multistart", 1) > 1:

@@ -81,10 +81,11 @@ an unshortened step (BFGS step length 1; LM damping <= 1);
 near the minimum Q is flat to rounding long before the estimates are accurate); otherwise ``"max_iter"`` or
 ``"line_search"`` (no acceptable step, or only negligible shortened steps: stalled). When the
 objective's own noise floor is reached (an inner solve with tolerance 1e-12 makes Q noisy at
-that level, finite differences more so) the gradient cannot reach ``gtol``; after five
-negligible shortened steps in a row the Gauss-Newton step ``(2 G_u'W G_u)^{-1} dQ/du`` is
-computed: below ``gn_tol (1 + max|u|)`` the stop is ``"step"`` (converged; the predicted
-distance to the minimum is negligible), else ``"line_search"`` (not converged).
+that level, finite differences more so) the gradient cannot reach ``gtol``; when the line search
+finds no acceptable step, or after five negligible shortened steps in a row, the Gauss-Newton
+step ``(2 G_u'W G_u)^{-1} dQ/du`` is computed: below ``gn_tol (1 + max|u|)`` the stop is
+``"step"`` (converged; the predicted distance to the minimum is negligible), else
+``"line_search"`` (not converged). Its size is reported as ``gauss_newton_step``.
 
 Long runs: ``options["progress"]`` shows a tqdm bar; ``options["checkpoint"]`` (a path) is
 rewritten atomically (:mod:`spatialjax.atomic`, JSON) after every optimiser iteration with the
@@ -130,7 +131,7 @@ OPTIONS: dict[str, Any] = {
     "ftol": 0.0,  # 0 disables the relative-objective criterion
     "max_iter": 500,
     "max_ls": 40,  # line-search trials per iteration
-    "gn_tol": 1e-9,  # a stalled line search counts as converged if the Gauss-Newton step is below this
+    "gn_tol": 1e-9,  # a stalled or failed line search counts as converged if the Gauss-Newton step is below this
     "multistart": 1,  # number of starts (the first is theta0)
     "start_box": None,  # {name: (lo, hi)} on the natural scale
     "seed": 0,
@@ -683,6 +684,17 @@ def _criteria(opt, f_old, f_new, g_new, s, u_new, full=True):
     return None
 
 
+def _gn_reason(prob, st, u, W, g, opt):
+    """Stop reason when the line search cannot go on at ``u``: ``"step"`` (converged) if the
+    Gauss-Newton step ``(2 G_u'W G_u)^{-1} dQ/du`` there is below ``gn_tol (1 + max|u|)`` (the
+    predicted distance to the minimum is negligible), else ``"line_search"`` (not converged).
+    The step's size is recorded in ``st["gauss_newton_step"]``."""
+    d_gn = prob.gauss_newton_step(u, W, g)
+    st["gauss_newton_step"] = float(np.max(np.abs(d_gn)))
+    small = bool(np.all(np.isfinite(d_gn))) and st["gauss_newton_step"] <= opt["gn_tol"] * (1 + np.max(np.abs(u)))
+    return "step" if small else "line_search"
+
+
 def _bfgs_init(prob, u0, W, opt):
     f, g, ok = prob.value_grad(u0, W)
     st = {"method": "bfgs", "u": np.asarray(u0, float), "f": f, "g": g, "ok": ok, "it": 0,
@@ -718,7 +730,9 @@ def _bfgs_step(prob, st, W, opt):
         t *= 0.5 if ok else 0.1
     st["it"] += 1
     if not accepted:
-        st.update(done=True, reason="line_search")
+        # No acceptable step: at the noise floor of Q (the gradient is exact only to the inner
+        # tolerances) or stalled. Converged if the Gauss-Newton step here is negligible.
+        st.update(done=True, reason=_gn_reason(prob, st, u, W, g, opt))
         return st
     s, y = un - u, gn - g
     sy = float(s @ y)
@@ -739,16 +753,24 @@ def _bfgs_step(prob, st, W, opt):
         if st["stall"] >= 5:
             # At the noise floor of Q (inner-solve tolerance, FD noise) the gradient cannot shrink
             # further. Converged if the Gauss-Newton step is negligible, else stalled.
-            d_gn = prob.gauss_newton_step(un, W, gn)
-            st["gauss_newton_step"] = float(np.max(np.abs(d_gn)))
-            small = np.all(np.isfinite(d_gn)) and st["gauss_newton_step"] <= opt["gn_tol"] * (1 + np.max(np.abs(un)))
-            reason = "step" if small else "line_search"
+            reason = _gn_reason(prob, st, un, W, gn, opt)
     st.update(u=un, f=fn, g=gn, H=H)
     if reason:
         st.update(done=True, reason=reason)
     elif st["it"] >= opt["max_iter"]:
         st.update(done=True, reason="max_iter")
     return st
+
+
+def _lm_gn_reason(st, J, r, u, opt):
+    """As :func:`_gn_reason` for LM: the undamped Gauss-Newton step ``(J'J)^{-1} J'r``."""
+    try:
+        d_gn = np.linalg.solve(J.T @ J, J.T @ r)
+    except np.linalg.LinAlgError:
+        d_gn = np.full(len(u), np.nan)
+    st["gauss_newton_step"] = float(np.max(np.abs(d_gn)))
+    small = bool(np.all(np.isfinite(d_gn))) and st["gauss_newton_step"] <= opt["gn_tol"] * (1 + np.max(np.abs(u)))
+    return "step" if small else "line_search"
 
 
 def _lm_init(prob, u0, L, opt):
@@ -786,7 +808,7 @@ def _lm_step(prob, st, L, opt):
     st["it"] += 1
     st["lam"] = lam
     if not accepted:
-        st.update(done=True, reason="line_search")
+        st.update(done=True, reason=_lm_gn_reason(st, J, r, u, opt))
         return st
     gn = 2 * Jn.T @ rn
     reason = _criteria(opt, f, fn, gn, un - u, un, full=lam <= 1.0)
@@ -794,13 +816,7 @@ def _lm_step(prob, st, L, opt):
         reason is None and lam > 1.0 and np.max(np.abs(un - u)) <= opt["xtol"] * (1.0 + np.max(np.abs(un)))) else 0
     if st["stall"] >= 5:
         # heavily damped negligible steps only: converged if the undamped Gauss-Newton step is negligible
-        try:
-            d_gn = np.linalg.solve(Jn.T @ Jn, Jn.T @ rn)
-        except np.linalg.LinAlgError:
-            d_gn = np.full(len(un), np.nan)
-        st["gauss_newton_step"] = float(np.max(np.abs(d_gn)))
-        small = np.all(np.isfinite(d_gn)) and st["gauss_newton_step"] <= opt["gn_tol"] * (1 + np.max(np.abs(un)))
-        reason = "step" if small else "line_search"
+        reason = _lm_gn_reason(st, Jn, rn, un, opt)
     st.update(u=un, r=rn, J=Jn, f=fn, g=gn)
     if reason:
         st.update(done=True, reason=reason)

@@ -574,3 +574,34 @@ def test_bad_input(iv, tmp_path):
     ck = tmp_path / "ck.json"
     _raises("weighting", lambda: E(g_iv, TH0, iv, weighting="x", options={"checkpoint": str(ck)}))
     assert not ck.exists()
+
+
+class _NoStepProblem:
+    """A problem on which every trial step fails (``ok`` False), so the BFGS line search finds
+    no acceptable step; its Gauss-Newton step at the current point is ``gn``."""
+
+    def __init__(self, gn):
+        self.gn = np.asarray(gn, float)
+        self.gn_calls = 0
+
+    def value_grad(self, u, W):
+        return math.inf, None, False
+
+    def gauss_newton_step(self, u, W, g):
+        self.gn_calls += 1
+        return self.gn
+
+
+@pytest.mark.parametrize("gn, reason", [([1e-12, -3e-12], "step"), ([1e-5, 0.0], "line_search"),
+                                        ([np.nan, 0.0], "line_search")])
+def test_failed_line_search_is_converged_only_with_a_negligible_gauss_newton_step(gn, reason):
+    """A line search that finds no acceptable step stops as converged ("step") only where the
+    Gauss-Newton step is below gn_tol (1 + max|u|); otherwise (or non-finite) "line_search"."""
+    opt = {"gtol": 1e-8, "xtol": 1e-10, "ftol": 0.0, "gn_tol": 1e-9, "max_ls": 4, "max_iter": 50}
+    prob = _NoStepProblem(gn)
+    st = {"method": "bfgs", "u": np.array([0.5, -1.0]), "f": 1.0, "g": np.array([1e-6, 2e-6]), "ok": True,
+          "it": 0, "H": np.eye(2), "scaled": True, "done": False, "reason": None}
+    st = gmm._bfgs_step(prob, st, np.eye(2), opt)
+    assert st["done"] and st["reason"] == reason and prob.gn_calls == 1
+    assert st["gauss_newton_step"] == pytest.approx(np.max(np.abs(gn)), nan_ok=True)
+    np.testing.assert_array_equal(st["u"], [0.5, -1.0])  # no step was taken

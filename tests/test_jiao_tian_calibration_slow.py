@@ -43,7 +43,7 @@ def fs60():
     pr = mod.build_problem(cfg, CONFIG.parent)
     est = cfg["estimation"]
     opts = dict(pr.estimator["options"], moment_names=pr.moment_names,
-                **{k: est[k] for k in ("optimizer", "max_iter", "gtol", "xtol") if est.get(k) is not None})
+                **{k: est[k] for k in ("optimizer", "max_iter", "gtol", "xtol", "gn_tol") if est.get(k) is not None})
     jc.clear_warm_cache()
     r = gmm.estimate(pr.moments, pr.theta0, pr.data, weighting=est.get("weighting", "two-step"), bounds=pr.bounds,
                      options=opts)
