@@ -25,18 +25,19 @@ import spatialjax  # noqa: F401,E402  (enables x64)
 def pytest_configure(config):
     """JAX's persistent compilation cache for the test run (``SPATIALJAX_TEST_COMPILE_CACHE=0``
     turns it off; another value names the folder). The module-scope fixture below drops the
-    in-memory caches after every module, so each module would otherwise recompile the programs
-    it shares with others (``jt.solve`` at the same shapes, the TTU root finder, ...); the disk
-    cache serves those from the first module that compiled them, in either xdist worker. The
+    in-memory caches after a module when the worker holds many memory mappings, and each module
+    after that would otherwise recompile the programs it shares with others (``jt.solve`` at the same shapes, the TTU root finder, ...); the disk
+    cache serves those from the first module that compiled them, in either xdist worker (and
+    programs the other worker compiled). The
     cache key is the program, the JAX/XLA version and the flags, so a stale entry is never used;
-    only programs that took >= 0.5 s to compile are stored."""
+    only programs that took >= 0.2 s to compile are stored."""
     where = os.environ.get("SPATIALJAX_TEST_COMPILE_CACHE", "")
     if where == "0":
         return
     path = Path(where) if where else Path(str(config.rootpath)) / ".pytest_cache" / "jax-compilation-cache"
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 @pytest.fixture(autouse=True)
@@ -45,14 +46,34 @@ def _float64():
     yield
 
 
+def _n_mappings():
+    """Memory mappings of this process (Linux), else None."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return None
+
+
+#: Clear JAX's in-memory caches after a module once the process holds this many mappings
+#: (``SPATIALJAX_TEST_MAX_MAPPINGS``; 0 clears after every module).
+_MAX_MAPPINGS = int(os.environ.get("SPATIALJAX_TEST_MAX_MAPPINGS", "25000"))
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
-    """Drop JAX's caches of compiled programs after each test module. A worker runs many
+    """Drop JAX's caches of compiled programs after a test module once the worker holds
+    ``_MAX_MAPPINGS`` memory mappings (always where they cannot be counted). A worker runs many
     modules; every compiled XLA program keeps memory mappings alive, and a long-lived worker
     that accumulated them crashed inside XLA's compiler (segfault, twice at the same late
-    test) near the kernel's limit of 65,530 mappings per process (vm.max_map_count)."""
+    test) near the kernel's limit of 65,530 mappings per process (vm.max_map_count). With the
+    caches dropped after every module one module added at most ~11k mappings (1.7k-13k
+    measured), so 25k leaves ample room, while modules that share programs (jt.solve at the same
+    shapes, the TTU root finder, ...) no longer recompile them each time."""
     yield
-    import gc
+    n = _n_mappings()
+    if n is None or n >= _MAX_MAPPINGS:
+        import gc
 
-    jax.clear_caches()
-    gc.collect()
+        jax.clear_caches()
+        gc.collect()
