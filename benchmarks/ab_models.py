@@ -23,7 +23,7 @@ def timeit(f, reps=5):
 
 out = {}
 p8, y8 = jt.synthetic_economy(8, 0)
-out["jt.solve N=8 (from y_true)"] = timeit(lambda: jt.solve(p8, y8).y if hasattr(jt.solve(p8, y8), "y") else jt.solve(p8, y8))
+out["jt.solve N=8 (from y_true)"] = timeit(lambda: jt.solve(p8, y8))
 p100, y100 = jt.synthetic_economy(100, 0)
 out["jt.solve N=100 (from y_true)"] = timeit(lambda: jt.solve(p100, y100 * 1.0 + 0.01))
 P = hs.default_params()

@@ -689,7 +689,12 @@ def _gn_reason(prob, st, u, W, g, opt):
     Gauss-Newton step ``(2 G_u'W G_u)^{-1} dQ/du`` there is below ``gn_tol (1 + max|u|)`` (the
     predicted distance to the minimum is negligible), else ``"line_search"`` (not converged).
     The step's size is recorded in ``st["gauss_newton_step"]``."""
-    d_gn = prob.gauss_newton_step(u, W, g)
+    return _gn_verdict(st, prob.gauss_newton_step(u, W, g), u, opt)
+
+
+def _gn_verdict(st, d_gn, u, opt):
+    """``"step"`` if the Gauss-Newton step ``d_gn`` is finite and below ``gn_tol (1 + max|u|)``,
+    else ``"line_search"``; records its size in ``st["gauss_newton_step"]``."""
     st["gauss_newton_step"] = float(np.max(np.abs(d_gn)))
     small = bool(np.all(np.isfinite(d_gn))) and st["gauss_newton_step"] <= opt["gn_tol"] * (1 + np.max(np.abs(u)))
     return "step" if small else "line_search"
@@ -768,9 +773,7 @@ def _lm_gn_reason(st, J, r, u, opt):
         d_gn = np.linalg.solve(J.T @ J, J.T @ r)
     except np.linalg.LinAlgError:
         d_gn = np.full(len(u), np.nan)
-    st["gauss_newton_step"] = float(np.max(np.abs(d_gn)))
-    small = bool(np.all(np.isfinite(d_gn))) and st["gauss_newton_step"] <= opt["gn_tol"] * (1 + np.max(np.abs(u)))
-    return "step" if small else "line_search"
+    return _gn_verdict(st, d_gn, u, opt)
 
 
 def _lm_init(prob, u0, L, opt):

@@ -25,12 +25,12 @@ import spatialjax  # noqa: F401,E402  (enables x64)
 def pytest_configure(config):
     """JAX's persistent compilation cache for the test run (``SPATIALJAX_TEST_COMPILE_CACHE=0``
     turns it off; another value names the folder). The module-scope fixture below drops the
-    in-memory caches after a module when the worker holds many memory mappings, and each module
-    after that would otherwise recompile the programs it shares with others (``jt.solve`` at the same shapes, the TTU root finder, ...); the disk
-    cache serves those from the first module that compiled them, in either xdist worker (and
-    programs the other worker compiled). The
-    cache key is the program, the JAX/XLA version and the flags, so a stale entry is never used;
-    only programs that took >= 0.2 s to compile are stored."""
+    in-memory caches after a module once the worker holds many memory mappings; the modules after
+    that would otherwise recompile the programs they share with earlier ones (``jt.solve`` at the
+    same shapes, the TTU root finder, ...). The disk cache serves those, and the programs the
+    other xdist worker compiled. The cache key is the program, the JAX/XLA version and the
+    flags, so a stale entry is never used; only programs that took >= 0.2 s to compile are
+    stored."""
     where = os.environ.get("SPATIALJAX_TEST_COMPILE_CACHE", "")
     if where == "0":
         return
