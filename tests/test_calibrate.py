@@ -267,3 +267,13 @@ def test_toy_equilibrium_recovers_truth_with_exact_jacobian(tmp_path):
                      for i in range(len(names))], axis=1)
     np.testing.assert_allclose(result.G, G_fd, rtol=1e-6, atol=1e-8)
     assert np.linalg.matrix_rank(result.G) == len(names)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1e-8, "small"])
+def test_gn_tol_must_be_a_positive_float(bad):
+    """estimation.gn_tol (the Gauss-Newton stopping tolerance) is validated with the other
+    estimation keys: the error names the file, the field and what is allowed."""
+    schema = {"estimation": cal.GENERIC_SCHEMA["estimation"]}
+    assert validate_config({"estimation": {"gn_tol": 1e-8}}, schema, "c.toml")["estimation"]["gn_tol"] == 1e-8
+    with pytest.raises(ParameterError, match=r"c\.toml: estimation\.gn_tol: .*"):
+        validate_config({"estimation": {"gn_tol": bad}}, schema, "c.toml")
