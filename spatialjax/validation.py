@@ -77,3 +77,52 @@ def check_shape(name: str, x, shape: tuple) -> None:
     s = tuple(np.shape(x))
     if s != tuple(shape):
         raise ParameterError(name, f"must have shape {tuple(shape)}; got {s}")
+
+
+# ---------------------------------------------------------------------------------------
+# Validate an immutable parameter object once
+# ---------------------------------------------------------------------------------------
+
+import weakref  # noqa: E402
+
+_PASSED: dict = {}      # id(obj) -> (weakref to obj, ids of its leaves, the check)
+_PASSED_MAX = 4096
+
+
+def _immutable_leaves(obj):
+    """The leaves of ``obj`` if every one is a concrete ``jax.Array`` or a Python scalar
+    (immutable values), else ``None`` (a NumPy array can be changed in place after a check)."""
+    leaves = jax.tree_util.tree_leaves(obj)
+    for x in leaves:
+        if is_traced(x) or not (isinstance(x, jax.Array) or isinstance(x, (bool, int, float, complex, str))):
+            return None
+    return leaves
+
+
+def check_once(obj, check) -> None:
+    """Run ``check(obj)`` unless this very object already passed it.
+
+    Entry checks of a public solve run on every call (``eqx.tree_at`` builds parameter objects
+    without their constructor), which costs a host transfer per field: for sub-millisecond solves
+    called in a loop with the same parameters that dominates. An ``eqx.Module`` whose leaves are
+    all ``jax.Array`` (immutable) cannot change after it passed, so the result is remembered by
+    object identity (a weak reference: an id reused by a new object is not mistaken for it). An
+    object with a NumPy leaf, a tracer, or that cannot be weakly referenced is checked every time.
+    """
+    key = id(obj)
+    hit = _PASSED.get(key)
+    if hit is not None and hit[0]() is obj and hit[2] is check:
+        leaves = _immutable_leaves(obj)
+        if leaves is not None and tuple(map(id, leaves)) == hit[1]:
+            return
+    check(obj)
+    leaves = _immutable_leaves(obj)
+    if leaves is None:
+        return
+    try:
+        ref = weakref.ref(obj, lambda _r, k=key: _PASSED.pop(k, None))
+    except TypeError:
+        return
+    if len(_PASSED) >= _PASSED_MAX:
+        _PASSED.clear()
+    _PASSED[key] = (ref, tuple(map(id, leaves)), check)

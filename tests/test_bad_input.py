@@ -127,3 +127,41 @@ def test_rejected_option_leaves_no_output_folder(tmp_path, capsys):
     assert main(["solve", "ttu", "--gamma-max", "-1", "--output", str(out)]) == 2
     assert "--gamma-max: must be > 0" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_check_once_remembers_a_passed_immutable_object_and_nothing_else():
+    """validation.check_once skips the check only for the very object that passed it, when all
+    its leaves are jax Arrays; a copy built by eqx.tree_at, an object with a NumPy leaf (mutable
+    in place) and one that failed are checked again."""
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+    from spatialjax.validation import check_once, check_positive
+
+    class P(eqx.Module):
+        a: object
+
+    calls = []
+
+    def check(p):
+        calls.append(1)
+        check_positive("a", p.a)
+
+    good = P(jnp.asarray([1.0, 2.0]))
+    check_once(good, check)
+    check_once(good, check)
+    assert len(calls) == 1                           # remembered
+    bad = eqx.tree_at(lambda p: p.a, good, jnp.asarray([1.0, -2.0]))
+    for _ in range(2):
+        with pytest.raises(ParameterError, match="^a: must be > 0"):
+            check_once(bad, check)                   # a new object: checked, and not remembered
+    assert len(calls) == 3
+    arr = np.array([1.0, 2.0])
+    mutable = P(arr)
+    check_once(mutable, check)
+    arr[1] = -1.0                                    # changed in place after it passed
+    with pytest.raises(ParameterError, match="^a: must be > 0"):
+        check_once(mutable, check)
+    other = lambda p: calls.append(2)                # noqa: E731  another check is not the same verdict
+    check_once(good, other)
+    assert calls[-1] == 2

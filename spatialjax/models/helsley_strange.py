@@ -66,7 +66,7 @@ from spatialjax.results import SOLVER_STATUSES, StatusFromMessage
 from spatialjax.scalar import SCALAR_STATUSES, bracket_root
 from spatialjax.solver import RESULTS, solve_root
 from spatialjax.tables import format_kv, format_table
-from spatialjax.validation import check_finite, check_positive, check_shape, is_traced
+from spatialjax.validation import check_finite, check_once, check_positive, check_shape, is_traced
 
 Array = jax.Array
 
@@ -416,7 +416,7 @@ def _check_n0(params, n0):
 
 
 def _optimum(params, w, n0):
-    _check_params(params)
+    check_once(params, _check_params)
     return _solve_weighted(params, w, _check_n0(params, n0))
 
 
@@ -594,7 +594,7 @@ class CPE(StatusFromMessage):
 def constrained_pareto_efficient(params: Params) -> CPE:
     """Intersection of the contract surface (IV.5) with the ratio ray (V.1): solves
     sum_i lam_i dV_i/dn_k (S r) = 0 (k = 1..I), sum lam = 1 for (log S, lam) by Newton."""
-    _check_params(params)
+    check_once(params, _check_params)
     lam0 = np.asarray(params.N) / np.sum(np.asarray(params.N))
     pe = solve_contract_curve(params, lam0)
     S0 = float(np.sum(np.asarray(pe.n))) if bool(pe.foc_converged) else 1.0
@@ -613,7 +613,7 @@ def cpe_allocation(params: Params) -> Array:
     """The CPE cluster n^CPE, shape (I,), as a traceable function (jit / vmap / grad; the
     derivative is the implicit one). Raises ConvergenceError when concrete and the solve failed
     or the ratio ray misses the contract surface (footnote 14); NaNs under tracing."""
-    _check_params(params)
+    check_once(params, _check_params)
     lam0 = params.ratio
     pe = solve_contract_curve(params, jax.lax.stop_gradient(lam0))
     S0 = jnp.where(pe.foc_converged, jnp.sum(pe.n), 1.0)
@@ -761,7 +761,7 @@ def nash_interval(params: Params, members: Optional[Sequence[int]] = None, *, S_
     refined by bisection on the condition that changes there. ``S_max`` defaults to 4 times the
     largest type-optimum scale and is doubled (up to 6 times) while the top of the grid is feasible.
     """
-    _check_params(params)
+    check_once(params, _check_params)
     I = params.I
     members = tuple(range(I)) if members is None else tuple(sorted(set(int(k) for k in members)))
     if not members or any(k < 0 or k >= I for k in members):
@@ -979,7 +979,7 @@ def specialized_equilibria(params: Params) -> Specialized:
     (VI.1) is checked against each other type's optimum specialized city n_k^S, as in Figure 5.
     For (A.1) with Assumption 2 this is the binding case, since V_i^k is decreasing on
     [n_k^S, n_k^A] (theta^k_k > theta^i_k); for a user g it is the paper's definition, not a proof."""
-    _check_params(params)
+    check_once(params, _check_params)
     nS, code, d2, VS, Vc, nA, nC, codeA, codeC = _specialized(params)
     I = params.I
     offd = ~np.eye(I, dtype=bool)
@@ -1092,7 +1092,7 @@ def partition_equilibria(params: Params, *, grid: int = 4001) -> PartitionTable:
     gains by moving into a city of another block at the chosen scales (the first worker of
     its type there). ``prop4`` says whether Assumption 4 holds, in which case the deviation
     check is implied (Proposition 4)."""
-    _check_params(params)
+    check_once(params, _check_params)
     I = params.I
     if I > 7:
         raise ParameterError("theta", f"partition enumeration is limited to I <= 7 (Bell(I) partitions); got I = {I}")
@@ -1238,7 +1238,7 @@ def sweep(fn: Callable[[Params], Any], params: Params, field_name: str, values, 
 
     if field_name not in _SWEEPABLE:
         raise ParameterError("field", f"must be one of {_SWEEPABLE}; got {field_name!r}")
-    _check_params(params)
+    check_once(params, _check_params)
     values = _num("values", values)
     shape = np.shape(getattr(params, field_name))
     if values.ndim != len(shape) + 1 or values.shape[1:] != shape or values.shape[0] < 1:
