@@ -142,11 +142,14 @@ def bracket_root(f: Callable[[jax.Array, Any], jax.Array], lo, hi, args: Any = N
     def forward(d):
         d = jax.lax.stop_gradient(d)
         g = lambda x: fx(x, d)  # noqa: E731
-        flo, fhi = g(lo), g(hi)
+        # f at both ends in one (vmapped) evaluation, and f with its slope at the root in one
+        # forward-mode pass: each copy of f in the program is compiled, and f may itself hold
+        # solves (nested bracketed roots), so the copies are kept to three
+        fends = jax.vmap(g)(jnp.stack([lo, hi]))
+        flo, fhi = fends[0], fends[1]
         a, b, k = _halvings(g, lo, hi, flo, xtol, rtol, max_iter)
         x = 0.5 * (a + b)
-        fxv = g(x)
-        slope = jax.grad(g)(x)
+        fxv, slope = jax.jvp(g, (x,), (jnp.ones_like(x),))
         ends_finite = jnp.isfinite(flo) & jnp.isfinite(fhi)
         bracketed = (jnp.sign(flo) != jnp.sign(fhi)) | (flo == 0) | (fhi == 0)
         width = jnp.abs(b - a)
