@@ -648,11 +648,24 @@ _corner_omega_jit = jax.jit(_corner_omega, static_argnums=(2,))
 _corner_omega_grid = jax.jit(jax.vmap(_corner_omega, in_axes=(None, 0, None)), static_argnums=(2,))
 
 
+def _corner_domega(u, a):
+    """d omega/du along a corner line; ``a = (P, seg)``, seg 0.0 (integrated, du = 0) or 1.0
+    (segregated, du = 1 - u) as a number, so that both corners share one program."""
+    P, seg = a
+
+    def om(uu):
+        _, v, _ = _lam_v(P, uu, seg * (1 - uu))
+        return welfare(P, uu, v, seg * (1 - uu))
+
+    return jax.grad(om)(u)
+
+
 @jax.jit
 def _corner_max(P, lo, hi):
-    """Root of d omega/du on [lo, hi] for both corners (the shared bracketing root finder)."""
-    return {c: bracket_root(lambda uu, PP, c=c: jax.grad(_corner_omega, 1)(PP, uu, c), lo[i], hi[i], P)
-            for i, c in enumerate(("integrated", "segregated"))}
+    """Root of d omega/du on [lo[i], hi[i]] for both corners i (the shared bracketing root
+    finder, vmapped over the corners: one compiled copy instead of two)."""
+    roots = jax.vmap(lambda l, h, seg: bracket_root(_corner_domega, l, h, (P, seg)))(lo, hi, jnp.asarray([0.0, 1.0]))
+    return {c: jax.tree.map(lambda x, i=i: x[i], roots) for i, c in enumerate(("integrated", "segregated"))}
 
 
 def _steady_state_corners(P: Params):
