@@ -48,7 +48,7 @@ from spatialjax.errors import ParameterError
 from spatialjax.results import Result
 from spatialjax.solver import DENSE_MAX, Linearization, LUFactor, SolveResult, lu_factor, lu_solve, raise_if_failed, solve_root
 from spatialjax.tables import format_table
-from spatialjax.validation import check_finite, check_positive, check_shape, _concrete, is_traced
+from spatialjax.validation import check_finite, check_once, check_positive, check_shape, _concrete, is_traced
 
 __all__ = [
     "Params", "Solution", "solve", "welfare", "residual", "autarky", "equilibrium_objects", "jacobian",
@@ -848,7 +848,8 @@ def solve(params: Params, y0=None, *, tol: float = 1e-10, max_steps: int = 50, l
         raise ParameterError("params", f"must be a jiao_tian.Params; got {type(params).__name__}")
     # Validate again here: eqx.tree_at (used for counterfactuals) builds a Params without
     # running __check_init__, so e.g. a tau with a non-unit diagonal would otherwise "solve".
-    validate(params)
+    # (Once per parameter object: see validation.check_once.)
+    check_once(params, validate)
     if system not in ("auto", "schur", "dense"):
         raise ParameterError("system", f"must be 'auto', 'schur' or 'dense'; got {system!r}")
     g, b = _concrete(params.gamma), _concrete(params.beta)
