@@ -22,6 +22,12 @@ Conventions (stated once, used everywhere)
   kernel) ``S = Gamma_0 + sum_{l=1}^{L} (1 - l/(L+1)) (Gamma_l + Gamma_l')`` with
   ``Gamma_l = (1/n) sum_{t>l} g_t g_{t-l}'`` (data assumed ordered). ``options["center"]=True``
   subtracts ``gbar`` from each ``g_i`` first (the same choice is used inside CUE).
+* **Variance contributions**: ``options["variance_moments"] = h`` (same signature and shape as
+  ``g``) computes every S above from ``h_i`` instead of ``g_i``; ``gbar``, G and the objective
+  still come from ``g``. For moment functions whose rows contain fitted nuisance quantities
+  (fixed effects, concentrated coefficients), ``h`` can rescale residuals by their leverage
+  (HC2: ``e_i / sqrt(1 - h_ii)``), so that ``E[S]`` is the variance of ``sqrt(n) gbar`` in
+  samples where the leverages are not negligible.
 * **Degrees of freedom**: no small-sample correction by default (divisor ``n``, not ``n - p``);
   clustered S takes ``options["cluster_correction"] = "G/(G-1)"`` to multiply by ``G/(G-1)``
   (``G`` = number of clusters).
@@ -154,6 +160,9 @@ OPTIONS: dict[str, Any] = {
     "moment_names": None,
     "true_params": None,  # same PyTree as theta0 or {name: value}: a column in the tables
     "callback": None,  # called on the host after every optimiser iteration with a dict
+    # micro GMM: h(theta, data) -> (n_obs, k) [or (values, ok)], the contributions S is computed from
+    # (weighting, CUE, sandwich) instead of g's rows, e.g. residuals with a leverage (HC2-type) correction
+    "variance_moments": None,
 }
 
 _EPS = np.finfo(np.float64).eps
@@ -350,6 +359,8 @@ def _check_options(options, allowed):
         raise ParameterError("options.cluster_correction", f"must be None or 'G/(G-1)'; got {out['cluster_correction']!r}")
     if out["callback"] is not None and not callable(out["callback"]):
         raise ParameterError("options.callback", "must be callable")
+    if out.get("variance_moments") is not None and not callable(out["variance_moments"]):
+        raise ParameterError("options.variance_moments", "must be callable h(theta, data) -> (n_obs, k), like g")
     if out["resume"] and not out["checkpoint"]:
         raise ParameterError("options.resume", "needs options['checkpoint'] (the file to resume from)")
     return out
@@ -468,7 +479,7 @@ class _Problem:
         # Compiled functions are cached across calls (Monte Carlo, bootstrap, multistart): the
         # key holds everything the traced code depends on apart from its array arguments.
         cl = None if clusters is None else np.asarray(clusters).tobytes()
-        key = (fn, kind, cov, options["center"], options["cluster_correction"], self.hac_lags, n_clusters, cl,
+        key = (fn, options.get("variance_moments"), kind, cov, options["center"], options["cluster_correction"], self.hac_lags, n_clusters, cl,
                self.fd, options["fd_step"], tree_key, transform.kinds.tobytes(), transform.lo.tobytes(),
                transform.hi.tobytes())
         try:
@@ -504,6 +515,14 @@ class _Problem:
         ok = jnp.asarray(True) if ok is None else jnp.asarray(ok).reshape(())
         return jnp.asarray(vals) - data, ok
 
+    def _gi_S(self, th, data, gi):
+        """The rows S is computed from: ``options["variance_moments"]`` if given, else g's rows ``gi``."""
+        h = self.options.get("variance_moments")
+        if h is None:
+            return gi
+        vals, _ = _split_ok(h(self.unravel(th), data))
+        return jnp.asarray(vals)
+
     def _S_of_gi(self, gi):
         n = gi.shape[0]
         if self.options["center"]:
@@ -537,9 +556,10 @@ class _Problem:
             return gb @ W @ gb, ok
 
         def Q_cue(u, data):
-            gi, ok = self._gi(tr.to_natural(u), data)
+            th = tr.to_natural(u)
+            gi, ok = self._gi(th, data)
             gb = jnp.mean(gi, axis=0)
-            S = self._S_of_gi(gi)
+            S = self._S_of_gi(self._gi_S(th, data, gi))
             c = jnp.linalg.cholesky(S)
             z = jax.scipy.linalg.solve_triangular(c, gb, lower=True)
             return z @ z, ok
@@ -549,9 +569,10 @@ class _Problem:
             return L.T @ gb, ok
 
         def r_cue(u, data):
-            gi, ok = self._gi(tr.to_natural(u), data)
+            th = tr.to_natural(u)
+            gi, ok = self._gi(th, data)
             gb = jnp.mean(gi, axis=0)
-            c = jnp.linalg.cholesky(self._S_of_gi(gi))
+            c = jnp.linalg.cholesky(self._S_of_gi(self._gi_S(th, data, gi)))
             return jax.scipy.linalg.solve_triangular(c, gb, lower=True), ok
 
         def fd_step(u):
@@ -610,7 +631,7 @@ class _Problem:
                 G = jax.jacrev(lambda t: self._gbar_ok(t, data)[0])(th)
             if self.kind == "micro":
                 gi, _ = self._gi(th, data)
-                S = self._S_of_gi(gi)
+                S = self._S_of_gi(self._gi_S(th, data, gi))
             else:
                 S = jnp.zeros((gb.shape[0], gb.shape[0]))
             return gb, G, S, ok
@@ -1689,6 +1710,15 @@ def estimate(g: Callable, theta0, data, *, weighting: str = "two-step", cov: str
     if ok is not None and tuple(ok.shape) not in ((), (1,)):
         raise ParameterError("g", f"the ok flag must be a boolean scalar; got shape {ok.shape}")
     n, k = int(vals.shape[0]), int(vals.shape[1])
+    if opt["variance_moments"] is not None:
+        try:
+            hv, _ = _split_ok(jax.eval_shape(opt["variance_moments"], theta0, data))
+        except Exception as e:  # noqa: BLE001
+            raise ParameterError("options.variance_moments",
+                                 f"could not be evaluated at theta0 ({type(e).__name__}: {e})") from None
+        if tuple(getattr(hv, "shape", ())) != (n, k):
+            raise ParameterError("options.variance_moments",
+                                 f"must return the shape of g, ({n}, {k}); got {getattr(hv, 'shape', None)}")
     p = len(flat0)
     if n < 2:
         raise ParameterError("g", f"must return n_obs >= 2 rows; got {n}")
@@ -1751,7 +1781,7 @@ def _moment_names(opt, k):
 
 
 _MD_OPTIONS = [k for k in OPTIONS if k not in ("W1", "W", "hac_lags", "cluster_correction", "center", "max_rounds",
-                                               "iter_tol")]
+                                               "iter_tol", "variance_moments")]
 
 
 def minimum_distance(m: Callable, theta0, m_hat, *, W=None, cov_m_hat=None, bounds=None,
