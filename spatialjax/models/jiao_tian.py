@@ -753,11 +753,15 @@ def _cold_homotopy(params: Params, tol, system, linear_solver="dense"):
 # ``linear_solver="auto"`` with the Schur system: factorised Newton (one (N+2) x (N+2) LU,
 # O(N^3)) below this N, Newton-Krylov on the matrix-free Jacobian with the bordered-diagonal
 # Schur preconditioner (:func:`schur_operator`, O(N^2) per iteration) from it on. Measured
-# (benchmarks/bench_jiao_tian_scale.py, 2 CPU cores): the factorised path is faster at
-# N = 722, the Krylov path about 2x faster at N = 3000. The full 2N+2 system
-# (``system="dense"``) has no Krylov preconditioner and keeps the generic threshold
-# :data:`spatialjax.solver.DENSE_MAX` on its size.
-KRYLOV_MIN_N = 1500
+# (benchmarks/bench_jiao_tian_scale.py, 2 CPU cores, 2026-12-04, warm solves from y* + 1e-3
+# noise, conditioning diagnostic on): N = 200 and 400 both paths equal (6 / 25-28 ms); N = 722
+# Krylov 0.045-0.049 s vs factorised 0.124-0.136 s (the synthetic economy and the us722
+# replica, sigma_min equal to 5e-4 relative); N = 1000 next to a fold (sigma_min 1e-4) Krylov
+# 0.32 s vs 0.27 s; N = 3000 Krylov about 2x faster (2026-12-02). (1500 until 2026-12-04, from
+# an older measurement at N = 722 that the Krylov path's cheaper diagnostic has overtaken.)
+# The full 2N+2 system (``system="dense"``) has no Krylov preconditioner and keeps the generic
+# threshold :data:`spatialjax.solver.DENSE_MAX` on its size.
+KRYLOV_MIN_N = 700
 
 
 def _linear_solver_for(N, system, linear_solver):
