@@ -479,8 +479,8 @@ class _Problem:
         # Compiled functions are cached across calls (Monte Carlo, bootstrap, multistart): the
         # key holds everything the traced code depends on apart from its array arguments.
         cl = None if clusters is None else np.asarray(clusters).tobytes()
-        key = (fn, options.get("variance_moments"), kind, cov, options["center"], options["cluster_correction"], self.hac_lags, n_clusters, cl,
-               self.fd, options["fd_step"], tree_key, transform.kinds.tobytes(), transform.lo.tobytes(),
+        key = (fn, options.get("variance_moments"), kind, cov, options["center"], options["cluster_correction"],
+               self.hac_lags, n_clusters, cl, self.fd, options["fd_step"], tree_key, transform.kinds.tobytes(), transform.lo.tobytes(),
                transform.hi.tobytes())
         try:
             fns = _JIT_CACHE.pop(key)

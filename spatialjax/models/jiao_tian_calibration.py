@@ -294,6 +294,27 @@ def _partial_fe(w, A, e_ref, xs, fac=None):
     return (xs - p_o.T[:, :, None] - p_d.T[:, None, :]) * A[None]
 
 
+def _gravity_fit(b, X, xs, A, e_ref, method, tol):
+    """The gravity fit at slopes ``b``: residuals ``e`` on the active pairs, the regressors ``xt``
+    partialled on the fixed effects, the fit's weights ``w`` (mu for PPML, the positive-pair
+    indicator for the log-linear (34)), the effects ``o``, ``d`` and the PPML score error."""
+    xb = jnp.tensordot(b, xs, axes=1)
+    if method == "ppml":
+        o, d, mu, err, _, fac = ppml_fixed_effects(X, xb, A, e_ref, tol=tol)
+        # the weights of the partialling: mu at eta* (equal to mu to rounding), factorised once
+        xt = _partial_fe(fac["mu"], A, e_ref, xs, fac)
+        return A * X - mu, xt, fac["mu"], o, d, err
+    if method == "loglinear":
+        P = A * (X > 0)
+        y = jnp.log(jnp.where(X > 0, X, 1.0))
+        r = P * (y - xb)
+        e_o, e_d = _fe_solve(P, P, e_ref, jnp.sum(r, axis=1)[:, None], jnp.sum(r, axis=0)[:, None])
+        o, d = e_o[:, 0], e_d[:, 0]
+        resid = P * (y - o[:, None] - d[None, :] - xb)
+        return resid, _partial_fe(P, P, e_ref, xs), P, o, d, jnp.asarray(0.0)
+    raise ParameterError("gravity", f"must be 'ppml' or 'loglinear'; got {method!r}")
+
+
 def gravity_moments(b, X, xs, A, e_ref, *, method: str = "ppml", tol: float = 1e-11):
     """Per-origin-city gravity moments, shape (N, K), and the fitted fixed effects.
 
@@ -304,24 +325,8 @@ def gravity_moments(b, X, xs, A, e_ref, *, method: str = "ppml", tol: float = 1e
     equations sum_c 1[X_nc > 0] (log X_nc - fitted) x~_nc (x~ partialled, unweighted).
     Returns ``(g, o, d, max_score)``.
     """
-    xb = jnp.tensordot(b, xs, axes=1)
-    if method == "ppml":
-        o, d, mu, err, _, fac = ppml_fixed_effects(X, xb, A, e_ref, tol=tol)
-        # the weights of the partialling: mu at eta* (equal to mu to rounding), factorised once
-        xt = _partial_fe(fac["mu"], A, e_ref, xs, fac)
-        g = jnp.sum((A * X - mu)[None] * xt, axis=2).T
-        return g, o, d, err
-    if method == "loglinear":
-        P = A * (X > 0)
-        y = jnp.log(jnp.where(X > 0, X, 1.0))
-        r = P * (y - xb)
-        e_o, e_d = _fe_solve(P, P, e_ref, jnp.sum(r, axis=1)[:, None], jnp.sum(r, axis=0)[:, None])
-        o, d = e_o[:, 0], e_d[:, 0]
-        resid = P * (y - o[:, None] - d[None, :] - xb)
-        xt = _partial_fe(P, P, e_ref, xs)
-        g = jnp.sum(resid[None] * xt, axis=2).T
-        return g, o, d, jnp.asarray(0.0)
-    raise ParameterError("gravity", f"must be 'ppml' or 'loglinear'; got {method!r}")
+    e, xt, _, o, d, err = _gravity_fit(b, X, xs, A, e_ref, method, tol)
+    return jnp.sum(e[None] * xt, axis=2).T, o, d, err
 
 
 def gravity_variance_contributions(b, X, xs, A, e_ref, *, method: str = "ppml", tol: float = 1e-11):
@@ -340,21 +345,7 @@ def gravity_variance_contributions(b, X, xs, A, e_ref, *, method: str = "ppml", 
     first order (HC2-type; checked by redrawing the links of fixed economies, ``benchmarks/mc_jiao_tian_coverage.py
     redraw``).
     """
-    xb = jnp.tensordot(b, xs, axes=1)
-    if method == "ppml":
-        o, d, mu, err, _, fac = ppml_fixed_effects(X, xb, A, e_ref, tol=tol)
-        xt = _partial_fe(fac["mu"], A, e_ref, xs, fac)
-        e, w = A * X - mu, fac["mu"]
-    elif method == "loglinear":
-        P = A * (X > 0)
-        y = jnp.log(jnp.where(X > 0, X, 1.0))
-        r = P * (y - xb)
-        e_o, e_d = _fe_solve(P, P, e_ref, jnp.sum(r, axis=1)[:, None], jnp.sum(r, axis=0)[:, None])
-        e = P * (y - e_o[:, 0][:, None] - e_d[:, 0][None, :] - xb)
-        xt = _partial_fe(P, P, e_ref, xs)
-        w = P
-    else:
-        raise ParameterError("gravity", f"must be 'ppml' or 'loglinear'; got {method!r}")
+    e, xt, w, _, _, _ = _gravity_fit(b, X, xs, A, e_ref, method, tol)
     C = jnp.sum(w, axis=0)
     h = jax.lax.stop_gradient(w / jnp.where(C > 0, C, 1.0)[None, :])
     # h = 1 only for a destination reached from a single origin, whose pair the d_c fits exactly (e = 0)
@@ -525,16 +516,26 @@ def _gravity_block(p, d, gravity):
     return g, o, dd
 
 
-def inversion_moments(p: dict, d: dict, *, gravity: str = "ppml"):
-    """Stacked moments of the inversion mode, shape (N, 2 + 1 + k_excluded), at parameters ``p``
-    (dict with theta, gamma, delta_d, delta_I): gravity (2), income (1), technology IV (k_ex)."""
+def _inversion_rows(p: dict, d: dict, gravity: str, hc2: bool):
     N = d["X"].shape[0]
-    g_grav, _, _ = _gravity_block(p, d, gravity)
+    b = jnp.stack([-p["theta"] * p["delta_d"], -p["theta"] * p["delta_I"]])
+    if hc2:
+        g_grav = gravity_variance_contributions(b, d["X"], d["xs"], d["A"], d["e_ref"], method=gravity)
+    else:
+        g_grav, _, _, _ = gravity_moments(b, d["X"], d["xs"], d["A"], d["e_ref"], method=gravity)
     kappa = p["theta"] * (1 - d["beta"])
     g_inc = income_moments(kappa, d["log_income"], d["income_city"], N)
     logT = log_technology_from_counts(p["theta"], p["gamma"], d["w"], d["Lm"], d["log_s"])
     g_iv, _ = technology_iv_moments(logT, d["Mx"], d["Zt"])
+    if hc2:  # xi_n / sqrt(1 - h^x_n), with 1 - h^x_n = (M_x)_nn
+        g_iv = g_iv / jnp.sqrt(jnp.clip(jnp.diagonal(d["Mx"]), 1e-12))[:, None]
     return jnp.concatenate([g_grav, g_inc[:, None], g_iv], axis=1)
+
+
+def inversion_moments(p: dict, d: dict, *, gravity: str = "ppml"):
+    """Stacked moments of the inversion mode, shape (N, 2 + 1 + k_excluded), at parameters ``p``
+    (dict with theta, gamma, delta_d, delta_I): gravity (2), income (1), technology IV (k_ex)."""
+    return _inversion_rows(p, d, gravity, hc2=False)
 
 
 def inversion_variance_moments(p: dict, d: dict, *, gravity: str = "ppml"):
@@ -553,16 +554,7 @@ def inversion_variance_moments(p: dict, d: dict, *, gravity: str = "ppml"):
     variance of the moments at the truth is 1.03-1.21 times the mean plain S; these rows raise the SEs
     by 0-3 % and the coverage of the 95 % intervals from 0.912 to 0.914. The rest of the shortfall is
     small-sample: at N = 200 the plain intervals cover 0.948 (``benchmarks/README.md``)."""
-    N = d["X"].shape[0]
-    b = jnp.stack([-p["theta"] * p["delta_d"], -p["theta"] * p["delta_I"]])
-    g_grav = gravity_variance_contributions(b, d["X"], d["xs"], d["A"], d["e_ref"], method=gravity)
-    kappa = p["theta"] * (1 - d["beta"])
-    g_inc = income_moments(kappa, d["log_income"], d["income_city"], N)
-    logT = log_technology_from_counts(p["theta"], p["gamma"], d["w"], d["Lm"], d["log_s"])
-    g_iv, _ = technology_iv_moments(logT, d["Mx"], d["Zt"])
-    hx = 1.0 - jnp.diagonal(d["Mx"])
-    g_iv = g_iv / jnp.sqrt(jnp.clip(1.0 - hx, 1e-12))[:, None]
-    return jnp.concatenate([g_grav, g_inc[:, None], g_iv], axis=1)
+    return _inversion_rows(p, d, gravity, hc2=True)
 
 
 # ---------------------------------------------------------------------------------------
