@@ -303,6 +303,10 @@ def test_config_checks(tmp_path):
     bad.write_text(raw.replace('mode = "inversion"', 'mode = "solve"'))
     with pytest.raises(ParameterError, match="model.mode"):
         load_config(bad)
+    assert cfg["model"]["variance"] == "hc2"
+    bad.write_text(raw.replace('variance = "hc2"', 'variance = "hc3"'))
+    with pytest.raises(ParameterError, match="model.variance.*hc2"):
+        load_config(bad)
 
 
 def test_loglinear_gravity_equals_fixed_effects_ols():
