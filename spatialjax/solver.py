@@ -509,6 +509,53 @@ def _until_converged(step, v, iters, rtol, min_iters=2):
     return v, est, k
 
 
+def _gkl_sigma_max(mvJ, mvJT, pJ, pJT, v, iters: int, rtol, krylov_rtol):
+    """Largest singular value of ``J^{-1}`` by Golub-Kahan-Lanczos bidiagonalisation with full
+    reorthogonalisation, the solves by preconditioned GMRES (``pgmres(mvJ, pJ, .)`` and its
+    transpose). ``v``: unit start vector. At most ``iters`` steps (two solves each), stopping
+    once two successive estimates agree to ``rtol`` (relative) after at least two.
+
+    Returns ``(sigma_max, ok, steps)``; ``ok`` is False if a solve missed ``krylov_rtol``
+    (then ``sigma_max`` is not trusted by the caller). The estimate is the largest singular
+    value of the (k+1) x k lower-bidiagonal matrix of the recurrence: a lower bound on
+    ``||J^{-1}||`` that converges to it."""
+    n, K = v.shape[0], int(iters)
+    dt = v.dtype
+    U = jnp.zeros((K + 1, n), dt).at[0].set(v)
+    V = jnp.zeros((K, n), dt)
+    Bd = jnp.zeros((K + 1, K), dt)
+
+    def reorth(x, Q):
+        x = x - (Q @ x) @ Q
+        return x - (Q @ x) @ Q
+
+    def cond(c):
+        U, V, Bd, ok, est, prev, j = c
+        return (j < K) & ok & ((j < 2) | ~(jnp.abs(est - prev) <= rtol * jnp.abs(est)))
+
+    def body(c):
+        U, V, Bd, ok, est, prev, j = c
+        u = U[j]
+        p, r1, _ = pgmres(mvJT, pJT, u, rtol=krylov_rtol, atol=1e-300, restart=50, max_restarts=10)
+        p = reorth(p, V)
+        a = jnp.linalg.norm(p)
+        vj = p / jnp.where(a > 0, a, 1.0)
+        q, r2, _ = pgmres(mvJ, pJ, vj, rtol=krylov_rtol, atol=1e-300, restart=50, max_restarts=10)
+        q = reorth(q - a * u, U)
+        b = jnp.linalg.norm(q)
+        ok = ok & (r1 <= 2 * krylov_rtol) & (r2 <= 2 * krylov_rtol) & jnp.isfinite(a) & jnp.isfinite(b)
+        V = V.at[j].set(vj)
+        U = U.at[j + 1].set(q / jnp.where(b > 0, b, 1.0))
+        Bd = Bd.at[j, j].set(a).at[j + 1, j].set(b)
+        s_new = jnp.linalg.svd(jnp.where(jnp.isfinite(Bd), Bd, 0.0), compute_uv=False)[0]
+        return U, V, Bd, ok, s_new, est, j + 1
+
+    nan = jnp.asarray(jnp.nan, dt)
+    _, _, _, ok, est, _, j = jax.lax.while_loop(
+        cond, body, (U, V, Bd, jnp.asarray(True), nan, nan, jnp.asarray(0, jnp.int32)))
+    return est, ok, j
+
+
 def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 10, norm_iters: int = 12, key_seed: int = 0,
                        jac=None, return_linearization: bool = False, rtol: float = 1e-6, norm_rtol: float = 1e-3,
                        lin: Linearization | None = None, krylov_rtol: float = 1e-6, precond_start_iters: int = 0):
@@ -568,22 +615,17 @@ def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 10, norm_ite
 
                 v, _, _ = _until_converged(pre_it, v, precond_start_iters, 1e-3)
 
-            # Inexact inverse iteration: a solve to relative residual krylov_rtol changes the
-            # estimate by about that much relatively (the error is r / sigma_min at most, and
-            # the solution ||w|| ~ ||v|| / sigma_min along the smallest direction). A solve that
-            # does not reach it (typically at a fold, where J is singular) sets sigma_min to 0.
-            # Each solve starts from the previous iteration's solution (scaled): as v converges
-            # the start is ever closer and GMRES needs ever fewer iterations.
-            def inv_it(c):
-                v, ok, w_prev, w2_prev = c
-                w, r1, _ = pgmres(mvJT, pJT, v, rtol=krylov_rtol, atol=1e-300, restart=50, max_restarts=10,
-                                  x0=w_prev)
-                nwp = jnp.linalg.norm(w_prev)
-                x0 = jnp.where(nwp > 0, w2_prev * (jnp.linalg.norm(w) / jnp.where(nwp > 0, nwp, 1.0)), 0.0)
-                w2, r2, _ = pgmres(mvJ, pJ, w, rtol=krylov_rtol, atol=1e-300, restart=50, max_restarts=10, x0=x0)
-                ok = ok & (r1 <= 2 * krylov_rtol * jnp.linalg.norm(v)) & (r2 <= 2 * krylov_rtol * jnp.linalg.norm(w))
-                nw = jnp.linalg.norm(w2)
-                return (w2 / nw, ok, w / nw, w2 / nw), nw
+            # Golub-Kahan-Lanczos bidiagonalisation of J^{-1} (each step one solve with J^T and
+            # one with J, GMRES preconditioned by the model's approximate inverse): the largest
+            # singular value of the small bidiagonal matrix converges to 1 / sigma_min(J) as a
+            # Krylov method (about twice as few solves as the inverse power iteration this
+            # replaced: 12 -> 6 GMRES solves at Jiao-Tian N = 3000), from below, so sigma_min is
+            # approached from above as before. Full reorthogonalisation (at most ``iters`` + 1
+            # vectors). A solve to relative residual krylov_rtol perturbs J^{-1} by about that
+            # much relatively; a solve that does not reach it (typically at a fold, where J is
+            # singular) sets sigma_min to 0.
+            smax, solve_ok, n_inv = _gkl_sigma_max(mvJ, mvJT, pJ, pJT, v, iters, rtol, krylov_rtol)
+            lam_inv = smax ** 2
         else:
             # unpreconditioned matrix-free path (no model structure): lineax GMRES, as before
             lin = None
@@ -607,10 +649,7 @@ def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 10, norm_ite
             nw = jnp.linalg.norm(w)
             return w / nw, nw
 
-        if lin is not None:
-            z = jnp.zeros_like(v)
-            (_, solve_ok, _, _), lam_inv, n_inv = _until_converged(inv_it, (v, solve_ok, z, z), iters, rtol)
-        else:
+        if lin is None:
             (_, solve_ok), lam_inv, n_inv = _until_converged(inv_it, (v, solve_ok), iters, rtol)
     _, lam, _ = _until_converged(pow_it, v, norm_iters, norm_rtol)
     sigma_min = 1.0 / jnp.sqrt(lam_inv)

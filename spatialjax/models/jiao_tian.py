@@ -427,20 +427,21 @@ def schur_jacobian(y, params: Params, s=1.0, logD=None) -> SchurLinearization:
 class SchurKrylovLinearization(Linearization):
     """Matrix-free Jacobian of :func:`residual` for Newton-Krylov at large N (no N^3 work).
 
-    ``mv`` applies the exact Jacobian from its blocks (two N x N matrix-vector products:
-    the shares X = [x_nc] of (9) and the hires M = [L^p_nc] of (19); the product M^T X of
-    :func:`schur_jacobian` is never formed). ``solve`` is only an approximate inverse, a
+    ``mv`` applies the exact Jacobian from its blocks (two N x N matrix-vector products with
+    the shares X = [x_nc] of (9); the hires of (19) are M = diag(m) X diag(1/w), with
+    m_n = eta Phi_n^k (L^m_n)^(1 + gamma/(1-beta)), so only X is stored (at N = 10,000 that
+    saves 0.8 GB); the product M^T X of :func:`schur_jacobian` is never formed). ``solve`` is only an approximate inverse, a
     preconditioner for GMRES: the manager block is eliminated exactly by (53) (the g I
     pivot), and the (N+2) x (N+2) Schur complement S is replaced by its diagonal bordered
     with its exact last two rows and columns (adding up (17)-(18) and the two utility
-    levels), a 2 x 2 solve. Building it costs one pass over X and M (O(N^2)); every
+    levels), a 2 x 2 solve. Building it costs a few passes over X (O(N^2)); every
     apply two N x N products.
     """
 
     exact = False
 
     X: jax.Array  # (N, N) fragmentation shares x_nc (9)
-    M: jax.Array  # (N, N) hires L^p_nc (19)
+    m: jax.Array  # (N,) hires L^p_nc (19) = m_n x_nc / w_c
     c: jax.Array  # (1 - alpha) / W_n
     w: jax.Array
     A: jax.Array  # E[pi_n] L^m_n
@@ -464,11 +465,11 @@ class SchurKrylovLinearization(Linearization):
     # implicit blocks: Da = d log p / d log w, Dl = d log p / d log L^m. Transposed products
     # are written v @ A: on CPU, XLA copies A before A.T @ v (about 15x slower at N = 3000).
     def _Dl(self, v):
-        return self.c * (1 + self.g) * (self.A * v + self.w * (v @ self.M))
+        return self.c * (1 + self.g) * (self.A * v + (v * self.m) @ self.X)  # w * (v @ M)
 
     def _DlT(self, u):
         uc = self.c * u
-        return (1 + self.g) * (self.A * uc + self.M @ (self.w * uc))
+        return (1 + self.g) * (self.A * uc + self.m * (self.X @ uc))  # M @ (w * uc)
 
     def _H(self, v):
         N = self.X.shape[0]
@@ -516,13 +517,13 @@ class SchurKrylovLinearization(Linearization):
             va, vl = v[:N], v[N:2 * N]
             Xva = self.X @ va
             base = c * (-kbt * A * Xva + (B - (1 + bt) * w * Lp) * va + (1 + g) * A * vl
-                        + w * (((1 - k) * bt * Xva + (1 + g) * vl) @ self.M))
+                        + (((1 - k) * bt * Xva + (1 + g) * vl) * self.m) @ self.X)  # w * (. @ M)
             r1 = va - base - v[2 * N]
             r2 = -kbt * Xva - base + g * vl - v[2 * N + 1]
             return jnp.concatenate([r1, r2, jnp.stack([self.sh @ vl, self.rP_a @ va + self.rP_l @ vl])])
         u1, u2, u3, u4 = v[:N], v[N:2 * N], v[2 * N], v[2 * N + 1]
         sc = c * (u1 + u2)
-        Mws = self.M @ (w * sc)
+        Mws = self.m * (self.X @ sc)  # M @ (w * sc)
         ta = (u1 - (-kbt * A * sc + (1 - k) * bt * Mws + kbt * u2) @ self.X - (B - (1 + bt) * Lp * w) * sc
               + u4 * self.rP_a)
         tl = -(1 + g) * (A * sc + Mws) + g * u2 + u3 * self.sh + u4 * self.rP_l
@@ -546,24 +547,26 @@ def schur_operator(y, params: Params, s=1.0, logD=None) -> SchurKrylovLinearizat
     p = params
     N = p.T.shape[-1]
     o = equilibrium_objects(p, jnp.exp(y[:N]), jnp.exp(y[N:2 * N]), s, logD)
-    k, _, _ = _consts(p)
+    k, _, log_eta = _consts(p)
     bt = p.beta * p.theta
     g = p.gamma / (1 - p.beta)
     kbt = k * bt
-    X, M = o.x, o.Lp_nc
+    X = o.x
+    # L^p_nc = m_n x_nc / w_c (19) with m_n = eta Phi_n^k (L^m_n)^(1+g): M is never stored
+    m = jnp.exp(log_eta + k * jnp.log(o.Phi) + (1 + g) * jnp.log(o.Lm))
     A = o.Epi * o.Lm
     B = o.w * o.Lp
     c = (1 - p.alpha) / o.W
     w, Lp = o.w, o.Lp
     sh = o.Lm / jnp.sum(o.Lm)
     sLp = jnp.sum(Lp)
-    m_row = jnp.sum(M, axis=1)
+    m_row = m * (X @ (1.0 / w))  # row sums of M
     XTm = m_row @ X
     rP_a = ((1 - k) * bt * XTm - (1 + bt) * Lp) / sLp
     rP_l = (1 + g) * m_row / sLp
     xd = jnp.diagonal(X)
-    md = jnp.diagonal(M)
-    dMTX = jnp.sum(M * X, axis=0)  # diag(M^T X), O(N^2)
+    md = m * xd / w  # diagonal of M
+    dMTX = (m @ (X * X)) / w  # diag(M^T X), O(N^2)
     diag_Da = c * (-kbt * A * xd + B + w * ((1 - k) * bt * dMTX - (1 + bt) * Lp))
     diag_DlH = c * (1 + g) * (A * (1 + kbt * xd) + w * (md + kbt * dMTX))
     dT = 1.0 - diag_Da - diag_DlH / g
@@ -573,7 +576,7 @@ def schur_operator(y, params: Params, s=1.0, logD=None) -> SchurKrylovLinearizat
     rowP = ((1 - k) * bt * XTm - (1 + bt) * Lp + ((1 + g) / g) * (m_row + kbt * XTm)) / sLp
     Rrows = jnp.stack([rowL, rowP])
     E = jnp.stack([jnp.stack([-1.0 / g, 1.0 / g]), jnp.stack([-(1 + g) / g, (1 + g) / g])]).astype(y.dtype)
-    return SchurKrylovLinearization(X=X, M=M, c=c, w=w, A=A, B=B, Lp=Lp, sh=sh, rP_a=rP_a, rP_l=rP_l, dT=dT,
+    return SchurKrylovLinearization(X=X, m=m, c=c, w=w, A=A, B=B, Lp=Lp, sh=sh, rP_a=rP_a, rP_l=rP_l, dT=dT,
                                     Ccols=Ccols, Rrows=Rrows, E=E, k=jnp.asarray(k, y.dtype),
                                     bt=jnp.asarray(bt, y.dtype), g=jnp.asarray(g, y.dtype))
 
