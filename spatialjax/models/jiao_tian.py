@@ -212,6 +212,7 @@ class Outcomes(eqx.Module):
     p: jax.Array  # (11) housing rent
     log_Uw: jax.Array  # (N,) log w_n / p_n^(1-alpha)
     log_Um: jax.Array  # (N,) log E[pi_n] / p_n^(1-alpha)
+    m: jax.Array  # (N,) eta Phi_n^k (L^m_n)^(1 + gamma/(1-beta)): L^p_nc = m_n x_nc / w_c (19)
 
 
 def equilibrium_objects(params: Params, w, Lm, s=1.0, logD=None) -> Outcomes:
@@ -219,25 +220,33 @@ def equilibrium_objects(params: Params, w, Lm, s=1.0, logD=None) -> Outcomes:
     p = params
     k, log_zeta, log_eta = _consts(p)
     logw, logLm = jnp.log(w), jnp.log(Lm)
-    logK = _log_kernel(p, logw, s, logD)
-    # One exponential pass gives both Phi (8) (a log-sum-exp) and x (9) (a softmax).
-    kmax = jax.lax.stop_gradient(jnp.max(logK, axis=1, keepdims=True))
-    e = jnp.exp(logK - kmax)
-    S = jnp.sum(e, axis=1, keepdims=True)
-    x = e / S
-    logPhi = (kmax + jnp.log(S))[:, 0]
+    logD = _log_openness(p, s) if logD is None else logD
+    btw = (p.beta * p.theta) * logw
+    # One exponential pass gives both Phi (8) (a log-sum-exp) and x (9) (a softmax). Any shift
+    # of the exponents is exact; c = min_c beta theta log w_c makes every exponent
+    # log Delta_nc - beta theta log w_c + c <= 0 (log Delta_nc <= 0: tau >= 1 is validated,
+    # Delta_nn = 1) without a reduction over the N x N kernel, and the own-city term
+    # >= exp(-beta theta range(log w)) keeps each row's sum away from underflow. log T_n
+    # cancels from the shares. On CPU every reduction over an
+    # N x N expression materialises it: this form writes one N x N array (the exponentials)
+    # where the row max of log K_nc wrote two more (N = 10,000: 0.8 GB each).
+    c = jax.lax.stop_gradient(jnp.min(btw))
+    e = jnp.exp(logD - (btw - c)[None, :])
+    S = jnp.sum(e, axis=1)
+    x = e / S[:, None]
+    logPhi = jnp.log(p.T) - c + jnp.log(S)  # log Phi_n = log sum_c K_nc, K_nc = T_n Delta_nc w_c^(-beta theta)
     logEpi = log_zeta + (p.gamma / (1 - p.beta)) * logLm + k * logPhi
     log_coef = log_eta + k * logPhi + (1 + p.gamma / (1 - p.beta)) * logLm  # eta Phi^k Lm^(1+g/(1-b))
     coef = jnp.exp(log_coef)
     Lp_nc = coef[:, None] * x / w[None, :]
-    Lp = jnp.sum(Lp_nc, axis=0)
+    Lp = ((coef / S) @ e) / w  # = sum_n Lp_nc, as one vector-matrix product (no N x N temporary)
     Epi = jnp.exp(logEpi)
     W = Epi * Lm + w * Lp
     price = (1 - p.alpha) * W / p.H
     log_Uw = logw - (1 - p.alpha) * jnp.log(price)
     log_Um = logEpi - (1 - p.alpha) * jnp.log(price)
     return Outcomes(w=w, Lm=Lm, Phi=jnp.exp(logPhi), x=x, Epi=Epi, Lp_nc=Lp_nc, Lp=Lp, W=W, p=price,
-                    log_Uw=log_Uw, log_Um=log_Um)
+                    log_Uw=log_Uw, log_Um=log_Um, m=coef)
 
 
 def residual(y, params: Params, s=1.0, logD=None):
@@ -547,13 +556,12 @@ def schur_operator(y, params: Params, s=1.0, logD=None) -> SchurKrylovLinearizat
     p = params
     N = p.T.shape[-1]
     o = equilibrium_objects(p, jnp.exp(y[:N]), jnp.exp(y[N:2 * N]), s, logD)
-    k, _, log_eta = _consts(p)
+    k, _, _ = _consts(p)
     bt = p.beta * p.theta
     g = p.gamma / (1 - p.beta)
     kbt = k * bt
     X = o.x
-    # L^p_nc = m_n x_nc / w_c (19) with m_n = eta Phi_n^k (L^m_n)^(1+g): M is never stored
-    m = jnp.exp(log_eta + k * jnp.log(o.Phi) + (1 + g) * jnp.log(o.Lm))
+    m = o.m  # L^p_nc = m_n x_nc / w_c (19): M is never stored
     A = o.Epi * o.Lm
     B = o.w * o.Lp
     c = (1 - p.alpha) / o.W
@@ -566,7 +574,7 @@ def schur_operator(y, params: Params, s=1.0, logD=None) -> SchurKrylovLinearizat
     rP_l = (1 + g) * m_row / sLp
     xd = jnp.diagonal(X)
     md = m * xd / w  # diagonal of M
-    dMTX = (m @ (X * X)) / w  # diag(M^T X), O(N^2)
+    dMTX = jnp.sum(m[:, None] * X * X, axis=0) / w  # diag(M^T X): a fused reduction, no N x N temporary
     diag_Da = c * (-kbt * A * xd + B + w * ((1 - k) * bt * dMTX - (1 + bt) * Lp))
     diag_DlH = c * (1 + g) * (A * (1 + kbt * xd) + w * (md + kbt * dMTX))
     dT = 1.0 - diag_Da - diag_DlH / g
@@ -621,7 +629,7 @@ class Solution(Result, eqx.Module):
     Epi: jax.Array
     W: jax.Array
     x: jax.Array  # (N, N) fragmentation shares x_nc (9)
-    Lp_nc: jax.Array  # (N, N)
+    m: jax.Array  # (N,) hires per unit share: L^p_nc = m_n x_nc / w_c (19); see ``Lp_nc``
     log_Uw: jax.Array  # scalar: common log real income of workers
     log_Um: jax.Array  # scalar: common log real expected income of managers
     y: jax.Array  # (2N+2,) the solver's unknowns
@@ -647,6 +655,12 @@ class Solution(Result, eqx.Module):
     @property
     def sigma_min(self):
         return self.solve.sigma_min
+
+    @property
+    def Lp_nc(self):
+        """(N, N) workers in c hired by managers of n, L^p_nc (19), from ``x`` and ``m``
+        (not stored: at N = 10,000 a second N x N array is 0.8 GB)."""
+        return self.m[..., :, None] * self.x / self.w[..., None, :]
 
     @property
     def min_Lm(self):
@@ -695,7 +709,7 @@ class Solution(Result, eqx.Module):
 def _pack(params: Params, y, res: SolveResult, s_reached) -> Solution:
     N = params.T.shape[-1]
     o = equilibrium_objects(params, jnp.exp(y[:N]), jnp.exp(y[N:2 * N]))
-    return Solution(w=o.w, Lm=o.Lm, Lp=o.Lp, p=o.p, Phi=o.Phi, Epi=o.Epi, W=o.W, x=o.x, Lp_nc=o.Lp_nc,
+    return Solution(w=o.w, Lm=o.Lm, Lp=o.Lp, p=o.p, Phi=o.Phi, Epi=o.Epi, W=o.W, x=o.x, m=o.m,
                     log_Uw=y[2 * N], log_Um=y[2 * N + 1], y=y, solve=res,
                     homotopy_reached=jnp.asarray(s_reached, y.dtype))
 
