@@ -66,6 +66,28 @@ def test_krylov_operator_is_the_exact_jacobian_and_its_preconditioner_is_built_f
     assert not op.exact and jt.schur_jacobian(y, p).exact
 
 
+def test_solution_derives_the_hires_from_x_and_m_and_the_shifted_softmax_matches_the_definitions(econ30):
+    """Solution stores x (9) and the vector m, not L^p_nc: the property equals (19) computed from
+    its definition, its columns sum to L^p; the shares and Phi (8) from the shifted softmax
+    equal the textbook formulas, also with wages far apart (the shift is min beta theta log w)."""
+    p, y_true = econ30
+    N = p.N
+    s = jt.solve(p, y_true)
+    assert s.status == "successful" and s.Lp_nc.shape == (N, N)
+    k, _, log_eta = jt._consts(p)
+    g = p.gamma / (1 - p.beta)
+    tau, T, th, bt = np.asarray(p.tau), np.asarray(p.T), float(p.theta), float(p.beta * p.theta)
+    for w in (np.asarray(s.w), np.asarray(s.w) * np.exp(np.linspace(-40.0, 40.0, N))):
+        o = jt.equilibrium_objects(p, jnp.asarray(w), s.Lm)
+        K = T[:, None] * tau ** (-th) * w[None, :] ** (-bt)
+        np.testing.assert_allclose(np.asarray(o.x), K / K.sum(axis=1, keepdims=True), rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(np.asarray(o.Phi), K.sum(axis=1), rtol=1e-12)
+    Lm, Phi, w = np.asarray(s.Lm), np.asarray(s.Phi), np.asarray(s.w)
+    Lp_nc = (np.exp(float(log_eta)) * Phi ** float(k) * Lm ** (1 + float(g)))[:, None] * np.asarray(s.x) / w[None, :]
+    np.testing.assert_allclose(np.asarray(s.Lp_nc), Lp_nc, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(s.Lp_nc).sum(axis=0), np.asarray(s.Lp), rtol=1e-12)
+
+
 def test_pgmres_solves_with_the_schur_preconditioner_and_reports_its_true_residual(econ30):
     p, y_true = econ30
     N = p.N
