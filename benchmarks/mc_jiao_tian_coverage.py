@@ -87,7 +87,7 @@ def run(N, first, last, output, shifters=T_SHIFTERS, resume=False):
                                 gbar=gi.mean(0).tolist(), S=(gi.T @ gi / N).tolist(), G=G.tolist(),
                                 first_stage_F=rep.truth["stats"]["first_stage_F"],
                                 est=[float(r.params[k]) for k in PARAMS], se=[float(r.se[k]) for k in PARAMS],
-                                truth=[tv[k] for k in PARAMS]))
+                                truth=[tv[k] for k in PARAMS], small_sample=r.small_sample))
         doc["wall_s"] = doc.get("wall_s", 0.0) + (time.perf_counter() - t0)
         t0 = time.perf_counter()
         _atomic_json(doc, output)
@@ -109,7 +109,8 @@ def analyze(paths):
         N = d["N"] if N is None else N
         if d["N"] != N:
             sys.exit(f"{p}: N = {d['N']}, the other files have N = {N}")
-        rows += [r for r in d["rows"] if r.get("replica_converged") and r.get("converged")]
+        rows += [{**r, "technology_shifters": d.get("technology_shifters", ["log_population", "productivity_shifter"])}
+                 for r in d["rows"] if r.get("replica_converged") and r.get("converged")]
     finite = [bool(np.all(np.isfinite(r["se"]))) for r in rows]
     n_bad = len(rows) - sum(finite)
     rows = [r for r, f in zip(rows, finite) if f]
@@ -129,11 +130,23 @@ def analyze(paths):
     V_sh = np.linalg.inv(Gm.T @ np.linalg.inv(S_m) @ Gm) / N
     z = np.abs(est - tr) / se
     crit_t = stats.t.ppf(0.975, N - len(PARAMS))
+    # Small-sample intervals (gmm df_correction, the default since 2026-12-06): SE x sqrt(N/(N-p-K))
+    # and t(N-p-K), K = 1 + the technology shifters (the concentrated pi). Rows stored before then
+    # carry asymptotic SEs (no "small_sample" entry): they are rescaled here, exactly (the estimates
+    # do not depend on the correction).
+    K = 1 + len(rows[0]["technology_shifters"])
+    dof = N - len(PARAMS) - K
+    asym = np.array([r.get("small_sample") is None for r in rows])
+    z_ss = np.where(asym[:, None], z / np.sqrt(N / dof), z)
+    crit_ss = stats.t.ppf(0.975, dof)
+    z = np.where(asym[:, None], z, z * np.sqrt(N / dof))  # the asymptotic z for every row
     out = {"N": N, "replicas": n, "dropped_nonfinite_se": n_bad, "coverage_mc_se": float(np.sqrt(0.95 * 0.05 / n)),
-           "coverage_all": float((z <= 1.96).mean()), "per_parameter": {}, "moments": {}}
+           "coverage_all": float((z <= 1.96).mean()), "coverage_all_small_sample": float((z_ss <= crit_ss).mean()),
+           "small_sample_df": int(dof), "per_parameter": {}, "moments": {}}
     for j, p in enumerate(PARAMS):
         out["per_parameter"][p] = dict(
             coverage=float((z[:, j] <= 1.96).mean()), coverage_t=float((z[:, j] <= crit_t).mean()),
+            coverage_small_sample=float((z_ss[:, j] <= crit_ss).mean()),
             sd=float(est[:, j].std(ddof=1)), mean_se=float(se[:, j].mean()),
             sd_over_mean_se=float(est[:, j].std(ddof=1) / se[:, j].mean()),
             oracle_se=float(np.sqrt(V_or[j, j])), se_mean_S_at_truth=float(np.sqrt(V_sh[j, j])),
@@ -145,11 +158,12 @@ def analyze(paths):
     if n_bad:
         print(f"{n_bad} converged fits with a non-finite SE left out (the estimator flags them)")
     print(f"N = {N}, {n} replicas; Monte Carlo SE of a coverage near 0.95: {out['coverage_mc_se']:.3f}")
-    print(f"all 4n intervals: coverage {out['coverage_all']:.3f}")
-    print(f"{'parameter':10s} {'cover':>6s} {'cover_t':>7s} {'sd/SE':>6s} {'oracle/sd':>9s} {'factor95':>8s}")
+    print(f"all 4n intervals: coverage {out['coverage_all']:.3f} (asymptotic), "
+          f"{out['coverage_all_small_sample']:.3f} (small-sample, t({dof}))")
+    print(f"{'parameter':10s} {'cover':>6s} {'cover_t':>7s} {'cover_ss':>8s} {'sd/SE':>6s} {'oracle/sd':>9s} {'factor95':>8s}")
     for p, v in out["per_parameter"].items():
-        print(f"{p:10s} {v['coverage']:6.3f} {v['coverage_t']:7.3f} {v['sd_over_mean_se']:6.3f} "
-              f"{v['oracle_se'] / v['sd']:9.3f} {v['se_factor_for_95']:8.3f}")
+        print(f"{p:10s} {v['coverage']:6.3f} {v['coverage_t']:7.3f} {v['coverage_small_sample']:8.3f} "
+              f"{v['sd_over_mean_se']:6.3f} {v['oracle_se'] / v['sd']:9.3f} {v['se_factor_for_95']:8.3f}")
     print("moment           var_MC / mean S_hat (at the truth)")
     for m, v in out["moments"].items():
         print(f"{m:16s} {v['var_mc_over_mean_S']:6.3f}")

@@ -246,6 +246,11 @@ _ESTIMATION_SPECS = {
     "multistart": Spec("int", range=(1, None),
                        description="number of starts (the config's start values plus draws from each "
                                    "parameter's start_box, seeded by calibration.seed)"),
+    "small_sample": Spec("bool",
+                         description="small-sample inference: parameter covariance x n/(n-p-K) and Student-t "
+                                     "intervals with n-p-K degrees of freedom (n: observations, or clusters; K: the "
+                                     "nuisance parameters the problem concentrates out); default: the problem's "
+                                     "choice (Jiao-Tian: on, K = the log T coefficients pi), else off"),
     "jacobian": Spec("str", allowed=("autodiff", "fd"),
                      description="moment Jacobian G: autodiff (default; through the equilibrium solve) or "
                                  "central finite differences"),
@@ -795,6 +800,11 @@ def _estimator_call(problem: Problem, cfg: dict, setup: ParameterSetup, file: st
     for key in ("optimizer", "max_iter", "gtol", "xtol", "ftol", "gn_tol", "multistart", "hac_lags", "jacobian"):
         if key in est:
             options[key] = est[key]
+    if "small_sample" in est:
+        if not est["small_sample"]:
+            options.pop("df_correction", None)
+        elif options.get("df_correction") is None:
+            options["df_correction"] = 0
     if options.get("multistart", 1) > 1:
         options["start_box"] = {n: setup.start_box[n] for n in setup.estimated}
         options["seed"] = cfg["calibration"]["seed"]

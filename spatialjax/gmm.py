@@ -30,7 +30,13 @@ Conventions (stated once, used everywhere)
   samples where the leverages are not negligible.
 * **Degrees of freedom**: no small-sample correction by default (divisor ``n``, not ``n - p``);
   clustered S takes ``options["cluster_correction"] = "G/(G-1)"`` to multiply by ``G/(G-1)``
-  (``G`` = number of clusters).
+  (``G`` = number of clusters). ``options["df_correction"] = K`` (an integer >= 0: the number of
+  nuisance parameters estimated *inside* ``g``, e.g. concentrated-out coefficients) makes the
+  inference small-sample: the parameter covariance is multiplied by ``n / (n - p - K)`` and the
+  intervals use Student's t with ``n - p - K`` degrees of freedom, ``n`` being the number of
+  clusters with ``cov="cluster"`` and of observations otherwise (the ``debiased`` convention of
+  linearmodels, Stata's ``small``). Estimates, W and J are unchanged; ``Result.small_sample``
+  records the factor and the degrees of freedom.
 * **Two-step**: first step with ``options["W1"]`` (default identity), second step with
   ``W = S(theta_1)^{-1}``. **Iterated**: ``W_r = S(theta_{r-1})^{-1}`` until
   ``max|theta_r - theta_{r-1}| <= iter_tol * (1 + max|theta_r|)``. **CUE** (Hansen, Heaton and
@@ -163,6 +169,8 @@ OPTIONS: dict[str, Any] = {
     # micro GMM: h(theta, data) -> (n_obs, k) [or (values, ok)], the contributions S is computed from
     # (weighting, CUE, sandwich) instead of g's rows, e.g. residuals with a leverage (HC2-type) correction
     "variance_moments": None,
+    # micro GMM: K >= 0 nuisance parameters estimated inside g -> cov * n/(n-p-K), t(n-p-K) intervals
+    "df_correction": None,
 }
 
 _EPS = np.finfo(np.float64).eps
@@ -1198,6 +1206,7 @@ class Result:
     transform_jacobian: np.ndarray
     level: float = 0.95
     true_params: np.ndarray | None = None
+    small_sample: dict | None = None
     _unravel: Callable | None = field(default=None, repr=False)
     _refit: Callable | None = field(default=None, repr=False)
 
@@ -1304,6 +1313,7 @@ class Result:
             "moment_names": self.moment_names, "sensitivity": self.sensitivity,
             "hjdp": self.hjdp, "weak_identification": self.weak_identification, "convergence": c,
             "moments": {"moment": self.moment_names, **self.moments},
+            "small_sample": self.small_sample,
         }
 
     def to_json(self, path=None, *, indent: int = 2) -> str:
@@ -1332,6 +1342,10 @@ class Result:
               ("iterations", c["iterations"]), ("stop reason", c["stop_reason"]),
               ("objective evaluations", c["n_objective_evals"]), ("failed evaluations", c["n_failed_evals"]),
               ("stages", " -> ".join(s["name"] for s in c["stages"]))]
+        if self.small_sample is not None:
+            ss = self.small_sample
+            kv.append(("small-sample inference", f"cov x n/(n-p-K) = {ss['n']}/({ss['n']}-{ss['p']}-{ss['K']}) = "
+                                                 f"{ss['scale']:.4f}, t({ss['df']}) intervals"))
         if c.get("multistart"):
             kv.append(("multistart objectives", ", ".join(f"{f:.4g}" for f in c["multistart"])))
         out.append(format_kv(kv))
@@ -1542,13 +1556,23 @@ def _assemble(prob: _Problem, drv_state, *, kind, weighting, cov_type, names, mn
             message = f"the optimiser stopped on '{reason}' without meeting a gradient/step/objective criterion"
     elif status in ("converged_no_se",) and not opt_conv:
         status = "not_converged"
+    from scipy import stats as sst
+
+    small = None
+    if opt.get("df_correction") is not None:
+        n_eff = int(prob.n_clusters) if prob.cov == "cluster" else int(n)
+        K = int(opt["df_correction"])
+        df = n_eff - p - K
+        small = {"n": n_eff, "p": int(p), "K": K, "df": int(df), "scale": n_eff / df}
+        cov = cov * small["scale"]
     se_flat = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else nan_p.copy()
     if not final_ok:
         theta = nan_p.copy()
     tstat = theta / se_flat
-    from scipy import stats as sst
-
-    zc = float(sst.norm.ppf(0.5 + opt["level"] / 2))
+    if small is None:
+        zc = float(sst.norm.ppf(0.5 + opt["level"] / 2))
+    else:
+        zc = float(sst.t.ppf(0.5 + opt["level"] / 2, small["df"]))
     ci_low, ci_high = theta - zc * se_flat, theta + zc * se_flat
     # J
     Q = float(gb @ W @ gb) if final_ok and np.all(np.isfinite(W)) else float("nan")
@@ -1601,6 +1625,7 @@ def _assemble(prob: _Problem, drv_state, *, kind, weighting, cov_type, names, mn
         param_names=list(names), moment_names=list(mnames), n_obs=n if kind == "micro" else prob.n, kind=kind,
         weighting=weighting, cov_type=cov_type, gbar=gb, moments=moments,
         transform_jacobian=prob.tr.jacobian_diag(u_hat), level=opt["level"], true_params=true_flat,
+        small_sample=small,
         _unravel=unravel, _refit=refit)
 
 
@@ -1710,6 +1735,16 @@ def estimate(g: Callable, theta0, data, *, weighting: str = "two-step", cov: str
     if ok is not None and tuple(ok.shape) not in ((), (1,)):
         raise ParameterError("g", f"the ok flag must be a boolean scalar; got shape {ok.shape}")
     n, k = int(vals.shape[0]), int(vals.shape[1])
+    K = opt["df_correction"]
+    if K is not None:
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 0:
+            raise ParameterError("options.df_correction", f"must be None or an integer >= 0 (the number of nuisance "
+                                                          f"parameters estimated inside g); got {K!r}")
+        n_eff = len(np.unique(np.asarray(clusters))) if (cov == "cluster" and clusters is not None) else n
+        if n_eff - len(np.asarray(flat0)) - int(K) < 1:
+            raise ParameterError("options.df_correction", f"leaves no degrees of freedom: n = {n_eff} "
+                                                          f"{'clusters' if cov == 'cluster' else 'observations'}, "
+                                                          f"p = {len(np.asarray(flat0))} parameters, K = {int(K)}")
     if opt["variance_moments"] is not None:
         try:
             hv, _ = _split_ok(jax.eval_shape(opt["variance_moments"], theta0, data))
@@ -1780,7 +1815,7 @@ def _moment_names(opt, k):
     return [str(x) for x in opt["moment_names"]]
 
 
-_MD_OPTIONS = [k for k in OPTIONS if k not in ("W1", "W", "hac_lags", "cluster_correction", "center", "max_rounds",
+_MD_OPTIONS = [k for k in OPTIONS if k not in ("W1", "W", "hac_lags", "cluster_correction", "center", "max_rounds", "df_correction",
                                                "iter_tol", "variance_moments")]
 
 

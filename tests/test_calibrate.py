@@ -277,3 +277,20 @@ def test_gn_tol_must_be_a_positive_float(bad):
     assert validate_config({"estimation": {"gn_tol": 1e-8}}, schema, "c.toml")["estimation"]["gn_tol"] == 1e-8
     with pytest.raises(ParameterError, match=r"c\.toml: estimation\.gn_tol: .*"):
         validate_config({"estimation": {"gn_tol": bad}}, schema, "c.toml")
+
+
+@pytest.mark.parametrize("problem_K, flag, expected", [(3, None, 3), (3, False, None), (3, True, 3),
+                                                       (None, True, 0), (None, None, None), (None, False, None)])
+def test_small_sample_key_maps_to_the_estimators_df_correction(problem_K, flag, expected):
+    """[estimation] small_sample: absent keeps the problem's choice (its df_correction K), false
+    removes it, true keeps the problem's K or sets K = 0 where the problem has none."""
+    opts = {} if problem_K is None else {"df_correction": problem_K}
+    problem = cal.Problem(kind="micro", moments=lambda th, d: d, theta0={"a": 0.0}, data=np.zeros((10, 1)),
+                          estimator={"weighting": "two-step", "options": opts})
+    setup = parameter_setup({"parameters": {"a": {"estimate": True, "start": 0.0, "transform": "none"}}})
+    est = {} if flag is None else {"small_sample": flag}
+    call = cal._estimator_call(problem, {"estimation": est, "calibration": {"seed": 0}}, setup, "c.toml")
+    assert call["options"].get("df_correction") == expected
+    schema = {"estimation": cal.GENERIC_SCHEMA["estimation"]}
+    with pytest.raises(ParameterError, match=r"c\.toml: estimation\.small_sample"):
+        validate_config({"estimation": {"small_sample": "yes"}}, schema, "c.toml")

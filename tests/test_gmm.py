@@ -641,3 +641,34 @@ def test_variance_moments_replace_g_rows_in_S_only(iv):
         gmm.estimate(g_iv, TH0, d, options={"variance_moments": lambda t, dd: g_iv(t, dd)[:, :2]})
     with pytest.raises(ParameterError, match="options.variance_moments.*callable"):
         gmm.estimate(g_iv, TH0, d, options={"variance_moments": 3.0})
+
+
+def test_df_correction_matches_linearmodels_debiased_and_uses_t_intervals(iv, two_step):
+    """options["df_correction"] = K: cov * n/(n-p-K) and t(n-p-K) intervals; estimates, W and J
+    unchanged. With K = 0 the SEs equal linearmodels' IVGMM with debiased=True (n/(n-k))."""
+    from linearmodels.iv import IVGMM
+    from scipy import stats
+
+    r0 = gmm.estimate(g_iv, TH0, iv, options={"df_correction": 0})
+    res = IVGMM(iv["y"], iv["X"][:, :1], iv["X"][:, 1:], iv["Z"][:, 1:], weight_type="robust").fit(
+        cov_type="robust", iter_limit=2, initial_weight=np.eye(4), debiased=True)
+    np.testing.assert_allclose(r0.theta, two_step.theta, atol=1e-12)
+    np.testing.assert_allclose(r0.se_flat, np.asarray(res.std_errors), rtol=1e-7)
+    assert r0.J == pytest.approx(two_step.J, rel=1e-12)
+    r3 = gmm.estimate(g_iv, TH0, iv, options={"df_correction": 3})
+    np.testing.assert_allclose(r3.cov, two_step.cov * N / (N - 2 - 3), rtol=1e-10)
+    np.testing.assert_allclose(r3.ci_high - r3.theta, stats.t.ppf(0.975, N - 5) * r3.se_flat, rtol=1e-10)
+    assert r3.small_sample == {"n": N, "p": 2, "K": 3, "df": N - 5, "scale": N / (N - 5)}
+    assert "t(1995) intervals" in r3.summary() and r3.to_dict()["small_sample"]["df"] == N - 5
+    assert two_step.small_sample is None
+    # clustered: n is the number of clusters (100 of 20 observations)
+    clusters = np.arange(N) // 20
+    rc = gmm.estimate(g_iv, TH0, iv, cov="cluster", clusters=clusters)
+    rc1 = gmm.estimate(g_iv, TH0, iv, cov="cluster", clusters=clusters, options={"df_correction": 1})
+    np.testing.assert_allclose(rc1.cov, rc.cov * 100 / 97, rtol=1e-10)
+    np.testing.assert_allclose(rc1.ci_low, rc1.theta - stats.t.ppf(0.975, 97) * rc1.se_flat, rtol=1e-10)
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ParameterError, match="options.df_correction"):
+            gmm.estimate(g_iv, TH0, iv, options={"df_correction": bad})
+    with pytest.raises(ParameterError, match="no degrees of freedom"):
+        gmm.estimate(g_iv, TH0, iv, cov="cluster", clusters=clusters, options={"df_correction": 98})
