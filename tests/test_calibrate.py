@@ -207,6 +207,7 @@ def test_fixed_parameter_robust_run_matches_closed_form(tmp_path, capsys):
     assert est["parameters"]["x1"] == {"estimate": 0.5, "se": None, "t": None, "ci_low": None, "ci_high": None,
                                        "true": 0.5, "fixed": True}
     assert est["J_df"] == 3 and est["cov"] == "robust" and est["clusters"] is None
+    assert est["small_sample"] is None  # the example IV problem keeps asymptotic inference
     assert len(est["convergence"]["multistart"]) == 2  # both starts ran (first stage)
     assert result.convergence["multistart_starts"][0] != result.convergence["multistart_starts"][1]
     assert set(written) >= {"estimates.csv", "estimates.parquet", "moments.parquet", "sensitivity.parquet",
