@@ -40,7 +40,12 @@ and 2 scenarios per device, N = 100 Jiao-Tian solves; native stacks via gdb). On
 meshes, and on CPU generally (where it is also faster: a batched Newton solve runs as long as
 its slowest scenario), :func:`sweep` evaluates each device's slice with ``jax.lax.map``
 (``inner="auto"``), which runs unbatched kernels; ``inner="vmap"`` forces the batched
-program (the default on accelerators).
+program (the default on accelerators). Re-checked 2026-12-06 (8 warm N = 100 solves on 4 forced
+devices, ``inner="vmap"``, 150 s timeout): 1 of 3 runs hung; with
+``--xla_cpu_multi_thread_eigen=false`` (the cure of a related pool re-entry deadlock) 3 of 3
+hung, so that flag is not a fix. jax 0.10.2 is the newest release on the package index this
+project installs from, so the upgrade past the jaxlib change could not be tried; the cause is
+inside jaxlib, and the per-device ``lax.map`` stays.
 
 This module is generic: it never imports a model.
 """
