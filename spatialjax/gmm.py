@@ -1815,8 +1815,8 @@ def _moment_names(opt, k):
     return [str(x) for x in opt["moment_names"]]
 
 
-_MD_OPTIONS = [k for k in OPTIONS if k not in ("W1", "W", "hac_lags", "cluster_correction", "center", "max_rounds", "df_correction",
-                                               "iter_tol", "variance_moments")]
+_MD_OPTIONS = [k for k in OPTIONS if k not in ("W1", "W", "hac_lags", "cluster_correction", "center", "max_rounds",
+                                               "iter_tol", "variance_moments", "df_correction")]
 
 
 def minimum_distance(m: Callable, theta0, m_hat, *, W=None, cov_m_hat=None, bounds=None,

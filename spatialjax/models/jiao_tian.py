@@ -227,9 +227,9 @@ def equilibrium_objects(params: Params, w, Lm, s=1.0, logD=None) -> Outcomes:
     # log Delta_nc - beta theta log w_c + c <= 0 (log Delta_nc <= 0: tau >= 1 is validated,
     # Delta_nn = 1) without a reduction over the N x N kernel, and the own-city term
     # >= exp(-beta theta range(log w)) keeps each row's sum away from underflow. log T_n
-    # cancels from the shares. On CPU every reduction over an
-    # N x N expression materialises it: this form writes one N x N array (the exponentials)
-    # where the row max of log K_nc wrote two more (N = 10,000: 0.8 GB each).
+    # cancels from the shares. On CPU every reduction over an N x N expression materialises
+    # it: this form writes one N x N array (the exponentials) where the row max of log K_nc
+    # wrote two more (N = 10,000: 0.8 GB each).
     c = jax.lax.stop_gradient(jnp.min(btw))
     e = jnp.exp(logD - (btw - c)[None, :])
     S = jnp.sum(e, axis=1)
@@ -439,8 +439,9 @@ class SchurKrylovLinearization(Linearization):
     ``mv`` applies the exact Jacobian from its blocks (two N x N matrix-vector products with
     the shares X = [x_nc] of (9); the hires of (19) are M = diag(m) X diag(1/w), with
     m_n = eta Phi_n^k (L^m_n)^(1 + gamma/(1-beta)), so only X is stored (at N = 10,000 that
-    saves 0.8 GB); the product M^T X of :func:`schur_jacobian` is never formed). ``solve`` is only an approximate inverse, a
-    preconditioner for GMRES: the manager block is eliminated exactly by (53) (the g I
+    saves 0.8 GB); the product M^T X of :func:`schur_jacobian` is never formed). ``solve`` is
+    only an approximate inverse, a preconditioner for GMRES: the manager block is eliminated
+    exactly by (53) (the g I
     pivot), and the (N+2) x (N+2) Schur complement S is replaced by its diagonal bordered
     with its exact last two rows and columns (adding up (17)-(18) and the two utility
     levels), a 2 x 2 solve. Building it costs a few passes over X (O(N^2)); every
