@@ -109,7 +109,7 @@ def analyze(paths):
         N = d["N"] if N is None else N
         if d["N"] != N:
             sys.exit(f"{p}: N = {d['N']}, the other files have N = {N}")
-        rows += [{**r, "technology_shifters": d.get("technology_shifters", ["log_population", "productivity_shifter"])}
+        rows += [{**r, "technology_shifters": d.get("technology_shifters", list(T_SHIFTERS))}
                  for r in d["rows"] if r.get("replica_converged") and r.get("converged")]
     finite = [bool(np.all(np.isfinite(r["se"]))) for r in rows]
     n_bad = len(rows) - sum(finite)

@@ -915,7 +915,7 @@ def write_outputs(problem: Problem, result, cfg: dict, raw: dict, setup: Paramet
         "n_obs": _n_obs(problem) if result.n_obs is None else int(result.n_obs), "n_moments": len(names),
         "level": float(result.level), "objective": _as_float(result.objective),
         # small-sample inference (gmm df_correction): {"n", "p", "K", "df", "scale"} or null (asymptotic)
-        "small_sample": getattr(result, "small_sample", None),
+        "small_sample": result.small_sample,
         "convergence": {k: result.convergence.get(k) for k in ("optimizer", "iterations", "stop_reason",
                                                                  "n_objective_evals", "n_failed_evals", "stages",
                                                                  "multistart")},

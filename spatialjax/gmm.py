@@ -1735,16 +1735,6 @@ def estimate(g: Callable, theta0, data, *, weighting: str = "two-step", cov: str
     if ok is not None and tuple(ok.shape) not in ((), (1,)):
         raise ParameterError("g", f"the ok flag must be a boolean scalar; got shape {ok.shape}")
     n, k = int(vals.shape[0]), int(vals.shape[1])
-    K = opt["df_correction"]
-    if K is not None:
-        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 0:
-            raise ParameterError("options.df_correction", f"must be None or an integer >= 0 (the number of nuisance "
-                                                          f"parameters estimated inside g); got {K!r}")
-        n_eff = len(np.unique(np.asarray(clusters))) if (cov == "cluster" and clusters is not None) else n
-        if n_eff - len(np.asarray(flat0)) - int(K) < 1:
-            raise ParameterError("options.df_correction", f"leaves no degrees of freedom: n = {n_eff} "
-                                                          f"{'clusters' if cov == 'cluster' else 'observations'}, "
-                                                          f"p = {len(np.asarray(flat0))} parameters, K = {int(K)}")
     if opt["variance_moments"] is not None:
         try:
             hv, _ = _split_ok(jax.eval_shape(opt["variance_moments"], theta0, data))
@@ -1773,6 +1763,16 @@ def estimate(g: Callable, theta0, data, *, weighting: str = "two-step", cov: str
         cl = jnp.asarray(cl.ravel())
     elif clusters is not None:
         raise ParameterError("clusters", f"only used with cov='cluster'; got cov={cov!r}")
+    K = opt["df_correction"]
+    if K is not None:
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 0:
+            raise ParameterError("options.df_correction", f"must be None or an integer >= 0 (the number of nuisance "
+                                                          f"parameters estimated inside g); got {K!r}")
+        n_eff = ncl if cov == "cluster" else n  # the same n as the correction in _assemble
+        if n_eff - p - int(K) < 1:
+            raise ParameterError("options.df_correction", f"leaves no degrees of freedom: n = {n_eff} "
+                                                          f"{'clusters' if cov == 'cluster' else 'observations'}, "
+                                                          f"p = {p} parameters, K = {int(K)}")
     if cov == "hac" and opt["hac_lags"] is not None and not (isinstance(opt["hac_lags"], (int, np.integer))
                                                              and 0 <= opt["hac_lags"] < n):
         raise ParameterError("options.hac_lags", f"must be an integer in [0, {n}); got {opt['hac_lags']!r}")

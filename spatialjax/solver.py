@@ -568,8 +568,8 @@ def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 10, norm_ite
     inverse iteration with lineax GMRES. Power iteration with ``mv`` (or JVP/VJP) for the norm.
     At most ``iters`` inverse iterations / bidiagonalisation steps and ``norm_iters`` power
     iterations for ``||J||_2`` (only used as a scale for the singularity threshold); each stops
-    early once two successive estimates agree to ``rtol`` / ``norm_rtol`` (relative). ``lin``: a linearization at ``y`` already
-    computed (its factorisation is reused: no new one). ``return_linearization=True`` also
+    early once two successive estimates agree to ``rtol`` / ``norm_rtol`` (relative). ``lin``: a
+    linearization at ``y`` already computed (its factorisation is reused: no new one). ``return_linearization=True`` also
     returns the linearization used (``None`` for the matrix-free path without ``jac``), so
     that the backward pass of an implicit derivative can reuse it.
 
@@ -620,9 +620,8 @@ def jacobian_sigma_min(F, y, *, linear_solver="dense", iters: int = 10, norm_ite
             # singular value of the small bidiagonal matrix converges to 1 / sigma_min(J) as a
             # Krylov method (fewer solves than the inverse power iteration it replaced and a more
             # accurate estimate: 12 -> 8 GMRES solves at Jiao-Tian N = 3000, error 0.4 % -> 0.03 %),
-            # from below, so sigma_min is
-            # approached from above as before. Full reorthogonalisation (at most ``iters`` + 1
-            # vectors). A solve to relative residual krylov_rtol perturbs J^{-1} by about that
+            # from below, so sigma_min is approached from above as before. Full
+            # reorthogonalisation (at most ``iters`` + 1 vectors). A solve to relative residual krylov_rtol perturbs J^{-1} by about that
             # much relatively; a solve that does not reach it (typically at a fold, where J is
             # singular) sets sigma_min to 0.
             smax, solve_ok, n_inv = _gkl_sigma_max(mvJ, mvJT, pJ, pJT, v, iters, rtol, krylov_rtol)

@@ -206,13 +206,23 @@ class Outcomes(eqx.Module):
     Phi: jax.Array  # (8)
     x: jax.Array  # (N, N) (9)
     Epi: jax.Array  # (13)
-    Lp_nc: jax.Array  # (N, N) (19): workers in c hired by managers of n
     Lp: jax.Array  # workers living and working in c
     W: jax.Array  # (11) total income
     p: jax.Array  # (11) housing rent
     log_Uw: jax.Array  # (N,) log w_n / p_n^(1-alpha)
     log_Um: jax.Array  # (N,) log E[pi_n] / p_n^(1-alpha)
     m: jax.Array  # (N,) eta Phi_n^k (L^m_n)^(1 + gamma/(1-beta)): L^p_nc = m_n x_nc / w_c (19)
+
+    @property
+    def Lp_nc(self):
+        """(N, N) (19): workers in c hired by managers of n (derived, see :func:`_hires`)."""
+        return _hires(self.m, self.x, self.w)
+
+
+def _hires(m, x, w):
+    """L^p_nc = m_n x_nc / w_c (19), shape (..., N, N): derived from the shares x (9) and the
+    vector m wherever it is needed, never stored (at N = 10,000 an N x N array is 0.8 GB)."""
+    return m[..., :, None] * x / w[..., None, :]
 
 
 def equilibrium_objects(params: Params, w, Lm, s=1.0, logD=None) -> Outcomes:
@@ -238,14 +248,13 @@ def equilibrium_objects(params: Params, w, Lm, s=1.0, logD=None) -> Outcomes:
     logEpi = log_zeta + (p.gamma / (1 - p.beta)) * logLm + k * logPhi
     log_coef = log_eta + k * logPhi + (1 + p.gamma / (1 - p.beta)) * logLm  # eta Phi^k Lm^(1+g/(1-b))
     coef = jnp.exp(log_coef)
-    Lp_nc = coef[:, None] * x / w[None, :]
     Lp = ((coef / S) @ e) / w  # = sum_n Lp_nc, as one vector-matrix product (no N x N temporary)
     Epi = jnp.exp(logEpi)
     W = Epi * Lm + w * Lp
     price = (1 - p.alpha) * W / p.H
     log_Uw = logw - (1 - p.alpha) * jnp.log(price)
     log_Um = logEpi - (1 - p.alpha) * jnp.log(price)
-    return Outcomes(w=w, Lm=Lm, Phi=jnp.exp(logPhi), x=x, Epi=Epi, Lp_nc=Lp_nc, Lp=Lp, W=W, p=price,
+    return Outcomes(w=w, Lm=Lm, Phi=jnp.exp(logPhi), x=x, Epi=Epi, Lp=Lp, W=W, p=price,
                     log_Uw=log_Uw, log_Um=log_Um, m=coef)
 
 
@@ -660,8 +669,8 @@ class Solution(Result, eqx.Module):
     @property
     def Lp_nc(self):
         """(N, N) workers in c hired by managers of n, L^p_nc (19), from ``x`` and ``m``
-        (not stored: at N = 10,000 a second N x N array is 0.8 GB)."""
-        return self.m[..., :, None] * self.x / self.w[..., None, :]
+        (:func:`_hires`; not stored)."""
+        return _hires(self.m, self.x, self.w)
 
     @property
     def min_Lm(self):
